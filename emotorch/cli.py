@@ -1,0 +1,246 @@
+"""The ``emotorch`` command: a thin shell over the Python API. Results to stdout, logs to stderr."""
+
+from __future__ import annotations
+
+import argparse
+import difflib
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+from emotorch.checkpoint import CheckpointError
+from emotorch.data import CLASSES, DataError
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that suggests the closest valid option for an unknown one (and takes no abbreviations)."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
+
+    def parse_known_args(self, args=None, namespace=None):  # type: ignore[override]
+        ns, extras = super().parse_known_args(args, namespace)
+        for extra in extras:
+            if extra.startswith("-"):
+                options = [o for a in self._actions for o in a.option_strings]
+                hint = difflib.get_close_matches(extra.split("=")[0], options, n=1)
+                self.error(f"unknown option {extra}" + (f"; did you mean {hint[0]}?" if hint else ""))
+        return ns, extras
+
+
+def _add_data_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--skip-bad", action="store_true", help="skip and count bad rows or images instead of failing")
+    p.add_argument("--skip-unknown", action="store_true", help="ignore class folders with unknown names")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="emotorch", description="Facial emotion recognition on FER2013-style data.")
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars or log lines")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    data = sub.add_parser("data", help="inspect data sets").add_subparsers(dest="data_command", required=True,
+                                                                          parser_class=_Parser)  # fmt: skip
+    stats = data.add_parser("stats", help="counts per split and class, image sizes, bad rows")
+    stats.add_argument("path", help="fer2013.csv, a folder with train.csv/test.csv, or image folders")
+    stats.add_argument("--json", action="store_true", help="print one JSON object")
+
+    models = sub.add_parser("models", help="list the registered models with parameter counts")
+    models.add_argument("--json", action="store_true")
+
+    tr = sub.add_parser("train", help="train a model into a run directory")
+    tr.add_argument("--data", help="training data (any supported format); read from the run when resuming")
+    tr.add_argument("--preset", default="default", help="seed (the hackathon recipe) or default (our best)")
+    tr.add_argument("--model", help="registry name (see `emotorch models`)")
+    tr.add_argument("--model-option", action="append", default=[], metavar="KEY=VALUE",
+                    help="a model builder option, e.g. width=32 (repeatable)")
+    tr.add_argument("--pretrained", help="local ImageNet weights file for vgg16/vgg19/resnet50/densenet121")
+    tr.add_argument("--epochs", type=int)
+    tr.add_argument("--batch-size", type=int)
+    tr.add_argument("--lr", type=float)
+    tr.add_argument("--optimizer", choices=["sgd", "adam", "adamw"])
+    tr.add_argument("--balance", choices=["none", "sampler", "loss"], help="class-imbalance handling")
+    tr.add_argument("--augment", choices=["none", "flip", "standard"])
+    tr.add_argument("--label-smoothing", type=float)
+    tr.add_argument("--val-split", help="split to validate on (default val; held out from train if absent)")
+    tr.add_argument("--select", choices=["accuracy", "macro_f1"], help="val metric that picks best.pt")
+    tr.add_argument("--seed", type=int)
+    tr.add_argument("--no-amp", action="store_true", help="train in float32")
+    tr.add_argument("--out", help="run directory (default: runs/train/<preset>-<model>[-N])")
+    tr.add_argument("--resume", action="store_true", help="continue the run in --out from its last.pt")
+    tr.add_argument("--force", action="store_true", help="overwrite an existing run directory")
+    _add_data_flags(tr)
+
+    ev = sub.add_parser("evaluate", help="metrics (or predictions) of a model on a data set")
+    ev.add_argument("--model", required=True, help="checkpoint file or run directory")
+    ev.add_argument("--data", required=True)
+    ev.add_argument("--split", help="split to evaluate (default: val, else test, else the only one)")
+    ev.add_argument("--tta", action="store_true", help="horizontal flip and ten-crop test-time augmentation")
+    ev.add_argument("--json", action="store_true", help="print exactly one JSON object on stdout")
+    ev.add_argument("--out", help="also write confusion_matrix.png, predictions.png and curves.png here")
+    ev.add_argument("--predictions", help="write per-face predictions to this CSV (for unlabeled data)")
+    ev.add_argument("--force", action="store_true", help="overwrite an existing --predictions file")
+    _add_data_flags(ev)
+    return parser
+
+
+def _parse_option(text: str) -> tuple[str, Any]:
+    key, sep, value = text.partition("=")
+    if not sep:
+        raise ValueError(f"--model-option {text!r} is not KEY=VALUE")
+    try:
+        return key, json.loads(value)
+    except json.JSONDecodeError:
+        return key, value
+
+
+def cmd_data_stats(args: argparse.Namespace) -> None:
+    from emotorch.data import load_dataset
+
+    ds = load_dataset(args.path, skip_bad=True, skip_unknown=True, progress=not args.quiet)
+    report = {
+        "path": str(ds.path),
+        "format": ds.format,
+        "splits": {
+            name: {
+                "n": len(fs),
+                "labeled": fs.labeled,
+                "classes": fs.class_counts() if fs.labeled else {},
+                "image_sizes": fs.source_sizes,
+                "bad": len(fs.skipped),
+                "bad_examples": [str(b) for b in fs.skipped[:5]],
+            }
+            for name, fs in ds.splits.items()
+        },
+        "unknown_class_folders": ds.unknown_classes,
+    }
+    if args.json:
+        print(json.dumps(report, indent=2))
+        return
+    print(f"{ds.path} ({ds.format})")
+    header = f"{'split':<10}{'faces':>8}" + "".join(f"{c:>9}" for c in CLASSES) + f"{'bad':>6}"
+    print(header)
+    for name, r in report["splits"].items():
+        counts = "".join(f"{r['classes'].get(c, '-'):>9}" for c in CLASSES)
+        print(f"{name:<10}{r['n']:>8}{counts}{r['bad']:>6}")
+    for name, r in report["splits"].items():
+        sizes = ", ".join(f"{s} x{n}" for s, n in sorted(r["image_sizes"].items(), key=lambda kv: -kv[1])[:5])
+        print(f"{name}: image sizes {sizes or '-'}" + ("" if r["labeled"] else " (unlabeled)"))
+        for example in r["bad_examples"]:
+            print(f"  bad: {example}")
+        if r["bad"] > len(r["bad_examples"]):
+            print(f"  ... and {r['bad'] - len(r['bad_examples'])} more bad")
+    for folder in ds.unknown_classes:
+        print(f"unknown class folder (not loaded): {folder}")
+
+
+def cmd_models(args: argparse.Namespace) -> None:
+    from emotorch.models import count_parameters, create_model, list_models
+
+    rows = [(m.name, count_parameters(create_model(m.name)), m.description) for m in list_models()]
+    if args.json:
+        print(json.dumps([{"name": n, "parameters": p, "description": d} for n, p, d in rows], indent=2))
+        return
+    print(f"{'model':<13}{'parameters':>12}  description")
+    for name, params, desc in rows:
+        print(f"{name:<13}{params:>12,}  {desc}")
+
+
+def _default_run_dir(preset: str, model: str) -> Path:
+    base = Path("runs/train") / f"{preset}-{model}"
+    out, n = base, 1
+    while out.exists():
+        n += 1
+        out = base.with_name(f"{base.name}-{n}")
+    return out
+
+
+def cmd_train(args: argparse.Namespace) -> None:
+    from emotorch.train import TrainConfig, config_from_preset, train
+
+    if args.resume:
+        if not args.out:
+            raise ValueError("--resume needs --out RUN_DIR, the run to continue")
+        saved = Path(args.out) / "config.json"
+        if not saved.is_file():
+            raise FileNotFoundError(f"{args.out}: no config.json; is it a run directory?")
+        cfg = TrainConfig.from_dict(json.loads(saved.read_text()) | ({"epochs": args.epochs} if args.epochs else {}))
+        logging.getLogger("emotorch").info("resuming %s from its last checkpoint", args.out)
+    else:
+        if not args.data:
+            raise ValueError("--data PATH is required (fer2013.csv, train.csv folder, or image folders)")
+        overrides = {
+            "data": args.data, "model": args.model, "pretrained": args.pretrained, "epochs": args.epochs,
+            "batch_size": args.batch_size, "lr": args.lr, "optimizer": args.optimizer, "balance": args.balance,
+            "augment": args.augment, "label_smoothing": args.label_smoothing, "val_split": args.val_split,
+            "select": args.select, "seed": args.seed, "skip_bad": args.skip_bad or None,
+            "skip_unknown": args.skip_unknown or None, "amp": False if args.no_amp else None,
+        }  # fmt: skip
+        if args.model_option:
+            overrides["model_options"] = dict(_parse_option(o) for o in args.model_option)
+        cfg = config_from_preset(args.preset, **{k: v for k, v in overrides.items() if v is not None})
+    out = Path(args.out) if args.out else _default_run_dir(args.preset, cfg.model)
+    result = train(cfg, out, resume=args.resume, force=args.force, progress=not args.quiet)
+    if result:
+        print(json.dumps({k: result[k] for k in ("run_dir", "best_epoch", "accuracy", "macro_f1", "n")}))
+
+
+def cmd_evaluate(args: argparse.Namespace) -> None:
+    from emotorch import plots
+    from emotorch.evaluate import evaluate, load_model, load_split, predict_proba, write_predictions
+
+    model = load_model(args.model)
+    split, faces = load_split(args.data, args.split, skip_bad=args.skip_bad, skip_unknown=args.skip_unknown)
+    classes = model.meta["classes"]
+    if args.predictions:
+        dest = Path(args.predictions)
+        if dest.exists() and not args.force:
+            raise FileExistsError(f"{dest} exists; pass --force to overwrite it")
+        probs = predict_proba(model.model, faces.images, model.meta, tta=args.tta)
+        write_predictions(dest, faces, probs, classes)
+        logging.getLogger("emotorch").info("wrote %d predictions to %s", len(faces), dest)
+        if not faces.labeled:
+            return
+    metrics, probs = evaluate(model, faces, tta=args.tta)
+    metrics = {"model": model.source, "data": str(args.data), "split": split} | metrics
+    if args.out:
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        plots.save(plots.confusion_matrix(metrics["confusion_matrix"], classes, f"{split} ({len(faces)} faces)"),
+                   out / "confusion_matrix.png")  # fmt: skip
+        plots.save(plots.prediction_grid(faces.images, probs, faces.labels, classes), out / "predictions.png")
+        if model.history:
+            plots.save(plots.training_curves(model.history), out / "curves.png")
+    if args.json:
+        print(json.dumps(metrics))
+        return
+    print(f"{model.source} on {args.data} [{split}], {metrics['n']} faces{' (TTA)' if args.tta else ''}")
+    print(f"accuracy {metrics['accuracy']:.4f}   macro-F1 {metrics['macro_f1']:.4f}")
+    print(f"{'class':<10}{'precision':>10}{'recall':>10}{'f1':>10}{'support':>9}")
+    for c, m in metrics["per_class"].items():
+        print(f"{c:<10}{m['precision']:>10.3f}{m['recall']:>10.3f}{m['f1']:>10.3f}{m['support']:>9}")
+
+
+COMMANDS = {"models": cmd_models, "train": cmd_train, "evaluate": cmd_evaluate}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="%(message)s",
+                        stream=sys.stderr)  # fmt: skip
+    handler = cmd_data_stats if args.command == "data" else COMMANDS[args.command]
+    try:
+        handler(args)
+    except (DataError, CheckpointError, ValueError, FileExistsError, FileNotFoundError) as e:
+        print(f"emotorch: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("emotorch: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

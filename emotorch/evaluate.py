@@ -1,0 +1,143 @@
+"""Evaluation: predictions (with optional flip + ten-crop TTA) and metrics as plain data."""
+
+from __future__ import annotations
+
+import csv
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+from torch.nn import functional as F
+
+from emotorch import checkpoint
+from emotorch.data import CLASSES, DataError, FaceSet, load_dataset, normalize
+
+TTA_PAD = 4  # ten-crop: reflect-pad by 4 px, take 48x48 crops at the corners and centre, and flip
+
+
+@dataclass
+class LoadedModel:
+    """A model ready for inference plus the metadata its preprocessing comes from."""
+
+    model: nn.Module
+    meta: dict[str, Any]
+    history: list[dict[str, Any]]
+    source: str
+
+
+def load_model(name_or_path: str | os.PathLike) -> LoadedModel:
+    """Load a checkpoint file or run directory (its ``best.pt``)."""
+    path = Path(name_or_path).expanduser()
+    if not path.exists():
+        raise checkpoint.CheckpointError(
+            f"{name_or_path}: no such checkpoint file or run directory (no model ships yet)"
+        )
+    ckpt = checkpoint.load(path)
+    return LoadedModel(checkpoint.build_model(ckpt), ckpt["meta"], ckpt.get("history", []), str(path))
+
+
+def tta_views(x: Tensor) -> list[Tensor]:
+    """Ten views of a (N, C, H, W) batch: 5 crops of a reflect-padded copy, each also flipped."""
+    h, w = x.shape[-2:]
+    p = TTA_PAD
+    padded = F.pad(x, (p, p, p, p), mode="reflect")
+    crops = [padded[..., i : i + h, j : j + w] for i, j in ((0, 0), (0, 2 * p), (2 * p, 0), (2 * p, 2 * p), (p, p))]
+    return crops + [c.flip(-1) for c in crops]
+
+
+@torch.no_grad()
+def predict_proba(
+    model: nn.Module,
+    images: np.ndarray,
+    meta: dict[str, Any],
+    *,
+    tta: bool = False,
+    batch_size: int = 256,
+    device: str | torch.device = "cpu",
+) -> np.ndarray:
+    """Class probabilities (N, K) for uint8 faces (N, 48, 48), preprocessed from ``meta``."""
+    model = model.to(device).eval()
+    temperature = float(meta.get("temperature", 1.0))
+    out = []
+    for i in range(0, len(images), batch_size):
+        x = normalize(images[i : i + batch_size], meta["mean"], meta["std"]).to(device)
+        views = tta_views(x) if tta else [x]
+        probs = torch.stack([F.softmax(model(v).float() / temperature, dim=1) for v in views]).mean(0)
+        out.append(probs.cpu())
+    if not out:
+        return np.zeros((0, len(meta["classes"])), np.float32)
+    return torch.cat(out).numpy()
+
+
+def compute_metrics(labels: np.ndarray, preds: np.ndarray, classes: tuple[str, ...] = CLASSES) -> dict:
+    """Accuracy, macro-F1 (over classes present in ``labels``), per-class P/R/F1 and confusion."""
+    k = len(classes)
+    cm = np.bincount(labels * k + preds, minlength=k * k).reshape(k, k)
+    tp = np.diag(cm).astype(float)
+    support, predicted = cm.sum(1), cm.sum(0)
+    precision = np.divide(tp, predicted, out=np.zeros(k), where=predicted > 0)
+    recall = np.divide(tp, support, out=np.zeros(k), where=support > 0)
+    f1 = np.divide(2 * precision * recall, precision + recall, out=np.zeros(k), where=precision + recall > 0)
+    present = support > 0
+    per_class = {
+        c: {"precision": float(precision[i]), "recall": float(recall[i]), "f1": float(f1[i]),
+            "support": int(support[i])}
+        for i, c in enumerate(classes) if present[i]
+    }  # fmt: skip
+    return {
+        "n": len(labels),
+        "accuracy": float(tp.sum() / max(len(labels), 1)),
+        "macro_f1": float(f1[present].mean()) if present.any() else 0.0,
+        "per_class": per_class,
+        "confusion_matrix": cm.tolist(),
+        "classes": list(classes),
+    }
+
+
+def pick_split(names: list[str], wanted: str | None) -> str:
+    """The split to evaluate: the one asked for, else val, test, then whatever there is."""
+    if wanted is not None:
+        return wanted
+    for name in ("val", "test", "all"):
+        if name in names:
+            return name
+    return names[-1]
+
+
+def evaluate(
+    model: LoadedModel,
+    faces: FaceSet,
+    *,
+    tta: bool = False,
+    device: str | torch.device = "cpu",
+) -> tuple[dict, np.ndarray]:
+    """Metrics and probabilities of ``model`` on labelled ``faces``."""
+    if not faces.labeled:
+        raise DataError("these faces carry no labels: write predictions instead of metrics")
+    probs = predict_proba(model.model, faces.images, model.meta, tta=tta, device=device)
+    metrics = compute_metrics(faces.labels, probs.argmax(1), tuple(model.meta["classes"]))
+    metrics["tta"] = tta
+    return metrics, probs
+
+
+def write_predictions(path: Path, faces: FaceSet, probs: np.ndarray, classes: list[str]) -> None:
+    """One row per face: its source, the predicted emotion and every class probability."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["source", "emotion", *classes])
+        for src, p in zip(faces.sources, probs, strict=True):
+            w.writerow([src, classes[int(p.argmax())], *(f"{v:.5f}" for v in p)])
+    os.replace(tmp, path)
+
+
+def load_split(path: str | os.PathLike, split: str | None, *, skip_bad: bool = False,
+               skip_unknown: bool = False) -> tuple[str, FaceSet]:  # fmt: skip
+    """The named (or default) split of a data set, for evaluation or prediction."""
+    ds = load_dataset(path, skip_bad=skip_bad, skip_unknown=skip_unknown)
+    name = pick_split(list(ds.splits), split)
+    return name, ds.split(name)

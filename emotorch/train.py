@@ -1,0 +1,446 @@
+"""Training: a config dataclass, presets, batch augmentation and one readable loop.
+
+The same loop runs on one CPU, one GPU or under ``torchrun`` with DistributedDataParallel:
+each rank takes its slice of the same seeded global batch, and rank 0 alone evaluates, logs
+and checkpoints. Each epoch's data order, augmentation and dropout come from seeds derived
+from (seed, epoch), so a resumed run continues exactly as the uninterrupted one would have.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import json
+import logging
+import math
+import os
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import Tensor, nn
+from torch.nn import functional as F
+
+from emotorch import checkpoint, plots
+from emotorch.data import CLASSES, FER_MEAN, FER_STD, IMAGE_SIZE, DataError, FaceSet, load_dataset, normalize
+from emotorch.evaluate import compute_metrics
+from emotorch.models import count_parameters, create_model
+
+log = logging.getLogger("emotorch.train")
+
+
+@dataclass
+class TrainConfig:
+    """Everything a run depends on; saved as config.json in the run and inside each checkpoint."""
+
+    data: str = ""  # data set path (any format emotorch.data loads)
+    model: str = "emonet"  # registry name, see `emotorch models`
+    model_options: dict[str, Any] = field(default_factory=dict)  # builder options, e.g. width
+    pretrained: str | None = None  # local ImageNet weights file for transfer models
+    freeze_backbone: bool = False  # train only the head (applies when pretrained weights are given)
+    epochs: int = 60
+    batch_size: int = 128  # global batch, split across DDP ranks
+    optimizer: str = "sgd"  # sgd (Nesterov) | adam | adamw
+    lr: float = 0.05
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    schedule: str = "cosine"  # cosine (after linear warm-up) | constant
+    warmup_epochs: float = 2.0
+    label_smoothing: float = 0.1
+    balance: str = "none"  # none | sampler (class-balanced sampling) | loss (class-weighted loss)
+    augment: str = "standard"  # none | flip | standard (flip, affine, light, erasing)
+    amp: bool = True  # bf16 autocast on CPU, bf16/fp16 AMP on CUDA
+    channels_last: bool = True
+    train_split: str = "train"
+    val_split: str = "val"  # held out from train_split (val_fraction) when the data has no such split
+    val_fraction: float = 0.1
+    select: str = "accuracy"  # val metric that picks best.pt: accuracy | macro_f1
+    seed: int = 0
+    skip_bad: bool = False
+    skip_unknown: bool = False
+
+    def __post_init__(self) -> None:
+        choices = {
+            "optimizer": ("sgd", "adam", "adamw"), "schedule": ("cosine", "constant"),
+            "balance": ("none", "sampler", "loss"), "augment": ("none", "flip", "standard"),
+            "select": ("accuracy", "macro_f1"),
+        }  # fmt: skip
+        for key, allowed in choices.items():
+            if getattr(self, key) not in allowed:
+                raise ValueError(f"{key} must be one of {', '.join(allowed)}, not {getattr(self, key)!r}")
+        if self.epochs < 1 or self.batch_size < 1 or self.lr <= 0:
+            raise ValueError("epochs, batch_size and lr must be positive")
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
+        """Build from a dict, rejecting unknown keys with the closest valid name."""
+        names = [f.name for f in dataclasses.fields(cls)]
+        for key in values:
+            if key not in names:
+                hint = difflib.get_close_matches(key, names, n=1)
+                raise ValueError(f"unknown config key {key!r}" + (f"; did you mean {hint[0]!r}?" if hint else ""))
+        return cls(**values)
+
+
+PRESETS: dict[str, dict[str, Any]] = {
+    # The hackathon recipe: VGG19 with a 1024-unit head, Adam at 1e-4, batch 64, 25 epochs.
+    "seed": dict(model="vgg19", optimizer="adam", lr=1e-4, batch_size=64, epochs=25, weight_decay=0.0,
+                 schedule="constant", warmup_epochs=0.0, label_smoothing=0.0, augment="flip",
+                 freeze_backbone=True),
+    # Our best recipe on 2 CPU cores: EmoNet, SGD + cosine, label smoothing, augmentation.
+    "default": dict(model="emonet", optimizer="sgd", lr=0.05, batch_size=128, epochs=60),
+}  # fmt: skip
+
+
+def config_from_preset(preset: str, **overrides: Any) -> TrainConfig:
+    if preset not in PRESETS:
+        raise ValueError(f"unknown preset {preset!r}; presets: {', '.join(PRESETS)}")
+    return TrainConfig.from_dict({**PRESETS[preset], **overrides})
+
+
+# --- augmentation -----------------------------------------------------------------------------
+
+
+def augment_batch(x: Tensor, mode: str, gen: torch.Generator) -> Tensor:
+    """Randomly flip, rotate (±15°), scale (±15%), shift (±10%), relight and erase a batch.
+
+    ``x`` is normalised (N, 1, H, W); random numbers come from ``gen`` on the CPU so that a
+    seeded run augments identically on any device.
+    """
+    if mode == "none":
+        return x
+    n = x.shape[0]
+
+    def uniform(lo: float, hi: float) -> Tensor:
+        return (torch.rand(n, generator=gen) * (hi - lo) + lo).to(x.device)
+
+    flip = torch.where(torch.rand(n, generator=gen) < 0.5, -1.0, 1.0).to(x.device)
+    if mode == "flip":
+        return torch.where(flip.view(-1, 1, 1, 1) < 0, x.flip(-1), x)
+    angle = uniform(-15, 15) * math.pi / 180
+    scale = uniform(0.85, 1.15)
+    cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
+    theta = torch.stack([
+        torch.stack([cos * flip, -sin, uniform(-0.1, 0.1)], 1),
+        torch.stack([sin * flip, cos, uniform(-0.1, 0.1)], 1),
+    ], 1)  # fmt: skip
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    x = F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+    x = x * uniform(0.75, 1.25).view(-1, 1, 1, 1) + uniform(-0.3, 0.3).view(-1, 1, 1, 1)
+    # Random erasing (p=0.5): a rectangle of 2-20% of the face set to the mean (0 after normalising).
+    h, w = x.shape[-2:]
+    area = uniform(0.02, 0.2) * h * w
+    aspect = torch.exp(uniform(math.log(0.3), math.log(3.3)))
+    eh = (area * aspect).sqrt().clamp(max=h)
+    ew = (area / aspect).sqrt().clamp(max=w)
+    y0 = uniform(0, 1) * (h - eh)
+    x0 = uniform(0, 1) * (w - ew)
+    rows = torch.arange(h, device=x.device).view(1, h, 1)
+    cols = torch.arange(w, device=x.device).view(1, 1, w)
+    in_rows = (rows >= y0.view(-1, 1, 1)) & (rows < (y0 + eh).view(-1, 1, 1))
+    in_cols = (cols >= x0.view(-1, 1, 1)) & (cols < (x0 + ew).view(-1, 1, 1))
+    box = in_rows & in_cols & (uniform(0, 1) < 0.5).view(-1, 1, 1)
+    return x.masked_fill(box.unsqueeze(1), 0.0)
+
+
+# --- data -------------------------------------------------------------------------------------
+
+
+def split_train_val(cfg: TrainConfig) -> tuple[FaceSet, FaceSet, dict]:
+    """The training and validation faces, and the data summary recorded in checkpoints."""
+    ds = load_dataset(cfg.data, skip_bad=cfg.skip_bad, skip_unknown=cfg.skip_unknown)
+    train = ds.split(cfg.train_split)
+    if not train.labeled:
+        raise DataError(f"{cfg.data}: split {cfg.train_split!r} has no labels to train on")
+    if cfg.val_split in ds.splits and cfg.val_split != cfg.train_split:
+        val = ds.split(cfg.val_split)
+    else:  # a stratified hold-out, fixed by the seed
+        rng = np.random.default_rng(cfg.seed)
+        per_class = [np.flatnonzero(train.labels == c) for c in range(len(CLASSES))]
+        held = np.concatenate([rng.permutation(ix)[: math.ceil(cfg.val_fraction * len(ix))] for ix in per_class])
+        keep = np.setdiff1d(np.arange(len(train)), held)
+        train, val = train.subset(keep), train.subset(np.sort(held))
+        log.info("no %r split: holding out %d of %r for validation", cfg.val_split, len(val), cfg.train_split)
+    if not val.labeled or len(val) == 0:
+        raise DataError(f"{cfg.data}: the validation faces carry no labels")
+    summary = ds.summary()
+    summary["train"] = {"n": len(train), **train.class_counts()}
+    summary["val"] = {"n": len(val), **val.class_counts()}
+    return train, val, summary
+
+
+def epoch_indices(labels: Tensor, balance: str, gen: torch.Generator) -> Tensor:
+    """The epoch's sample order: a permutation, or class-balanced draws with replacement."""
+    if balance == "sampler":
+        counts = torch.bincount(labels, minlength=len(CLASSES)).clamp(min=1).float()
+        return torch.multinomial(1.0 / counts[labels], len(labels), replacement=True, generator=gen)
+    return torch.randperm(len(labels), generator=gen)
+
+
+# --- the loop ---------------------------------------------------------------------------------
+
+
+def _lr_factor(step: int, total: int, warmup: int, schedule: str) -> float:
+    if step < warmup:
+        return (step + 1) / warmup
+    if schedule == "constant":
+        return 1.0
+    return 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(total - warmup, 1)))
+
+
+def _amp_context(device: torch.device, enabled: bool):
+    if not enabled:
+        return nullcontext(), False
+    if device.type == "cuda":
+        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.autocast("cuda", dtype=dtype), dtype == torch.float16
+    return torch.autocast("cpu", dtype=torch.bfloat16), False
+
+
+@torch.no_grad()
+def _validate(model: nn.Module, images: Tensor, labels: Tensor, ctx, channels_last: bool,
+              batch: int = 512) -> tuple[float, np.ndarray]:  # fmt: skip
+    model.eval()
+    losses, probs = [], []
+    for i in range(0, len(images), batch):
+        x = normalize(images[i : i + batch])
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with ctx:
+            logits = model(x).float()
+        losses.append(F.cross_entropy(logits, labels[i : i + batch], reduction="sum").item())
+        probs.append(F.softmax(logits, 1).cpu())
+    model.train()
+    return sum(losses) / len(images), torch.cat(probs).numpy()
+
+
+def prepare_run_dir(out: Path, *, resume: bool, force: bool) -> None:
+    """Refuse to overwrite a run unless asked; with ``force``, remove only a run's own files."""
+    if resume:
+        if not (out / "last.pt").is_file():
+            raise FileNotFoundError(f"{out}: no last.pt to resume from")
+        return
+    if out.exists() and any(out.iterdir()):
+        if not force:
+            raise FileExistsError(
+                f"{out} already exists and is not empty; pass --resume to continue it or --force to overwrite it"
+            )
+        for f in out.iterdir():
+            if f.is_file() and (f.suffix in (".pt", ".png", ".jsonl") or f.name == "config.json"
+                                or f.name.startswith("events.out.tfevents")):  # fmt: skip
+                f.unlink()
+    out.mkdir(parents=True, exist_ok=True)
+
+
+def train(cfg: TrainConfig, out: str | os.PathLike, *, resume: bool = False, force: bool = False,
+          progress: bool = True) -> dict[str, Any]:  # fmt: skip
+    """Train ``cfg`` into run directory ``out``; return the best checkpoint's val metrics."""
+    from torch.utils.tensorboard import SummaryWriter
+    from tqdm import tqdm
+
+    out = Path(out)
+    # DDP: launched by torchrun when RANK is set; rank 0 is the master that logs and saves.
+    ddp = "RANK" in os.environ
+    rank, world = (int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])) if ddp else (0, 1)
+    master = rank == 0
+    local_rank = int(os.environ.get("LOCAL_RANK", 0))
+    device = torch.device(f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu")
+    if ddp:
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+        if device.type == "cpu":
+            torch.set_num_threads(max(1, (os.cpu_count() or 1) // world))
+    if cfg.batch_size % world:
+        raise ValueError(f"batch size {cfg.batch_size} does not split evenly over {world} processes")
+
+    ckpt = None
+    if master:
+        prepare_run_dir(out, resume=resume, force=force)
+    if resume:
+        ckpt = checkpoint.load(out / "last.pt")
+    if ddp:
+        dist.barrier()
+
+    train_set, val_set, data_summary = split_train_val(cfg)
+    train_x = torch.from_numpy(train_set.images).unsqueeze(1).to(device)
+    train_y = torch.from_numpy(train_set.labels).to(device)
+    val_x = torch.from_numpy(val_set.images).unsqueeze(1).to(device)
+    val_y = torch.from_numpy(val_set.labels).to(device)
+    train_labels = torch.from_numpy(train_set.labels)  # on the CPU, where the sampling generator is
+
+    torch.manual_seed(cfg.seed)
+    model = create_model(cfg.model, len(CLASSES), cfg.pretrained, **cfg.model_options)
+    if cfg.freeze_backbone:
+        if cfg.pretrained is None:
+            log.warning("freeze_backbone needs pretrained weights; none given, so the whole network trains")
+        else:
+            for p in model.backbone.parameters():
+                p.requires_grad_(False)
+    model.to(device)
+    if cfg.channels_last:
+        model.to(memory_format=torch.channels_last)
+    params = [p for p in model.parameters() if p.requires_grad]
+    if cfg.optimizer == "sgd":
+        opt = torch.optim.SGD(params, cfg.lr, momentum=cfg.momentum, nesterov=True, weight_decay=cfg.weight_decay)
+    else:
+        opt_cls = torch.optim.Adam if cfg.optimizer == "adam" else torch.optim.AdamW
+        opt = opt_cls(params, cfg.lr, weight_decay=cfg.weight_decay)
+    local_batch = cfg.batch_size // world
+    steps_per_epoch = len(train_set) // cfg.batch_size
+    if steps_per_epoch == 0:
+        raise DataError(f"{cfg.data}: {len(train_set)} training faces are fewer than one batch of {cfg.batch_size}")
+    total_steps = steps_per_epoch * cfg.epochs
+    warmup = int(cfg.warmup_epochs * steps_per_epoch)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: _lr_factor(s, total_steps, warmup, cfg.schedule))
+    ctx, use_scaler = _amp_context(device, cfg.amp)
+    scaler = torch.amp.GradScaler(device.type, enabled=use_scaler)
+    class_weights = None
+    if cfg.balance == "loss":
+        counts = torch.bincount(train_y, minlength=len(CLASSES)).clamp(min=1).float()
+        class_weights = counts.sum() / (len(CLASSES) * counts)
+
+    start_epoch, history, best = 0, [], {"metric": -1.0, "epoch": -1}
+    if ckpt is not None:
+        model.load_state_dict(ckpt["model"])
+        opt.load_state_dict(ckpt["optimizer"])
+        sched.load_state_dict(ckpt["scheduler"])
+        scaler.load_state_dict(ckpt["scaler"])
+        start_epoch, history, best = ckpt["epoch"] + 1, ckpt["history"], ckpt["best"]
+    net = model
+    if ddp:
+        net = nn.parallel.DistributedDataParallel(model, device_ids=[local_rank] if device.type == "cuda" else None)
+
+    meta = {
+        "model": cfg.model,
+        "model_options": dict(cfg.model_options),
+        "classes": list(CLASSES),
+        "input_size": [1, IMAGE_SIZE, IMAGE_SIZE],
+        "mean": FER_MEAN,
+        "std": FER_STD,
+        "parameters": count_parameters(model),
+        "config": dataclasses.asdict(cfg),
+        "data": data_summary,
+        "versions": checkpoint.versions(),
+        "hardware": checkpoint.hardware(),
+        "world_size": world,
+    }
+    writer = None
+    if master:
+        (out / "config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=2) + "\n")
+        writer = SummaryWriter(str(out), purge_step=start_epoch * steps_per_epoch if resume else None)
+        log.info("training %s (%s parameters) on %d faces, validating on %d; %d steps/epoch on %s x%d",
+                 cfg.model, f"{meta['parameters']:,}", len(train_set), len(val_set), steps_per_epoch,
+                 device, world)  # fmt: skip
+
+    train_seconds = history[-1]["train_seconds"] if history else 0.0
+    for epoch in range(start_epoch, cfg.epochs):
+        t0 = time.time()
+        gen = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)  # same on every rank
+        torch.manual_seed(cfg.seed * 100_003 + epoch * 7919 + rank)  # dropout
+        order = epoch_indices(train_labels, cfg.balance, gen)
+        net.train()
+        loss_sum = torch.zeros((), device=device)
+        correct = torch.zeros((), device=device)
+        bar = tqdm(range(steps_per_epoch), desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="step",
+                   disable=None if master and progress else True, leave=False)  # fmt: skip
+        for step in bar:
+            idx = order[step * cfg.batch_size + rank * local_batch : step * cfg.batch_size + (rank + 1) * local_batch]
+            idx = idx.to(device)
+            x = augment_batch(normalize(train_x[idx]), cfg.augment, gen)
+            y = train_y[idx]
+            if cfg.channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            with ctx:
+                logits = net(x)
+                loss = F.cross_entropy(logits.float(), y, weight=class_weights, label_smoothing=cfg.label_smoothing)
+            opt.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.step(opt)
+            scaler.update()
+            sched.step()
+            loss_sum += loss.detach()
+            correct += (logits.argmax(1) == y).sum()
+            if master and step % 20 == 0:
+                bar.set_postfix(loss=f"{loss.item():.3f}", lr=f"{sched.get_last_lr()[0]:.2g}")
+        train_seconds += time.time() - t0
+        if ddp:  # average the epoch's train statistics over ranks
+            dist.all_reduce(loss_sum)
+            dist.all_reduce(correct)
+        if master:
+            val_loss, val_probs = _validate(model, val_x, val_y, ctx, cfg.channels_last)
+            metrics = compute_metrics(val_set.labels, val_probs.argmax(1))
+            row = {
+                "epoch": epoch + 1,
+                "step": (epoch + 1) * steps_per_epoch,
+                "lr": sched.get_last_lr()[0],
+                "train_loss": loss_sum.item() / (steps_per_epoch * world),
+                "train_accuracy": correct.item() / (steps_per_epoch * cfg.batch_size),
+                "val_loss": val_loss,
+                "val_accuracy": metrics["accuracy"],
+                "val_macro_f1": metrics["macro_f1"],
+                "epoch_seconds": time.time() - t0,
+                "train_seconds": train_seconds,
+            }
+            history.append(row)
+            improved = metrics[cfg.select] > best["metric"]
+            if improved:
+                best = {"metric": metrics[cfg.select], "epoch": epoch + 1}
+            state = {
+                "format": checkpoint.FORMAT,
+                "model": model.state_dict(),
+                "meta": {**meta, "epoch": epoch + 1, "val_metrics": metrics, "train_seconds": train_seconds},
+                "history": history,
+            }
+            if improved:
+                checkpoint.save(state, out / "best.pt")
+            checkpoint.save({**state, "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+                             "scaler": scaler.state_dict(), "epoch": epoch, "best": best}, out / "last.pt")  # fmt: skip
+            _log_epoch(writer, out, history, metrics, val_set, val_probs, improved)
+            log.info("epoch %d/%d  train loss %.3f acc %.3f | val loss %.3f acc %.4f macro-F1 %.4f%s  (%.0fs)",
+                     epoch + 1, cfg.epochs, row["train_loss"], row["train_accuracy"], val_loss,
+                     metrics["accuracy"], metrics["macro_f1"], "  *best*" if improved else "",
+                     row["epoch_seconds"])  # fmt: skip
+        if ddp:
+            dist.barrier()
+
+    result: dict[str, Any] = {}
+    if master:
+        writer.close()
+        best_ckpt = checkpoint.load(out / "best.pt")
+        result = best_ckpt["meta"]["val_metrics"] | {"best_epoch": best["epoch"], "run_dir": str(out)}
+    if ddp:
+        dist.destroy_process_group()
+    return result
+
+
+def _log_epoch(writer, out: Path, history: list[dict], metrics: dict, val_set: FaceSet,
+               val_probs: np.ndarray, improved: bool) -> None:  # fmt: skip
+    """TensorBoard scalars and figures, the JSON-lines log, and the run's plots."""
+    row = history[-1]
+    step = row["step"]
+    for key in ("train_loss", "val_loss"):
+        writer.add_scalar(f"loss/{key.split('_')[0]}", row[key], step)
+    for key in ("train_accuracy", "val_accuracy"):
+        writer.add_scalar(f"accuracy/{key.split('_')[0]}", row[key], step)
+    writer.add_scalar("macro_f1/val", row["val_macro_f1"], step)
+    writer.add_scalar("lr", row["lr"], step)
+    classes = list(CLASSES)
+    cm_fig = plots.confusion_matrix(metrics["confusion_matrix"], classes, f"val, epoch {row['epoch']}")
+    grid_fig = plots.prediction_grid(val_set.images, val_probs, val_set.labels, classes)
+    writer.add_figure("val/confusion_matrix", cm_fig, step, close=False)
+    writer.add_figure("val/predictions", grid_fig, step, close=False)
+    writer.flush()
+    with open(out / "log.jsonl", "w") as fh:  # rewritten whole: a resumed run drops no line, repeats none
+        fh.writelines(json.dumps(h) + "\n" for h in history)
+    if improved:
+        plots.save(cm_fig, out / "confusion_matrix.png")
+        plots.save(grid_fig, out / "predictions.png")
+    else:
+        for fig in (cm_fig, grid_fig):
+            plots.plt.close(fig)
+    plots.save(plots.training_curves(history), out / "curves.png")
+

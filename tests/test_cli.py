@@ -1,0 +1,51 @@
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from conftest import pixels_text, synthetic_faces, write_image_folders
+
+
+def emotorch(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "emotorch.cli", "-q", *args], capture_output=True, text=True)
+
+
+def test_unknown_option_suggests_the_closest():
+    res = emotorch("train", "--epoch", "3")
+    assert res.returncode == 2 and "did you mean --epochs" in res.stderr
+
+
+def test_models_lists_parameter_counts():
+    res = emotorch("models", "--json")
+    rows = {r["name"]: r["parameters"] for r in json.loads(res.stdout)}
+    assert rows["baseline"] > 1_000_000 and rows["vgg19"] > 20_000_000
+
+
+def test_data_stats_counts_splits_classes_and_bad_rows(tmp_path):
+    images, _ = synthetic_faces(3)
+    rows = [f"4,{pixels_text(images[0])},Training", f"6,{pixels_text(images[1])},PublicTest", "3,1 2 3,Training"]
+    (tmp_path / "fer2013.csv").write_text("emotion,pixels,Usage\n" + "\n".join(rows) + "\n")
+    res = emotorch("data", "stats", str(tmp_path / "fer2013.csv"), "--json")
+    assert res.returncode == 0, res.stderr
+    report = json.loads(res.stdout)
+    assert report["splits"]["train"]["classes"]["sad"] == 1
+    assert report["splits"]["val"]["classes"]["neutral"] == 1
+    assert report["splits"]["train"]["bad"] == 1
+    assert "line 4" in report["splits"]["train"]["bad_examples"][0]
+    text = emotorch("data", "stats", str(tmp_path / "fer2013.csv")).stdout
+    assert "pixels has 3 values" in text and "train" in text
+
+
+def test_train_reports_bad_data_without_a_traceback(tmp_path):
+    (tmp_path / "fer2013.csv").write_text("emotion,pixels,Usage\n0,1 2 3,Training\n")
+    res = emotorch("train", "--data", str(tmp_path / "fer2013.csv"), "--out", str(tmp_path / "run"))
+    assert res.returncode == 2
+    assert "fer2013.csv, line 2" in res.stderr and "Traceback" not in res.stderr
+
+
+def test_data_stats_reports_unknown_class_folders(tmp_path):
+    root = write_image_folders(tmp_path / "f", {"train": 7})
+    (root / "train" / "bored").mkdir()
+    res = emotorch("data", "stats", str(root))
+    assert res.returncode == 0 and "bored" in res.stdout

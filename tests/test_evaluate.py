@@ -1,0 +1,104 @@
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from conftest import pixels_text, synthetic_faces, write_image_folders
+
+from emotorch.data import CLASSES
+from emotorch.evaluate import compute_metrics, predict_proba, tta_views
+from emotorch.train import TrainConfig, train
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("evalrun")
+    data = write_image_folders(root / "faces", {"train": 112, "val": 28})
+    cfg = TrainConfig(data=str(data), model="emonet", model_options={"width": 4}, batch_size=16, epochs=2)
+    train(cfg, root / "run", progress=False)
+    return root / "run"
+
+
+def emotorch(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "emotorch.cli", "-q", *args], capture_output=True, text=True)
+
+
+def test_metrics_by_hand():
+    labels = np.array([0, 0, 3, 3, 3, 5])
+    preds = np.array([0, 3, 3, 3, 5, 5])
+    m = compute_metrics(labels, preds)
+    assert m["n"] == 6 and m["accuracy"] == pytest.approx(4 / 6)
+    assert m["per_class"]["angry"] == {"precision": 1.0, "recall": 0.5, "f1": pytest.approx(2 / 3), "support": 2}
+    assert m["per_class"]["happy"]["precision"] == pytest.approx(2 / 3)
+    assert m["per_class"]["sad"]["recall"] == 1.0
+    assert set(m["per_class"]) == {"angry", "happy", "sad"}  # macro-F1 over the classes present
+    f1s = [2 / 3, 2 / 3, 2 / 3]
+    assert m["macro_f1"] == pytest.approx(np.mean(f1s))
+    assert m["confusion_matrix"][0][3] == 1 and sum(map(sum, m["confusion_matrix"])) == 6
+
+
+def test_tta_views_are_ten_48x48_crops():
+    x = torch.arange(2 * 48 * 48, dtype=torch.float32).view(2, 1, 48, 48)
+    views = tta_views(x)
+    assert len(views) == 10 and all(v.shape == x.shape for v in views)
+    torch.testing.assert_close(views[4], x)  # the centre crop of the padded copy is the input
+    torch.testing.assert_close(views[9], x.flip(-1))
+
+
+def test_evaluate_json_on_a_folder_with_some_classes(tiny_run, tmp_path):
+    data = write_image_folders(tmp_path / "some", {"test": 9}, seed=7, names=("happy", "sad", "surprise") * 3)
+    res = emotorch("evaluate", "--model", str(tiny_run), "--data", str(data), "--json", "--out", str(tmp_path / "o"))
+    assert res.returncode == 0, res.stderr
+    m = json.loads(res.stdout)  # exactly one JSON object on stdout
+    assert {"accuracy", "macro_f1", "per_class", "confusion_matrix", "classes", "n"} <= set(m)
+    assert m["n"] == 9 and set(m["per_class"]) == {"happy", "sad", "surprise"}
+    assert {p.name for p in (tmp_path / "o").iterdir()} == {"confusion_matrix.png", "predictions.png", "curves.png"}
+
+
+def test_evaluate_tta_changes_nothing_in_shape(tiny_run, tmp_path):
+    res = emotorch("evaluate", "--model", str(tiny_run / "best.pt"), "--data",
+                   str(tiny_run.parent / "faces"), "--split", "val", "--tta", "--json")  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    assert json.loads(res.stdout)["tta"] is True
+
+
+def test_predictions_for_unlabeled_kaggle_test_csv(tiny_run, tmp_path):
+    images, _ = synthetic_faces(5)
+    (tmp_path / "test.csv").write_text("pixels\n" + "".join(pixels_text(i) + "\n" for i in images))
+    dest = tmp_path / "pred.csv"
+    args = ("evaluate", "--model", str(tiny_run), "--data", str(tmp_path / "test.csv"))
+    res = emotorch(*args, "--predictions", str(dest))
+    assert res.returncode == 0, res.stderr
+    rows = list(csv.DictReader(dest.open()))
+    assert len(rows) == 5 and rows[0]["emotion"] in rows[0]
+    assert sum(float(rows[0][c]) for c in CLASSES) == pytest.approx(1, abs=1e-3)
+    again = emotorch(*args, "--predictions", str(dest))
+    assert again.returncode == 2 and "--force" in again.stderr  # never overwritten without asking
+    nolabels = emotorch(*args, "--json")
+    assert nolabels.returncode == 2 and "no labels" in nolabels.stderr
+
+
+def test_predict_proba_uses_the_checkpoint_preprocessing(tiny_run):
+    from emotorch.data import normalize
+    from emotorch.evaluate import load_model
+
+    loaded = load_model(tiny_run)
+    images, _ = synthetic_faces(3)
+    probs = predict_proba(loaded.model, images, loaded.meta)
+    x = (torch.from_numpy(images).float().unsqueeze(1) / 255 - loaded.meta["mean"]) / loaded.meta["std"]
+    torch.testing.assert_close(normalize(images, loaded.meta["mean"], loaded.meta["std"]), x)
+    with torch.no_grad():
+        expected = torch.softmax(loaded.model(x), 1).numpy()
+    np.testing.assert_allclose(probs, expected, atol=1e-6)
+
+
+def test_bad_checkpoint_is_a_clear_error(tmp_path):
+    bad = tmp_path / "model.pt"
+    bad.write_bytes(b"not a checkpoint")
+    res = emotorch("evaluate", "--model", str(bad), "--data", str(tmp_path))
+    assert res.returncode == 2 and "model.pt" in res.stderr and "Traceback" not in res.stderr
