@@ -217,7 +217,8 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
         print(json.dumps(metrics))
         return
     print(f"{model.source} on {args.data} [{split}], {metrics['n']} faces{' (TTA)' if args.tta else ''}")
-    print(f"accuracy {metrics['accuracy']:.4f}   macro-F1 {metrics['macro_f1']:.4f}")
+    print(f"accuracy {metrics['accuracy']:.4f}   macro-F1 {metrics['macro_f1']:.4f}   "
+          f"ECE {metrics['ece']:.4f} (temperature {metrics['temperature']:.2f})")
     print(f"{'class':<10}{'precision':>10}{'recall':>10}{'f1':>10}{'support':>9}")
     for c, m in metrics["per_class"].items():
         print(f"{c:<10}{m['precision']:>10.3f}{m['recall']:>10.3f}{m['f1']:>10.3f}{m['support']:>9}")

@@ -196,7 +196,10 @@ def _walk_files(root: Path) -> list[Path]:
 def _load_csv_sources(path: Path, files: list[Path], progress: bool) -> Dataset:
     splits: dict[str, FaceSet] = {}
     for f in files:
-        for name, fs in _parse_csv(f, progress).items():
+        parsed = _parse_csv(f, progress)
+        if not parsed:
+            raise DataError(f"{f}: no rows after the header")
+        for name, fs in parsed.items():
             if name in splits:
                 raise DataError(f"{f}: split {name!r} also comes from another CSV file in {path}")
             splits[name] = fs
@@ -214,6 +217,8 @@ def _parse_csv(path: Path, progress: bool) -> dict[str, FaceSet]:
         with open(path, newline="", encoding="utf-8-sig") as fh:
             reader = csv.reader(fh)
             header = [h.strip().lower() for h in next(reader, [])]
+            if not header:
+                raise DataError(f"{path}: empty file; expected a header emotion,pixels[,Usage]")
             if "pixels" not in header:
                 raise DataError(
                     f"{path}: header {header} has no 'pixels' column; expected emotion,pixels[,Usage]"
@@ -257,7 +262,7 @@ def _parse_csv(path: Path, progress: bool) -> dict[str, FaceSet]:
     except UnicodeDecodeError as e:
         raise DataError(f"{path}: not a text CSV file ({e.reason} at byte {e.start})") from None
     except csv.Error as e:
-        raise DataError(f"{path}: malformed CSV: {e}") from None
+        raise DataError(f"{path}, line {reader.line_num}: malformed CSV: {e}") from None
     out = {}
     for split, (imgs, labels, sources, bad) in rows.items():
         images = np.stack(imgs) if imgs else np.zeros((0, IMAGE_SIZE, IMAGE_SIZE), np.uint8)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import itertools
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,7 +51,7 @@ def tta_views(x: Tensor) -> list[Tensor]:
 
 
 @torch.no_grad()
-def predict_proba(
+def predict_logits(
     model: nn.Module,
     images: np.ndarray,
     meta: dict[str, Any],
@@ -59,18 +60,54 @@ def predict_proba(
     batch_size: int = 256,
     device: str | torch.device = "cpu",
 ) -> np.ndarray:
-    """Class probabilities (N, K) for uint8 faces (N, 48, 48), preprocessed from ``meta``."""
+    """Logits (N, K) for uint8 faces (N, 48, 48), preprocessed from ``meta``; TTA averages views."""
     model = model.to(device).eval()
-    temperature = float(meta.get("temperature", 1.0))
-    out = []
+    out = [torch.zeros(0, len(meta["classes"]))]
     for i in range(0, len(images), batch_size):
         x = normalize(images[i : i + batch_size], meta["mean"], meta["std"]).to(device)
         views = tta_views(x) if tta else [x]
-        probs = torch.stack([F.softmax(model(v).float() / temperature, dim=1) for v in views]).mean(0)
-        out.append(probs.cpu())
-    if not out:
-        return np.zeros((0, len(meta["classes"])), np.float32)
+        out.append(torch.stack([model(v).float() for v in views]).mean(0).cpu())
     return torch.cat(out).numpy()
+
+
+def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
+    return F.softmax(torch.from_numpy(logits) / temperature, dim=1).numpy()
+
+
+def predict_proba(model: nn.Module, images: np.ndarray, meta: dict[str, Any], *, tta: bool = False,
+                  device: str | torch.device = "cpu") -> np.ndarray:  # fmt: skip
+    """Calibrated class probabilities (N, K): softmax of the logits over the model's temperature."""
+    logits = predict_logits(model, images, meta, tta=tta, device=device)
+    return softmax(logits, float(meta.get("temperature", 1.0)))
+
+
+def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> float:
+    """The temperature T minimising the negative log-likelihood of softmax(logits / T) (Guo et al. 2017)."""
+    z, y = torch.from_numpy(logits).double(), torch.from_numpy(labels)
+    log_t = torch.zeros(1, dtype=torch.float64, requires_grad=True)
+    opt = torch.optim.LBFGS([log_t], lr=0.1, max_iter=200, line_search_fn="strong_wolfe")
+
+    def closure() -> Tensor:
+        opt.zero_grad()
+        loss = F.cross_entropy(z / log_t.exp(), y)
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+    return float(log_t.detach().exp())
+
+
+def calibration(probs: np.ndarray, labels: np.ndarray, bins: int = 15) -> dict[str, float]:
+    """Expected calibration error (equal-width confidence bins) and negative log-likelihood."""
+    conf, pred = probs.max(1), probs.argmax(1)
+    edges = np.linspace(0, 1, bins + 1)
+    ece = 0.0
+    for lo, hi in itertools.pairwise(edges):
+        in_bin = (conf > lo) & (conf <= hi)
+        if in_bin.any():
+            ece += in_bin.mean() * abs((pred[in_bin] == labels[in_bin]).mean() - conf[in_bin].mean())
+    nll = -np.log(np.clip(probs[np.arange(len(labels)), labels], 1e-12, None)).mean()
+    return {"ece": float(ece), "nll": float(nll)}
 
 
 def compute_metrics(labels: np.ndarray, preds: np.ndarray, classes: tuple[str, ...] = CLASSES) -> dict:
@@ -120,7 +157,7 @@ def evaluate(
         raise DataError("these faces carry no labels: write predictions instead of metrics")
     probs = predict_proba(model.model, faces.images, model.meta, tta=tta, device=device)
     metrics = compute_metrics(faces.labels, probs.argmax(1), tuple(model.meta["classes"]))
-    metrics["tta"] = tta
+    metrics |= calibration(probs, faces.labels) | {"temperature": float(model.meta.get("temperature", 1.0)), "tta": tta}
     return metrics, probs
 
 

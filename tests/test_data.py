@@ -144,3 +144,20 @@ def test_shared_fer2013_counts():
     assert len(ds.split("train")) == 28709 and len(ds.split("val")) == 3589
     assert ds.split("train").class_counts()["disgust"] == 436
     assert ds.split("val").class_counts()["happy"] == 895
+
+
+@pytest.mark.parametrize(
+    ("content", "problem"),
+    [
+        (b"", "empty file"),
+        (b"emotion,pixels,Usage\n", "no rows after the header"),
+        (b"emotion,pixels,Usage\n0,\"1 2\n", "line 2: has 2 fields"),
+        (b"\x89PNG\r\n\x1a\n\x00\x00\xff\xfe", "not a text CSV file"),
+    ],
+)
+def test_hand_made_bad_csv_files(tmp_path, content, problem):
+    path = tmp_path / "faces.csv"
+    path.write_bytes(content)
+    with pytest.raises(DataError, match=problem) as err:
+        load_dataset(path)
+    assert "faces.csv" in str(err.value)

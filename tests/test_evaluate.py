@@ -102,3 +102,17 @@ def test_bad_checkpoint_is_a_clear_error(tmp_path):
     bad.write_bytes(b"not a checkpoint")
     res = emotorch("evaluate", "--model", str(bad), "--data", str(tmp_path))
     assert res.returncode == 2 and "model.pt" in res.stderr and "Traceback" not in res.stderr
+
+
+def test_temperature_scaling_recovers_a_known_temperature():
+    from emotorch.evaluate import calibration, fit_temperature, softmax
+
+    rng = np.random.default_rng(0)
+    true_logits = rng.normal(size=(4000, 7)) * 2
+    labels = np.array([rng.choice(7, p=p) for p in softmax(true_logits)])
+    overconfident = true_logits * 3  # what an overconfident network would output
+    t = fit_temperature(overconfident, labels)
+    assert t == pytest.approx(3, rel=0.1)
+    before = calibration(softmax(overconfident), labels)
+    after = calibration(softmax(overconfident, t), labels)
+    assert after["ece"] < before["ece"] / 2 and after["nll"] < before["nll"]

@@ -145,3 +145,11 @@ def test_holdout_when_data_has_no_val_split(tmp_path):
     data = write_image_folders(tmp_path / "faces", {"train": 140})
     result = train(tiny_config(data, epochs=1), tmp_path / "run", progress=False)
     assert result["n"] == 14  # 10% of each class held out
+
+
+def test_seed_preset_trains_vgg19_with_its_head(tiny_folders, tmp_path):
+    cfg = config_from_preset("seed", data=str(tiny_folders), epochs=1)
+    result = train(cfg, tmp_path / "seed", progress=False)
+    meta = torch.load(tmp_path / "seed" / "best.pt", weights_only=True)["meta"]
+    assert meta["model"] == "vgg19" and meta["config"]["optimizer"] == "adam" and meta["config"]["batch_size"] == 64
+    assert result["n"] == 28
