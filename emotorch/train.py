@@ -60,6 +60,9 @@ class TrainConfig:
     val_split: str = "val"  # held out from train_split (val_fraction) when the data has no such split
     val_fraction: float = 0.1
     select: str = "accuracy"  # val metric that picks best.pt: accuracy | macro_f1
+    teacher: str | None = None  # checkpoint to distil from (Hinton et al. 2015)
+    distill_alpha: float = 0.5  # weight of the distillation term; 1 - alpha weighs the labels
+    distill_temperature: float = 4.0
     seed: int = 0
     skip_bad: bool = False
     skip_unknown: bool = False
@@ -310,6 +313,12 @@ def train(cfg: TrainConfig, out: str | os.PathLike, *, resume: bool = False, for
         sched.load_state_dict(ckpt["scheduler"])
         scaler.load_state_dict(ckpt["scaler"])
         start_epoch, history, best = ckpt["epoch"] + 1, ckpt["history"], ckpt["best"]
+    teacher = None
+    if cfg.teacher is not None:
+        teacher_ckpt = checkpoint.load(cfg.teacher)
+        if (teacher_ckpt["meta"]["mean"], teacher_ckpt["meta"]["std"]) != (FER_MEAN, FER_STD):
+            raise ValueError(f"teacher {cfg.teacher} expects other input normalisation than this model")
+        teacher = checkpoint.build_model(teacher_ckpt).to(device)
     net = model
     if ddp:
         net = nn.parallel.DistributedDataParallel(model, device_ids=[local_rank] if device.type == "cuda" else None)
@@ -343,6 +352,8 @@ def train(cfg: TrainConfig, out: str | os.PathLike, *, resume: bool = False, for
         torch.manual_seed(cfg.seed * 100_003 + epoch * 7919 + rank)  # dropout
         order = epoch_indices(train_labels, cfg.balance, gen)
         net.train()
+        if cfg.freeze_backbone and cfg.pretrained is not None:
+            model.backbone.eval()  # frozen: keep its batch-norm statistics too
         loss_sum = torch.zeros((), device=device)
         correct = torch.zeros((), device=device)
         bar = tqdm(range(steps_per_epoch), desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="step",
@@ -357,6 +368,12 @@ def train(cfg: TrainConfig, out: str | os.PathLike, *, resume: bool = False, for
             with ctx:
                 logits = net(x)
                 loss = F.cross_entropy(logits.float(), y, weight=class_weights, label_smoothing=cfg.label_smoothing)
+                if teacher is not None:
+                    with torch.no_grad():
+                        soft = F.softmax(teacher(x).float() / cfg.distill_temperature, 1)
+                    log_p = F.log_softmax(logits.float() / cfg.distill_temperature, 1)
+                    kd = F.kl_div(log_p, soft, reduction="batchmean") * cfg.distill_temperature**2
+                    loss = (1 - cfg.distill_alpha) * loss + cfg.distill_alpha * kd
             opt.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             scaler.step(opt)

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -153,3 +154,14 @@ def test_seed_preset_trains_vgg19_with_its_head(tiny_folders, tmp_path):
     meta = torch.load(tmp_path / "seed" / "best.pt", weights_only=True)["meta"]
     assert meta["model"] == "vgg19" and meta["config"]["optimizer"] == "adam" and meta["config"]["batch_size"] == 64
     assert result["n"] == 28
+
+
+def test_distillation_from_a_teacher_checkpoint(tiny_folders, tmp_path):
+    train(tiny_config(tiny_folders, epochs=1), tmp_path / "teacher", progress=False)
+    cfg = tiny_config(tiny_folders, epochs=1, model_options={"width": 2}, teacher=str(tmp_path / "teacher"))
+    train(cfg, tmp_path / "student", progress=False)
+    train(dataclasses.replace(cfg, teacher=None), tmp_path / "alone", progress=False)
+    student = torch.load(tmp_path / "student" / "last.pt", weights_only=True)
+    alone = torch.load(tmp_path / "alone" / "last.pt", weights_only=True)
+    assert student["meta"]["config"]["teacher"] == str(tmp_path / "teacher")
+    assert not torch.equal(student["model"]["head.3.weight"], alone["model"]["head.3.weight"])  # the teacher mattered
