@@ -84,6 +84,55 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--predictions", help="write per-face predictions to this CSV (for unlabeled data)")
     ev.add_argument("--force", action="store_true", help="overwrite an existing --predictions file")
     _add_data_flags(ev)
+
+    db_help = "SQLAlchemy database URL (default: $EMOTORCH_DB or a SQLite file in the user data dir)"
+    cat = sub.add_parser("catalog", help="the recommendation catalog").add_subparsers(
+        dest="catalog_command", required=True, parser_class=_Parser)  # fmt: skip
+    imp = cat.add_parser("import", help="validate and import a CSV or JSON catalog in one transaction")
+    imp.add_argument("file")
+    imp.add_argument("--replace", action="store_true", help="also remove items the file does not list")
+    exp = cat.add_parser("export", help="write the catalog as CSV or JSON")
+    exp.add_argument("--format", choices=["csv", "json"], default="csv")
+    exp.add_argument("--out", help="file to write (default: stdout)")
+    exp.add_argument("--force", action="store_true", help="overwrite an existing --out file")
+    lst = cat.add_parser("list", help="list catalog items")
+    lst.add_argument("--category")
+    lst.add_argument("--json", action="store_true")
+    for p in (imp, exp, lst):
+        p.add_argument("--db", help=db_help)
+
+    rec = sub.add_parser("recommend", help="recommendations for an emotion or a probability vector")
+    mood_args = rec.add_mutually_exclusive_group(required=True)
+    mood_args.add_argument("--emotion", choices=list(CLASSES))
+    mood_args.add_argument("--probs", help='probabilities as JSON, e.g. \'{"sad": 0.7, "neutral": 0.3}\'')
+    rec.add_argument("--category", action="append", help="product, place, food, song or movie (repeatable)")
+    rec.add_argument("-n", type=int, default=5, help="how many items")
+    rec.add_argument("--strategy", choices=["auto", "match", "uplift"], default="auto")
+    rec.add_argument("--json", action="store_true", help="print one JSON object with a list `items`")
+
+    fb = sub.add_parser("feedback", help="record an impression, click or like")
+    fb.add_argument("item", help="catalog item id")
+    fb.add_argument("--kind", choices=["impression", "click", "like"], required=True)
+    fb_mood = fb.add_mutually_exclusive_group()
+    fb_mood.add_argument("--emotion", choices=list(CLASSES))
+    fb_mood.add_argument("--probs")
+
+    usr = sub.add_parser("user", help="a user's consent and per-category strategies")
+    usr.add_argument("user_id")
+    consent = usr.add_mutually_exclusive_group()
+    consent.add_argument("--opt-in", action="store_true", help="allow storing emotion context with feedback")
+    consent.add_argument("--opt-out", action="store_true")
+    usr.add_argument("--prefer", action="append", default=[], metavar="CATEGORY=STRATEGY",
+                     help="strategy (match or uplift) that `auto` uses for a category")
+
+    fg = sub.add_parser("forget", help="delete everything stored about a user")
+    fg.add_argument("--user", required=True)
+    for p in (rec, fb):
+        who = p.add_mutually_exclusive_group()
+        who.add_argument("--user", help="user id (recent items are not repeated)")
+        who.add_argument("--session", help="anonymous session id")
+    for p in (rec, fb, usr, fg):
+        p.add_argument("--db", help=db_help)
     return parser
 
 
@@ -225,16 +274,97 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
         print(f"{c:<10}{m['precision']:>10.3f}{m['recall']:>10.3f}{m['f1']:>10.3f}{m['support']:>9}")
 
 
-COMMANDS = {"models": cmd_models, "train": cmd_train, "evaluate": cmd_evaluate}
+def _mood(args: argparse.Namespace):
+    from emotorch.recommend import mood
+
+    if args.emotion is None and args.probs is None:
+        return None
+    if args.probs is None:
+        return mood(args.emotion)
+    try:
+        probs = json.loads(args.probs)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"--probs is not valid JSON: {e.msg}") from None
+    return mood(probs=probs)
+
+
+def cmd_catalog(args: argparse.Namespace) -> None:
+    from emotorch.recommend import export, import_file, list_items, open_database
+
+    engine = open_database(args.db)
+    if args.catalog_command == "import":
+        print(f"{args.file}: {import_file(engine, args.file, replace=args.replace)}")
+    elif args.catalog_command == "export":
+        text = export(engine, args.format)
+        if not args.out:
+            sys.stdout.write(text)
+            return
+        dest = Path(args.out)
+        if dest.exists() and not args.force:
+            raise FileExistsError(f"{dest} exists; pass --force to overwrite it")
+        dest.write_text(text, encoding="utf-8")
+    else:
+        items = list_items(engine, args.category)
+        if args.json:
+            print(json.dumps(items, ensure_ascii=False))
+            return
+        for it in items:
+            print(f"{it['id']:<55} {it['valence']:+.2f} {it['arousal']:+.2f}  {', '.join(it['tags'])}")
+
+
+def cmd_recommend(args: argparse.Namespace) -> None:
+    from emotorch.recommend import Recommender
+
+    current = _mood(args)
+    recs = Recommender(args.db).recommend(current, categories=args.category, n=args.n, strategy=args.strategy,
+                                          user_id=args.user, session_id=args.session,
+                                          record=bool(args.user or args.session))  # fmt: skip
+    if args.json:
+        items = [{"id": r.id, "category": r.category, "title": r.title, "score": r.score, "reason": r.reason,
+                  "strategy": r.strategy} for r in recs]  # fmt: skip
+        print(json.dumps({"emotion": current.emotion, "confidence": current.confidence, "items": items},
+                         ensure_ascii=False))  # fmt: skip
+        return
+    for r in recs:
+        print(f"{r.category:<8} {r.title:<50} {r.score:6.3f}  {r.reason}")
+
+
+def cmd_feedback(args: argparse.Namespace) -> None:
+    from emotorch.recommend import Recommender
+
+    Recommender(args.db).feedback(args.item, args.kind, _mood(args), user_id=args.user, session_id=args.session)
+
+
+def cmd_user(args: argparse.Namespace) -> None:
+    from emotorch.recommend import Recommender
+
+    prefs = dict(p.split("=", 1) for p in args.prefer if "=" in p)
+    if len(prefs) != len(args.prefer):
+        raise ValueError("--prefer takes CATEGORY=STRATEGY, e.g. song=uplift")
+    consent = True if args.opt_in else False if args.opt_out else None
+    Recommender(args.db).set_user(args.user_id, opted_in=consent, strategies=prefs)
+
+
+def cmd_forget(args: argparse.Namespace) -> None:
+    from emotorch.recommend import Recommender
+
+    removed = Recommender(args.db).forget(args.user)
+    print(f"forgot user {args.user}: {removed} events deleted")
+
+
+COMMANDS = {
+    "models": cmd_models, "train": cmd_train, "evaluate": cmd_evaluate, "data": cmd_data_stats,
+    "catalog": cmd_catalog, "recommend": cmd_recommend, "feedback": cmd_feedback, "user": cmd_user,
+    "forget": cmd_forget,
+}  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="%(message)s",
                         stream=sys.stderr)  # fmt: skip
-    handler = cmd_data_stats if args.command == "data" else COMMANDS[args.command]
     try:
-        handler(args)
+        COMMANDS[args.command](args)
     except (DataError, CheckpointError, ValueError, FileExistsError, FileNotFoundError) as e:
         print(f"emotorch: error: {e}", file=sys.stderr)
         return 2

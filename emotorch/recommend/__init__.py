@@ -1,0 +1,17 @@
+"""Emotion-aware recommendations (products, places, food, songs, movies) over a catalog database."""
+
+from emotorch.recommend.catalog import CatalogError, ImportReport, export, import_file, list_items
+from emotorch.recommend.engine import Mood, Recommendation, Recommender, mood, open_database
+
+__all__ = [
+    "CatalogError",
+    "ImportReport",
+    "Mood",
+    "Recommendation",
+    "Recommender",
+    "export",
+    "import_file",
+    "list_items",
+    "mood",
+    "open_database",
+]

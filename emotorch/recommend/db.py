@@ -1,0 +1,138 @@
+"""The recommender's database: SQLAlchemy models, the default location and Alembic migrations.
+
+SQLite under the user's data directory by default; ``EMOTORCH_DB`` or ``--db`` take any
+SQLAlchemy URL (PostgreSQL for scale). :func:`connect` upgrades a database to the newest schema
+with Alembic, so an existing database keeps its data across versions.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+
+import platformdirs
+from sqlalchemy import JSON, Boolean, DateTime, Float, ForeignKey, Integer, String, Text, create_engine, event
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+MIGRATIONS = Path(__file__).with_name("migrations")
+CATEGORIES = ("product", "place", "food", "song", "movie")
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Item(Base):
+    """A catalog entry placed in Russell's valence/arousal plane."""
+
+    __tablename__ = "items"
+    id: Mapped[str] = mapped_column(String(120), primary_key=True)
+    category: Mapped[str] = mapped_column(String(16), index=True)
+    title: Mapped[str] = mapped_column(String(200))
+    description: Mapped[str] = mapped_column(Text, default="")
+    tags: Mapped[str] = mapped_column(Text, default="")  # comma-separated, lower case
+    valence: Mapped[float] = mapped_column(Float)
+    arousal: Mapped[float] = mapped_column(Float)
+    price: Mapped[float | None] = mapped_column(Float, nullable=True)
+    url: Mapped[str | None] = mapped_column(Text, nullable=True)
+    image_url: Mapped[str | None] = mapped_column(Text, nullable=True)
+    locale: Mapped[str] = mapped_column(String(16), default="")
+
+    @property
+    def tag_set(self) -> frozenset[str]:
+        return frozenset(t for t in self.tags.split(",") if t)
+
+
+class User(Base):
+    """A known user; emotion context is stored only for those who opted in."""
+
+    __tablename__ = "users"
+    id: Mapped[str] = mapped_column(String(120), primary_key=True)
+    opted_in: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
+
+
+class Preference(Base):
+    """A user's strategy per category for the ``auto`` strategy."""
+
+    __tablename__ = "preferences"
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), primary_key=True)
+    category: Mapped[str] = mapped_column(String(16), primary_key=True)
+    strategy: Mapped[str] = mapped_column(String(16))
+
+
+class Event(Base):
+    """One impression, click or like, with the emotion context it happened in (if allowed)."""
+
+    __tablename__ = "events"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    user_id: Mapped[str | None] = mapped_column(String(120), index=True, nullable=True)
+    session_id: Mapped[str | None] = mapped_column(String(120), index=True, nullable=True)
+    item_id: Mapped[str] = mapped_column(ForeignKey("items.id", ondelete="CASCADE"), index=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    context: Mapped[list[float] | None] = mapped_column(JSON, nullable=True)  # emotion probabilities
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now, index=True)
+
+
+class BanditArm(Base):
+    """LinUCB statistics of one item over all users: A = I + sum x x^T, b = sum r x."""
+
+    __tablename__ = "bandit_arms"
+    item_id: Mapped[str] = mapped_column(ForeignKey("items.id", ondelete="CASCADE"), primary_key=True)
+    a: Mapped[list[list[float]]] = mapped_column(JSON)
+    b: Mapped[list[float]] = mapped_column(JSON)
+
+
+def default_url() -> str:
+    """``EMOTORCH_DB``, else a SQLite file in the user's data directory."""
+    if url := os.environ.get("EMOTORCH_DB"):
+        return url
+    path = Path(platformdirs.user_data_dir("emotorch")) / "emotorch.db"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{path}"
+
+
+def connect(url: str | None = None, *, revision: str = "head",
+            on_create: Callable[[Engine], None] | None = None) -> Engine:  # fmt: skip
+    """An engine on ``url`` whose schema has been upgraded to ``revision`` (default: newest).
+
+    ``on_create`` runs once, right after a database is created (to load the starter catalog).
+    """
+    logging.getLogger("alembic").setLevel(logging.WARNING)  # no migration chatter on every command
+    from alembic import command
+    from alembic.config import Config
+
+    engine = create_engine(url or default_url())
+    if engine.dialect.name == "sqlite":
+        event.listen(engine, "connect", _sqlite_pragmas)
+    created = schema_revision(engine) is None
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    with engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, revision)
+    if created and on_create is not None:
+        on_create(engine)
+    return engine
+
+
+def schema_revision(engine: Engine) -> str | None:
+    from alembic.runtime.migration import MigrationContext
+
+    with engine.connect() as conn:
+        return MigrationContext.configure(conn).get_current_revision()
+
+
+def _sqlite_pragmas(dbapi_conn, _record) -> None:
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA foreign_keys=ON")
+    cur.execute("PRAGMA journal_mode=WAL")  # readers never block the writer; a killed import rolls back
+    cur.close()

@@ -1,0 +1,342 @@
+"""Emotion-aware recommendations over the catalog.
+
+An emotion probability vector maps to a point in Russell's valence/arousal plane (the
+probability-weighted mean of :data:`EMOTION_VA`). A strategy turns it into a target point:
+``match`` keeps the mood, ``uplift`` moves toward positive valence at a comfortable arousal
+(:data:`UPLIFT_VA`: comfort for sad, calm for angry or afraid), ``auto`` picks one per category
+(:data:`DEFAULT_STRATEGY`, overridable per user). Items score by closeness to the target plus a
+LinUCB bandit term whose context is the emotion vector (learned from everyone's impressions and
+clicks) plus the user's own tag affinities; a greedy pass keeps near-duplicate tags apart and
+items seen recently by the same user or session are left out.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import numpy as np
+from sqlalchemy import delete, select
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import Session
+
+from emotorch.data import CLASSES
+from emotorch.recommend.catalog import STARTER_CATALOG, import_file, item_dict
+from emotorch.recommend.db import CATEGORIES, BanditArm, Event, Item, Preference, User, connect
+
+# Where each emotion sits in the valence/arousal plane (after Russell 1980 and the circumplex
+# placements used in affective computing): valence, arousal in [-1, 1].
+EMOTION_VA: dict[str, tuple[float, float]] = {
+    "angry": (-0.6, 0.7), "disgust": (-0.65, 0.35), "fear": (-0.65, 0.65), "happy": (0.8, 0.45),
+    "neutral": (0.0, 0.0), "sad": (-0.7, -0.45), "surprise": (0.35, 0.75),
+}  # fmt: skip
+# Where ``uplift`` aims for each emotion: comfort for sad, calm for angry and afraid.
+UPLIFT_VA: dict[str, tuple[float, float]] = {
+    "angry": (0.35, -0.45), "disgust": (0.45, 0.0), "fear": (0.4, -0.35), "happy": (0.8, 0.45),
+    "neutral": (0.55, 0.2), "sad": (0.5, -0.1), "surprise": (0.55, 0.5),
+}  # fmt: skip
+UPLIFT_WORD = {"angry": "calming", "disgust": "refreshing", "fear": "reassuring", "happy": "upbeat",
+               "neutral": "pleasant", "sad": "comforting", "surprise": "exciting"}  # fmt: skip
+MATCH_WORD = {"angry": "intense", "disgust": "edgy", "fear": "suspenseful", "happy": "joyful",
+              "neutral": "easy-going", "sad": "gentle, reflective", "surprise": "surprising"}  # fmt: skip
+AS_ADJECTIVE = {"angry": "angry", "disgust": "disgusted", "fear": "afraid", "happy": "happy", "neutral": "calm",
+                "sad": "sad", "surprise": "surprised"}  # fmt: skip
+NOUN = {"product": "pick", "place": "place to visit", "food": "dish", "song": "song", "movie": "film"}
+DEFAULT_STRATEGY = {"product": "uplift", "place": "uplift", "food": "uplift", "song": "match", "movie": "match"}
+STRATEGIES = ("auto", "match", "uplift")
+FEEDBACK_KINDS = ("impression", "click", "like")
+LOW_CONFIDENCE = 0.35  # below this top probability the mood counts as unclear
+SIGMA = 0.35  # width of the closeness kernel in the valence/arousal plane
+NEAR_DUPLICATE = 0.75  # tag Jaccard similarity at which two items count as near-duplicates
+
+
+@dataclass(frozen=True)
+class Mood:
+    """An emotion probability vector and where it sits in the valence/arousal plane."""
+
+    probs: tuple[float, ...]
+
+    @property
+    def emotion(self) -> str:
+        return CLASSES[int(np.argmax(self.probs))]
+
+    @property
+    def confidence(self) -> float:
+        return float(max(self.probs))
+
+    def point(self, table: Mapping[str, tuple[float, float]]) -> np.ndarray:
+        return np.asarray(self.probs) @ np.asarray([table[c] for c in CLASSES])
+
+    def context(self) -> np.ndarray:
+        """The bandit's context vector: the 7 probabilities and a bias term."""
+        return np.append(np.asarray(self.probs), 1.0)
+
+
+def mood(emotion: str | None = None, probs: Mapping[str, float] | Sequence[float] | None = None) -> Mood:
+    """A :class:`Mood` from a label (certain) or a probability vector (by name or in class order)."""
+    if (emotion is None) == (probs is None):
+        raise ValueError("give exactly one of an emotion label or a probability vector")
+    if emotion is not None:
+        if emotion not in CLASSES:
+            raise ValueError(f"unknown emotion {emotion!r}; expected one of {', '.join(CLASSES)}")
+        return Mood(tuple(float(c == emotion) for c in CLASSES))
+    if isinstance(probs, Mapping):
+        unknown = set(probs) - set(CLASSES)
+        if unknown:
+            raise ValueError(f"unknown emotion(s) {', '.join(sorted(unknown))}; expected {', '.join(CLASSES)}")
+        values = [float(probs.get(c, 0.0)) for c in CLASSES]
+    else:
+        values = [float(p) for p in probs]
+        if len(values) != len(CLASSES):
+            raise ValueError(f"a probability vector has {len(CLASSES)} values ({', '.join(CLASSES)})")
+    if any(v < 0 or not np.isfinite(v) for v in values) or sum(values) <= 0:
+        raise ValueError("probabilities must be finite, non-negative and not all zero")
+    total = sum(values)
+    return Mood(tuple(v / total for v in values))
+
+
+@dataclass
+class Recommendation:
+    id: str
+    category: str
+    title: str
+    score: float
+    reason: str
+    strategy: str
+    item: dict[str, Any] = field(repr=False)
+
+
+def _article(word: str) -> str:
+    return "an" if word[0] in "aeiou" else "a"
+
+
+def _jaccard(a: frozenset[str], b: frozenset[str]) -> float:
+    return len(a & b) / len(a | b) if a or b else 0.0
+
+
+class Recommender:
+    """Recommendations, feedback and privacy operations over one catalog database."""
+
+    def __init__(self, engine: Engine | str | None = None, *, alpha: float = 0.3, recent_hours: float = 24.0,
+                 diversity: float = 0.5) -> None:  # fmt: skip
+        self.engine = engine if isinstance(engine, Engine) else open_database(engine)
+        self.alpha = alpha  # LinUCB exploration weight
+        self.recent = timedelta(hours=recent_hours)
+        self.diversity = diversity
+
+    # --- recommending ---------------------------------------------------------------------
+
+    def recommend(
+        self,
+        current: Mood,
+        *,
+        categories: Sequence[str] | str | None = None,
+        n: int = 5,
+        strategy: str = "auto",
+        user_id: str | None = None,
+        session_id: str | None = None,
+        record: bool = True,
+    ) -> list[Recommendation]:
+        """The ``n`` best items for ``current`` mood; impressions are recorded when ``record``."""
+        if strategy not in STRATEGIES:
+            raise ValueError(f"unknown strategy {strategy!r}; expected one of {', '.join(STRATEGIES)}")
+        cats = self._categories(categories)
+        with Session(self.engine) as session:
+            items = list(session.scalars(select(Item).where(Item.category.in_(cats)).order_by(Item.id)))
+            if not items:
+                return []
+            seen = self._recently_seen(session, user_id, session_id)
+            fresh = [it for it in items if it.id not in seen]
+            if len(fresh) >= n:
+                items = fresh
+            prefs = self._preferences(session, user_id)
+            affinity, base_rate = self._tag_affinity(session, user_id, session_id)
+            arms = self._arms(session, [it.id for it in items])
+
+        x = current.context()
+        # Unclear moods lean toward neutral targets and what is popular with everyone.
+        clarity = float(np.clip((current.confidence - 0.2) / (LOW_CONFIDENCE - 0.2), 0.0, 1.0))
+        scored = []
+        for it in items:
+            strat = strategy if strategy != "auto" else prefs.get(it.category, DEFAULT_STRATEGY[it.category])
+            target = current.point(EMOTION_VA if strat == "match" else UPLIFT_VA)
+            neutral = np.asarray((EMOTION_VA if strat == "match" else UPLIFT_VA)["neutral"])
+            target = clarity * target + (1 - clarity) * neutral
+            d2 = (it.valence - target[0]) ** 2 + (it.arousal - target[1]) ** 2
+            fit = float(np.exp(-d2 / (2 * SIGMA**2)))
+            learned = self._ucb(arms.get(it.id), x)
+            tag_bonus, liked_tag = self._tag_bonus(it, affinity, base_rate)
+            score = (0.5 + 0.5 * clarity) * fit + learned + tag_bonus
+            scored.append((score, it, strat, liked_tag))
+
+        chosen = self._diverse_top(scored, n)
+        recs = [
+            Recommendation(it.id, it.category, it.title, round(score, 4),
+                           self._reason(current, clarity, it, strat, tag), strat, item_dict(it))
+            for score, it, strat, tag in chosen
+        ]  # fmt: skip
+        if record and recs:
+            self._record(current, [r.id for r in recs], "impression", user_id, session_id)
+        return recs
+
+    def _categories(self, categories: Sequence[str] | str | None) -> list[str]:
+        if categories is None:
+            return list(CATEGORIES)
+        names = [categories] if isinstance(categories, str) else list(categories)
+        out = []
+        for name in names:
+            c = name.lower().removesuffix("s") if name.lower() not in CATEGORIES else name.lower()
+            if c not in CATEGORIES:
+                raise ValueError(f"unknown category {name!r}; expected one of {', '.join(CATEGORIES)}")
+            out.append(c)
+        return out
+
+    def _recently_seen(self, session: Session, user_id: str | None, session_id: str | None) -> set[str]:
+        who = self._who(user_id, session_id)
+        if who is None:
+            return set()
+        since = datetime.now(UTC) - self.recent
+        query = select(Event.item_id).where(who, Event.kind == "impression", Event.created_at >= since)
+        return set(session.scalars(query))
+
+    @staticmethod
+    def _who(user_id: str | None, session_id: str | None):
+        if user_id is not None:
+            return Event.user_id == user_id
+        if session_id is not None:
+            return Event.session_id == session_id
+        return None
+
+    @staticmethod
+    def _preferences(session: Session, user_id: str | None) -> dict[str, str]:
+        if user_id is None:
+            return {}
+        rows = session.scalars(select(Preference).where(Preference.user_id == user_id))
+        return {p.category: p.strategy for p in rows}
+
+    @staticmethod
+    def _arms(session: Session, item_ids: list[str]) -> dict[str, BanditArm]:
+        return {a.item_id: a for a in session.scalars(select(BanditArm).where(BanditArm.item_id.in_(item_ids)))}
+
+    def _tag_affinity(self, session: Session, user_id: str | None,
+                      session_id: str | None) -> tuple[dict[str, float], float]:  # fmt: skip
+        """Per-tag click rate of this user or session (smoothed), and their overall rate."""
+        who = self._who(user_id, session_id)
+        if who is None:
+            return {}, 0.0
+        rows = session.execute(select(Event.kind, Item.tags).join(Item, Item.id == Event.item_id).where(who)).all()
+        shown, clicked = Counter(), Counter()
+        for kind, tags in rows:
+            for tag in filter(None, tags.split(",")):
+                (shown if kind == "impression" else clicked)[tag] += 1
+        total_shown = sum(1 for kind, _ in rows if kind == "impression")
+        total_clicked = sum(1 for kind, _ in rows if kind != "impression")
+        base = (total_clicked + 1) / (total_shown + 2)
+        return {t: (clicked[t] + base) / (shown[t] + 1) for t in shown | clicked}, base
+
+    @staticmethod
+    def _tag_bonus(item: Item, affinity: dict[str, float], base: float) -> tuple[float, str | None]:
+        rates = [(affinity[t], t) for t in item.tag_set if t in affinity]
+        if not rates:
+            return 0.0, None
+        best_rate, best_tag = max(rates)
+        bonus = float(np.mean([r for r, _ in rates]) - base)
+        return bonus, best_tag if best_rate > base + 0.15 else None
+
+    def _ucb(self, arm: BanditArm | None, x: np.ndarray) -> float:
+        """LinUCB: expected reward in this context plus an exploration bonus."""
+        if arm is None:
+            return self.alpha * float(np.sqrt(x @ x))
+        a_inv = np.linalg.inv(np.asarray(arm.a))
+        theta = a_inv @ np.asarray(arm.b)
+        return float(theta @ x + self.alpha * np.sqrt(x @ a_inv @ x))
+
+    def _diverse_top(self, scored: list, n: int) -> list:
+        """Greedy selection: each pick pays for tag overlap with the picks before it."""
+        pool = sorted(scored, key=lambda s: -s[0])
+        chosen: list = []
+        while pool and len(chosen) < n:
+            def adjusted(entry) -> float:
+                overlap = max((_jaccard(entry[1].tag_set, c[1].tag_set) for c in chosen), default=0.0)
+                return entry[0] - self.diversity * overlap - (1.0 if overlap >= NEAR_DUPLICATE else 0.0)
+
+            best = max(pool, key=adjusted)
+            pool.remove(best)
+            chosen.append(best)
+        return chosen
+
+    @staticmethod
+    def _reason(current: Mood, clarity: float, item: Item, strategy: str, liked_tag: str | None) -> str:
+        noun = NOUN[item.category]
+        if clarity < 0.5:
+            text = f"your mood is hard to read: a well-liked {noun}"
+        elif strategy == "match":
+            word = MATCH_WORD[current.emotion]
+            text = f"you seem {AS_ADJECTIVE[current.emotion]}: {_article(word)} {word} {noun} to match"
+        else:
+            word = UPLIFT_WORD[current.emotion]
+            text = f"you seem {AS_ADJECTIVE[current.emotion]}: {_article(word)} {word} {noun}"
+        return text + (f" (you often pick {liked_tag})" if liked_tag else "")
+
+    # --- feedback and privacy -------------------------------------------------------------
+
+    def feedback(self, item_id: str, kind: str, current: Mood | None = None, *, user_id: str | None = None,
+                 session_id: str | None = None) -> None:  # fmt: skip
+        """Store an impression, click or like and update the bandit with its emotion context."""
+        if kind not in FEEDBACK_KINDS:
+            raise ValueError(f"unknown feedback kind {kind!r}; expected one of {', '.join(FEEDBACK_KINDS)}")
+        with Session(self.engine) as session:
+            if session.get(Item, item_id) is None:
+                raise ValueError(f"no item {item_id!r} in the catalog")
+        self._record(current or mood(probs=[1.0] * len(CLASSES)), [item_id], kind, user_id, session_id)
+
+    def _record(self, current: Mood, item_ids: list[str], kind: str, user_id: str | None,
+                session_id: str | None) -> None:  # fmt: skip
+        x = current.context()
+        with Session(self.engine) as session, session.begin():
+            user = session.get(User, user_id) if user_id else None
+            if user_id and user is None:
+                user = User(id=user_id)
+                session.add(user)
+            keep_context = bool(user and user.opted_in)  # emotion data only with consent
+            arms = self._arms(session, item_ids)
+            for item_id in item_ids:
+                session.add(Event(user_id=user_id, session_id=session_id, item_id=item_id, kind=kind,
+                                  context=list(current.probs) if keep_context else None))  # fmt: skip
+                arm = arms.get(item_id) or BanditArm(item_id=item_id, a=np.eye(len(x)).tolist(), b=[0.0] * len(x))
+                if kind == "impression":
+                    arm.a = (np.asarray(arm.a) + np.outer(x, x)).tolist()
+                else:
+                    arm.b = (np.asarray(arm.b) + x).tolist()
+                session.add(arm)
+
+    def set_user(self, user_id: str, *, opted_in: bool | None = None,
+                 strategies: Mapping[str, str] | None = None) -> None:  # fmt: skip
+        """Create or update a user: consent to storing emotion context, per-category strategies."""
+        for category, strat in (strategies or {}).items():
+            if category not in CATEGORIES or strat not in ("match", "uplift"):
+                raise ValueError(f"a preference is CATEGORY=match|uplift with a category of {', '.join(CATEGORIES)}")
+        with Session(self.engine) as session, session.begin():
+            user = session.get(User, user_id) or User(id=user_id, opted_in=False)
+            if opted_in is not None:
+                user.opted_in = opted_in
+            session.add(user)
+            for category, strat in (strategies or {}).items():
+                session.merge(Preference(user_id=user_id, category=category, strategy=strat))
+
+    def forget(self, user_id: str) -> int:
+        """Delete everything stored about a user; returns the number of events removed."""
+        with Session(self.engine) as session, session.begin():
+            removed = session.execute(delete(Event).where(Event.user_id == user_id)).rowcount
+            session.execute(delete(Preference).where(Preference.user_id == user_id))
+            session.execute(delete(User).where(User.id == user_id))
+        return int(removed or 0)
+
+
+def open_database(url: str | None = None) -> Engine:
+    """The catalog database at ``url`` (default: EMOTORCH_DB or the user data dir), upgraded to the
+    newest schema; a newly created one is filled with the starter catalog."""
+    return connect(url, on_create=lambda engine: import_file(engine, STARTER_CATALOG))

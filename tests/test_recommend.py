@@ -1,0 +1,218 @@
+from __future__ import annotations
+
+import csv
+import json
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+
+import pytest
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from emotorch.recommend import CatalogError, Recommender, export, import_file, list_items, mood, open_database
+from emotorch.recommend.catalog import STARTER_CATALOG
+from emotorch.recommend.db import Event, Item, connect, schema_revision
+from emotorch.recommend.engine import NEAR_DUPLICATE, _jaccard
+
+
+@pytest.fixture
+def db_url(tmp_path):
+    return f"sqlite:///{tmp_path / 'emotorch.db'}"
+
+
+@pytest.fixture
+def rec(db_url):
+    return Recommender(db_url)
+
+
+def titles(recs):
+    return [r.title for r in recs]
+
+
+def count_items(engine) -> int:
+    with Session(engine) as s:
+        return s.scalar(select(func.count()).select_from(Item))
+
+
+def test_starter_catalog_has_sixty_items_per_category(rec):
+    items = list_items(rec.engine)
+    for category in ("product", "place", "food", "song", "movie"):
+        assert sum(it["category"] == category for it in items) >= 60
+    assert all(-1 <= it["valence"] <= 1 and -1 <= it["arousal"] <= 1 and it["tags"] for it in items)
+
+
+def test_different_emotions_give_different_lists(rec):
+    lists = {e: set(titles(rec.recommend(mood(e), categories="song", n=5, strategy="match", record=False)))
+             for e in ("happy", "sad", "angry", "neutral")}  # fmt: skip
+    for a in lists:
+        for b in lists:
+            if a < b:
+                assert len(lists[a] & lists[b]) <= 1, (a, b)
+
+
+def test_uplift_for_sad_differs_from_match_and_lifts_valence(rec):
+    match = rec.recommend(mood("sad"), categories="song", n=5, strategy="match", record=False)
+    uplift = rec.recommend(mood("sad"), categories="song", n=5, strategy="uplift", record=False)
+    assert not set(titles(match)) & set(titles(uplift))
+    assert min(r.item["valence"] for r in uplift) > max(r.item["valence"] for r in match)
+    assert all("comforting" in r.reason for r in uplift) and all("to match" in r.reason for r in match)
+
+
+def test_low_confidence_falls_back_near_neutral(rec):
+    unsure = rec.recommend(mood(probs=[1, 1, 1, 1, 1, 1, 1]), categories="food", n=5, record=False)
+    assert all("hard to read" in r.reason for r in unsure)
+    assert all(abs(r.item["arousal"]) <= 0.6 for r in unsure)
+
+
+def test_lists_are_diverse(rec):
+    for emotion in ("happy", "sad", "fear"):
+        recs = rec.recommend(mood(emotion), n=8, record=False)
+        tags = [frozenset(r.item["tags"]) for r in recs]
+        assert all(_jaccard(a, b) < NEAR_DUPLICATE for i, a in enumerate(tags) for b in tags[i + 1 :])
+
+
+def test_no_repeats_for_the_same_user_or_session(rec):
+    first = titles(rec.recommend(mood("happy"), categories="movie", n=5, user_id="u1"))
+    second = titles(rec.recommend(mood("happy"), categories="movie", n=5, user_id="u1"))
+    assert not set(first) & set(second)
+    other = titles(rec.recommend(mood("happy"), categories="movie", n=5, session_id="s9", record=False))
+    anonymous = titles(rec.recommend(mood("happy"), categories="movie", n=5, record=False))
+    assert other == anonymous  # what u1 saw is left out for u1 alone
+
+
+def test_feedback_changes_later_recommendations(rec):
+    before = rec.recommend(mood("sad"), categories="food", n=5, strategy="uplift", record=False)
+    target = next(it for it in list_items(rec.engine, "food") if it["id"] not in {r.id for r in before})
+    for i in range(12):  # many sad users like this dish
+        rec.feedback(target["id"], "impression", mood("sad"), session_id=f"s{i}")
+        rec.feedback(target["id"], "like", mood("sad"), session_id=f"s{i}")
+    after = rec.recommend(mood("sad"), categories="food", n=5, strategy="uplift", record=False)
+    assert target["id"] in {r.id for r in after}
+    happy = rec.recommend(mood("happy"), categories="food", n=5, strategy="match", record=False)
+    assert happy[0].id != target["id"] or len(happy) == 1  # learned for the sad context, not for all
+
+
+def test_user_tag_affinity_shows_in_the_reason(rec):
+    for i in range(6):
+        recs = rec.recommend(mood("neutral"), categories="song", n=5, user_id="fan")
+        for r in recs:
+            if "jazz" in r.item["tags"] or i == 0:
+                rec.feedback(r.id, "click", mood("neutral"), user_id="fan")
+    jazz = [it["id"] for it in list_items(rec.engine, "song") if "jazz" in it["tags"]]
+    for j in jazz:
+        rec.feedback(j, "click", mood("neutral"), user_id="fan")
+    recs = rec.recommend(mood("neutral"), categories="song", n=5, user_id="fan", record=False)
+    assert any("you often pick" in r.reason for r in recs)
+
+
+def test_privacy_context_only_with_consent_and_forget(rec):
+    rec.recommend(mood("sad"), categories="song", n=2, user_id="anon-user")
+    rec.set_user("consenting", opted_in=True)
+    rec.recommend(mood("sad"), categories="song", n=2, user_id="consenting")
+    with Session(rec.engine) as s:
+        contexts = dict(s.execute(select(Event.user_id, Event.context)).all())
+    assert contexts["anon-user"] is None and contexts["consenting"][5] == 1.0  # sad
+    assert rec.forget("consenting") == 2
+    with Session(rec.engine) as s:
+        assert s.scalar(select(func.count()).where(Event.user_id == "consenting")) == 0
+
+
+def test_auto_uses_the_users_preference(rec):
+    default = rec.recommend(mood("sad"), categories="song", n=3, record=False)
+    assert all(r.strategy == "match" for r in default)
+    rec.set_user("u", strategies={"song": "uplift"})
+    mine = rec.recommend(mood("sad"), categories="song", n=3, user_id="u", record=False)
+    assert all(r.strategy == "uplift" for r in mine)
+    with pytest.raises(ValueError, match="CATEGORY=match"):
+        rec.set_user("u", strategies={"song": "sideways"})
+
+
+def test_import_with_one_bad_row_changes_nothing(rec, tmp_path):
+    before = export(rec.engine)
+    path = tmp_path / "new.csv"
+    rows = [
+        {"category": "song", "title": "Clocks (Coldplay)", "valence": "0.3", "arousal": "0.5", "tags": "rock;piano"},
+        {"category": "song", "title": "Yellow (Coldplay)", "valence": "1.7", "arousal": "0.2", "tags": "rock"},
+    ]
+    with path.open("w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=["category", "title", "valence", "arousal", "tags"])
+        writer.writeheader()
+        writer.writerows(rows)
+    with pytest.raises(CatalogError, match=r"row 2 \(line 3\), field 'valence': 1.7 is outside \[-1, 1\]"):
+        import_file(rec.engine, path)
+    assert export(rec.engine) == before
+
+
+@pytest.mark.parametrize(
+    ("row", "message"),
+    [
+        ({"category": "books", "title": "X", "valence": 0, "arousal": 0}, "field 'category'"),
+        ({"category": "song", "title": "", "valence": 0, "arousal": 0}, "field 'title': is required"),
+        ({"category": "song", "title": "X", "valence": "high", "arousal": 0}, "field 'valence': 'high' is not a number"),
+        ({"category": "food", "title": "X", "valence": 0, "arousal": 0, "price": -2}, "field 'price': is negative"),
+        ({"category": "food", "title": "X", "valence": 0, "arousal": 0, "colour": "red"}, "field 'colour'"),
+    ],
+)
+def test_import_validates_fields(rec, tmp_path, row, message):
+    path = tmp_path / "bad.json"
+    path.write_text(json.dumps([row]))
+    with pytest.raises(CatalogError, match=message):
+        import_file(rec.engine, path)
+
+
+def test_reimport_is_idempotent_and_replace_removes(rec, tmp_path):
+    path = tmp_path / "catalog.json"
+    path.write_text(export(rec.engine, "json"))
+    report = import_file(rec.engine, path)
+    assert (report.added, report.updated, report.unchanged) == (0, 0, 300)
+    small = tmp_path / "small.json"
+    small.write_text(json.dumps([{"id": "movie:paddington-2", "category": "movie", "title": "Paddington 2",
+                                  "valence": 0.95, "arousal": 0.3, "tags": ["family"]}]))  # fmt: skip
+    report = import_file(rec.engine, small, replace=True)
+    assert (report.updated, report.removed) == (1, 299)
+    assert [it["id"] for it in list_items(rec.engine)] == ["movie:paddington-2"]
+
+
+def test_existing_database_upgrades_without_loss(db_url):
+    old = connect(db_url, revision="0001")  # a database from the first schema version
+    import_file(old, STARTER_CATALOG)
+    assert schema_revision(old) == "0001"
+    engine = open_database(db_url)
+    assert schema_revision(engine) == "0002" and count_items(engine) == 300
+    Recommender(engine).recommend(mood("happy"), n=3, user_id="x")  # the new tables work
+
+
+def test_database_survives_a_kill_mid_import(db_url, tmp_path):
+    engine = open_database(db_url)
+    big = tmp_path / "big.csv"
+    with big.open("w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["category", "title", "valence", "arousal", "tags", "description"])
+        for i in range(60_000):
+            writer.writerow(["product", f"Gadget {i}", "0.1", "0.2", "gadget;test", "x" * 200])
+    wal = tmp_path / "emotorch.db-wal"
+    proc = subprocess.Popen([sys.executable, "-m", "emotorch.cli", "catalog", "import", str(big), "--db", db_url],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
+    deadline = time.time() + 60
+    while proc.poll() is None and time.time() < deadline and not (wal.exists() and wal.stat().st_size > 1_000_000):
+        time.sleep(0.01)
+    assert proc.poll() is None, "the import finished before it could be killed"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    with sqlite3.connect(tmp_path / "emotorch.db") as conn:
+        assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    assert count_items(engine) == 300
+
+
+def test_cli_recommend_json(db_url):
+    res = subprocess.run([sys.executable, "-m", "emotorch.cli", "recommend", "--emotion", "happy", "--category",
+                          "songs", "-n", "5", "--strategy", "uplift", "--json", "--db", db_url],
+                         capture_output=True, text=True)  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    out = json.loads(res.stdout)
+    assert len(out["items"]) == 5
+    assert all({"id", "category", "title", "score", "reason"} <= set(it) for it in out["items"])
+    assert {it["category"] for it in out["items"]} == {"song"}
