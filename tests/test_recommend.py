@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 
 from emotorch.recommend import CatalogError, Recommender, export, import_file, list_items, mood, open_database
 from emotorch.recommend.catalog import STARTER_CATALOG
-from emotorch.recommend.db import Event, Item, connect, schema_revision
+from emotorch.recommend.db import Event, Item, StrategyStat, connect, schema_revision
 from emotorch.recommend.engine import NEAR_DUPLICATE, _jaccard
 
 
@@ -84,15 +84,20 @@ def test_no_repeats_for_the_same_user_or_session(rec):
 
 
 def test_feedback_changes_later_recommendations(rec):
+    def score(emotion: str, item_id: str) -> float:
+        ranked = rec.recommend(mood(emotion), categories="food", n=60, strategy="uplift", record=False)
+        return next(r.score for r in ranked if r.id == item_id)
+
     before = rec.recommend(mood("sad"), categories="food", n=5, strategy="uplift", record=False)
     target = next(it for it in list_items(rec.engine, "food") if it["id"] not in {r.id for r in before})
-    for i in range(12):  # many sad users like this dish
+    sad_before, happy_before = score("sad", target["id"]), score("happy", target["id"])
+    for i in range(12):  # many sad viewers click this dish
         rec.feedback(target["id"], "impression", mood("sad"), session_id=f"s{i}")
-        rec.feedback(target["id"], "like", mood("sad"), session_id=f"s{i}")
+        rec.feedback(target["id"], "click", mood("sad"), session_id=f"s{i}")
     after = rec.recommend(mood("sad"), categories="food", n=5, strategy="uplift", record=False)
     assert target["id"] in {r.id for r in after}
-    happy = rec.recommend(mood("happy"), categories="food", n=5, strategy="match", record=False)
-    assert happy[0].id != target["id"] or len(happy) == 1  # learned for the sad context, not for all
+    # the bandit's context is the emotion vector: the gain is largest in the mood it was earned in
+    assert score("sad", target["id"]) - sad_before > score("happy", target["id"]) - happy_before
 
 
 def test_user_tag_affinity_shows_in_the_reason(rec):
@@ -181,7 +186,7 @@ def test_existing_database_upgrades_without_loss(db_url):
     import_file(old, STARTER_CATALOG)
     assert schema_revision(old) == "0001"
     engine = open_database(db_url)
-    assert schema_revision(engine) == "0002" and count_items(engine) == 300
+    assert schema_revision(engine) == "0003" and count_items(engine) == 300
     Recommender(engine).recommend(mood("happy"), n=3, user_id="x")  # the new tables work
 
 
@@ -216,3 +221,18 @@ def test_cli_recommend_json(db_url):
     assert len(out["items"]) == 5
     assert all({"id", "category", "title", "score", "reason"} <= set(it) for it in out["items"])
     assert {it["category"] for it in out["items"]} == {"song"}
+
+
+def test_auto_learns_a_users_strategy(rec):
+    rec.set_user("cheer-me-up", opted_in=True)
+    first = rec.recommend(mood("sad"), categories="song", n=5, user_id="cheer-me-up", record=False)
+    assert all(r.strategy == "match" for r in first)  # the default for songs
+    for _ in range(8):
+        for r in rec.recommend(mood("sad"), categories=["song", "movie"], n=5, user_id="cheer-me-up"):
+            if r.strategy == "uplift":  # this user only ever clicks what cheers them up
+                rec.feedback(r.id, "click", mood("sad"), user_id="cheer-me-up")
+    final = rec.recommend(mood("sad"), categories="song", n=5, user_id="cheer-me-up", record=False)
+    assert all(r.strategy == "uplift" for r in final)
+    assert rec.forget("cheer-me-up") > 0
+    with Session(rec.engine) as s:  # their learned taste goes too
+        assert s.scalar(select(func.count()).where(StrategyStat.scope == "cheer-me-up")) == 0

@@ -78,6 +78,7 @@ class Event(Base):
     session_id: Mapped[str | None] = mapped_column(String(120), index=True, nullable=True)
     item_id: Mapped[str] = mapped_column(ForeignKey("items.id", ondelete="CASCADE"), index=True)
     kind: Mapped[str] = mapped_column(String(16))
+    strategy: Mapped[str | None] = mapped_column(String(16), nullable=True)  # match | uplift, on impressions
     context: Mapped[list[float] | None] = mapped_column(JSON, nullable=True)  # emotion probabilities
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now, index=True)
 
@@ -89,6 +90,19 @@ class BanditArm(Base):
     item_id: Mapped[str] = mapped_column(ForeignKey("items.id", ondelete="CASCADE"), primary_key=True)
     a: Mapped[list[list[float]]] = mapped_column(JSON)
     b: Mapped[list[float]] = mapped_column(JSON)
+
+
+class StrategyStat(Base):
+    """Impressions and clicks of one strategy in one mood sign: per category for everyone (scope
+    ``*``), or over all categories (category ``*``) for one opted-in user (scope = user id)."""
+
+    __tablename__ = "strategy_stats"
+    scope: Mapped[str] = mapped_column(String(120), primary_key=True)
+    category: Mapped[str] = mapped_column(String(16), primary_key=True)
+    negative: Mapped[bool] = mapped_column(Boolean, primary_key=True)
+    strategy: Mapped[str] = mapped_column(String(16), primary_key=True)
+    impressions: Mapped[int] = mapped_column(Integer, default=0)
+    clicks: Mapped[int] = mapped_column(Integer, default=0)
 
 
 def default_url() -> str:

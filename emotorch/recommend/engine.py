@@ -25,7 +25,7 @@ from sqlalchemy.orm import Session
 
 from emotorch.data import CLASSES
 from emotorch.recommend.catalog import STARTER_CATALOG, import_file, item_dict
-from emotorch.recommend.db import CATEGORIES, BanditArm, Event, Item, Preference, User, connect
+from emotorch.recommend.db import CATEGORIES, BanditArm, Event, Item, Preference, StrategyStat, User, connect
 
 # Where each emotion sits in the valence/arousal plane (after Russell 1980 and the circumplex
 # placements used in affective computing): valence, arousal in [-1, 1].
@@ -50,6 +50,7 @@ STRATEGIES = ("auto", "match", "uplift")
 FEEDBACK_KINDS = ("impression", "click", "like")
 LOW_CONFIDENCE = 0.35  # below this top probability the mood counts as unclear
 SIGMA = 0.35  # width of the closeness kernel in the valence/arousal plane
+PRIOR_STRENGTH = 10.0  # how many of a user's own impressions weigh as much as everyone's rate
 NEAR_DUPLICATE = 0.75  # tag Jaccard similarity at which two items count as near-duplicates
 
 
@@ -69,6 +70,11 @@ class Mood:
 
     def point(self, table: Mapping[str, tuple[float, float]]) -> np.ndarray:
         return np.asarray(self.probs) @ np.asarray([table[c] for c in CLASSES])
+
+    @property
+    def negative(self) -> bool:
+        """Whether the mood sits left of the valence axis (sad, angry, afraid, disgusted)."""
+        return bool(self.point(EMOTION_VA)[0] < 0)
 
     def context(self) -> np.ndarray:
         """The bandit's context vector: the 7 probabilities and a bias term."""
@@ -120,10 +126,12 @@ def _jaccard(a: frozenset[str], b: frozenset[str]) -> float:
 class Recommender:
     """Recommendations, feedback and privacy operations over one catalog database."""
 
-    def __init__(self, engine: Engine | str | None = None, *, alpha: float = 0.3, recent_hours: float = 24.0,
-                 diversity: float = 0.5) -> None:  # fmt: skip
+    def __init__(self, engine: Engine | str | None = None, *, alpha: float = 0.3, learned_weight: float = 2.0,
+                 taste_weight: float = 2.0, recent_hours: float = 24.0, diversity: float = 0.5) -> None:  # fmt: skip
         self.engine = engine if isinstance(engine, Engine) else open_database(engine)
         self.alpha = alpha  # LinUCB exploration weight
+        self.learned_weight = learned_weight  # weight of the bandit's expected click rate
+        self.taste_weight = taste_weight  # weight of the user's own tag affinities
         self.recent = timedelta(hours=recent_hours)
         self.diversity = diversity
 
@@ -152,7 +160,7 @@ class Recommender:
             fresh = [it for it in items if it.id not in seen]
             if len(fresh) >= n:
                 items = fresh
-            prefs = self._preferences(session, user_id)
+            prefs = self._learned_strategies(session, user_id, current) | self._preferences(session, user_id)
             affinity, base_rate = self._tag_affinity(session, user_id, session_id)
             arms = self._arms(session, [it.id for it in items])
 
@@ -169,7 +177,7 @@ class Recommender:
             fit = float(np.exp(-d2 / (2 * SIGMA**2)))
             learned = self._ucb(arms.get(it.id), x)
             tag_bonus, liked_tag = self._tag_bonus(it, affinity, base_rate)
-            score = (0.5 + 0.5 * clarity) * fit + learned + tag_bonus
+            score = (0.5 + 0.5 * clarity) * fit + learned + self.taste_weight * tag_bonus
             scored.append((score, it, strat, liked_tag))
 
         chosen = self._diverse_top(scored, n)
@@ -179,7 +187,7 @@ class Recommender:
             for score, it, strat, tag in chosen
         ]  # fmt: skip
         if record and recs:
-            self._record(current, [r.id for r in recs], "impression", user_id, session_id)
+            self._record(current, [(r.id, r.strategy) for r in recs], "impression", user_id, session_id)
         return recs
 
     def _categories(self, categories: Sequence[str] | str | None) -> list[str]:
@@ -218,6 +226,33 @@ class Recommender:
         return {p.category: p.strategy for p in rows}
 
     @staticmethod
+    def _learned_strategies(session: Session, user_id: str | None, current: Mood) -> dict[str, str]:
+        """The strategy per category that earned more clicks in moods of this sign (valence < 0 or not).
+
+        Everyone's counts in the category form the prior; an opted-in user's own counts (over all
+        categories: someone who wants cheering up when sad wants it in songs and food alike) refine it. Each strategy
+        scores its posterior click rate plus a UCB1 exploration bonus, so both keep being tried.
+        """
+        scopes = ["*"] + ([user_id] if user_id else [])
+        rows = session.scalars(select(StrategyStat).where(StrategyStat.scope.in_(scopes),
+                                                          StrategyStat.negative == current.negative))  # fmt: skip
+        stats = {(r.scope != "*", r.category, r.strategy): (r.impressions, r.clicks) for r in rows}
+        learned = {}
+        for category in CATEGORIES:
+            score, seen = {}, 0
+            for s in ("match", "uplift"):
+                n_all, c_all = stats.get((False, category, s), (0, 0))
+                n_me, c_me = stats.get((True, "*", s), (0, 0))  # a user's taste spans categories
+                prior = (c_all + 1) / (n_all + 2)
+                score[s] = ((c_me + PRIOR_STRENGTH * prior) / (n_me + PRIOR_STRENGTH), n_all + n_me)
+                seen += n_all + n_me
+            if seen:
+                learned[category] = max(
+                    score, key=lambda s: score[s][0] + 0.3 * np.sqrt(np.log(seen + 1) / (score[s][1] + 1))
+                )
+        return learned
+
+    @staticmethod
     def _arms(session: Session, item_ids: list[str]) -> dict[str, BanditArm]:
         return {a.item_id: a for a in session.scalars(select(BanditArm).where(BanditArm.item_id.in_(item_ids)))}
 
@@ -252,7 +287,7 @@ class Recommender:
             return self.alpha * float(np.sqrt(x @ x))
         a_inv = np.linalg.inv(np.asarray(arm.a))
         theta = a_inv @ np.asarray(arm.b)
-        return float(theta @ x + self.alpha * np.sqrt(x @ a_inv @ x))
+        return float(self.learned_weight * theta @ x + self.alpha * np.sqrt(x @ a_inv @ x))
 
     def _diverse_top(self, scored: list, n: int) -> list:
         """Greedy selection: each pick pays for tag overlap with the picks before it."""
@@ -291,11 +326,13 @@ class Recommender:
         with Session(self.engine) as session:
             if session.get(Item, item_id) is None:
                 raise ValueError(f"no item {item_id!r} in the catalog")
-        self._record(current or mood(probs=[1.0] * len(CLASSES)), [item_id], kind, user_id, session_id)
+        self._record(current or mood(probs=[1.0] * len(CLASSES)), [(item_id, None)], kind, user_id, session_id)
 
-    def _record(self, current: Mood, item_ids: list[str], kind: str, user_id: str | None,
+    def _record(self, current: Mood, shown: list[tuple[str, str | None]], kind: str, user_id: str | None,
                 session_id: str | None) -> None:  # fmt: skip
+        """Store events for (item id, strategy) pairs and update the items' bandit statistics."""
         x = current.context()
+        item_ids = [item_id for item_id, _ in shown]
         with Session(self.engine) as session, session.begin():
             user = session.get(User, user_id) if user_id else None
             if user_id and user is None:
@@ -303,15 +340,43 @@ class Recommender:
                 session.add(user)
             keep_context = bool(user and user.opted_in)  # emotion data only with consent
             arms = self._arms(session, item_ids)
-            for item_id in item_ids:
+            scopes = ["*"] + ([user_id] if keep_context else [])  # per-user learning only with consent
+            for item_id, strategy in shown:
+                if kind != "impression":  # credit the strategy that showed this item to this viewer
+                    strategy = self._shown_by(session, item_id, user_id, session_id)
                 session.add(Event(user_id=user_id, session_id=session_id, item_id=item_id, kind=kind,
-                                  context=list(current.probs) if keep_context else None))  # fmt: skip
+                                  strategy=strategy, context=list(current.probs) if keep_context else None))
+                if strategy is not None:
+                    self._count(session, scopes, item_id, current.negative, strategy, kind)
                 arm = arms.get(item_id) or BanditArm(item_id=item_id, a=np.eye(len(x)).tolist(), b=[0.0] * len(x))
                 if kind == "impression":
                     arm.a = (np.asarray(arm.a) + np.outer(x, x)).tolist()
                 else:
                     arm.b = (np.asarray(arm.b) + x).tolist()
                 session.add(arm)
+
+    def _shown_by(self, session: Session, item_id: str, user_id: str | None, session_id: str | None) -> str | None:
+        who = self._who(user_id, session_id)
+        if who is None:
+            return None
+        query = (select(Event.strategy).where(who, Event.item_id == item_id, Event.kind == "impression")
+                 .order_by(Event.id.desc()).limit(1))  # fmt: skip
+        return session.scalar(query)
+
+    @staticmethod
+    def _count(session: Session, scopes: list[str], item_id: str, negative: bool, strategy: str, kind: str) -> None:
+        category = session.get(Item, item_id).category
+        for scope in scopes:
+            key = (scope, category if scope == "*" else "*", negative, strategy)
+            stat = session.get(StrategyStat, key)
+            if stat is None:
+                stat = StrategyStat(scope=key[0], category=key[1], negative=negative, strategy=strategy,
+                                    impressions=0, clicks=0)  # fmt: skip
+                session.add(stat)
+            if kind == "impression":
+                stat.impressions += 1
+            elif kind == "click":  # a like usually follows a click: count each shown item once
+                stat.clicks += 1
 
     def set_user(self, user_id: str, *, opted_in: bool | None = None,
                  strategies: Mapping[str, str] | None = None) -> None:  # fmt: skip
@@ -332,6 +397,7 @@ class Recommender:
         with Session(self.engine) as session, session.begin():
             removed = session.execute(delete(Event).where(Event.user_id == user_id)).rowcount
             session.execute(delete(Preference).where(Preference.user_id == user_id))
+            session.execute(delete(StrategyStat).where(StrategyStat.scope == user_id))
             session.execute(delete(User).where(User.id == user_id))
         return int(removed or 0)
 
