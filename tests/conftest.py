@@ -48,3 +48,44 @@ def write_image_folders(root: Path, splits: dict[str, int], seed: int = 0, names
 def tiny_folders(tmp_path: Path) -> Path:
     """A train/val image-folder data set: 112 training and 28 validation faces."""
     return write_image_folders(tmp_path / "faces", {"train": 112, "val": 28})
+
+
+def _postgres_bin() -> Path | None:
+    found = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))
+    return found[-1].parent if found else None
+
+
+@pytest.fixture(scope="session")
+def postgres_url():
+    """A throwaway PostgreSQL server on a loopback port, for the database tests."""
+    import os
+    import pwd
+    import shutil
+    import socket
+    import subprocess
+    import tempfile
+
+    pg_bin = _postgres_bin()
+    if pg_bin is None:
+        pytest.skip("PostgreSQL server binaries not found (Debian package postgresql)")
+    pytest.importorskip("psycopg", reason="the psycopg driver is not installed")
+    root = Path(tempfile.mkdtemp(prefix="emotorch-pg-"))  # under /tmp: reachable by the postgres user
+    data = root / "data"
+    run_as: list[str] = []
+    if os.geteuid() == 0:  # the server refuses to run as root
+        user = pwd.getpwnam("postgres")
+        os.chown(root, user.pw_uid, user.pw_gid)
+        run_as = ["runuser", "-u", "postgres", "--"]
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    init = subprocess.run([*run_as, str(pg_bin / "initdb"), "-D", str(data), "-A", "trust", "-U", "emotorch"],
+                          capture_output=True, text=True)  # fmt: skip
+    assert init.returncode == 0, init.stderr
+    opts = f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=off"
+    subprocess.run([*run_as, str(pg_bin / "pg_ctl"), "-D", str(data), "-o", opts, "-w", "-l", str(root / "log"),
+                    "start"], check=True, capture_output=True)  # fmt: skip
+    yield f"postgresql+psycopg://emotorch@127.0.0.1:{port}/postgres"
+    subprocess.run([*run_as, str(pg_bin / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"],
+                   capture_output=True)  # fmt: skip
+    shutil.rmtree(root, ignore_errors=True)

@@ -23,6 +23,21 @@ def db_url(tmp_path):
     return f"sqlite:///{tmp_path / 'emotorch.db'}"
 
 
+@pytest.fixture(params=["sqlite", "postgresql"])
+def any_db(request, tmp_path):
+    """The same tests on the embedded default and on a real PostgreSQL server (a fresh database each)."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'emotorch.db'}"
+    from sqlalchemy import create_engine, text
+
+    server = request.getfixturevalue("postgres_url")
+    name = f"t{abs(hash(request.node.nodeid)) % 10**9}"
+    with create_engine(server, isolation_level="AUTOCOMMIT").connect() as conn:
+        conn.execute(text(f"DROP DATABASE IF EXISTS {name}"))
+        conn.execute(text(f"CREATE DATABASE {name}"))
+    return server.rsplit("/", 1)[0] + f"/{name}"
+
+
 @pytest.fixture
 def rec(db_url):
     return Recommender(db_url)
@@ -83,7 +98,9 @@ def test_no_repeats_for_the_same_user_or_session(rec):
     assert other == anonymous  # what u1 saw is left out for u1 alone
 
 
-def test_feedback_changes_later_recommendations(rec):
+def test_feedback_changes_later_recommendations(any_db):
+    rec = Recommender(any_db)
+
     def score(emotion: str, item_id: str) -> float:
         ranked = rec.recommend(mood(emotion), categories="food", n=60, strategy="uplift", record=False)
         return next(r.score for r in ranked if r.id == item_id)
@@ -113,7 +130,8 @@ def test_user_tag_affinity_shows_in_the_reason(rec):
     assert any("you often pick" in r.reason for r in recs)
 
 
-def test_privacy_context_only_with_consent_and_forget(rec):
+def test_privacy_context_only_with_consent_and_forget(any_db):
+    rec = Recommender(any_db)
     rec.recommend(mood("sad"), categories="song", n=2, user_id="anon-user")
     rec.set_user("consenting", opted_in=True)
     rec.recommend(mood("sad"), categories="song", n=2, user_id="consenting")
@@ -135,7 +153,8 @@ def test_auto_uses_the_users_preference(rec):
         rec.set_user("u", strategies={"song": "sideways"})
 
 
-def test_import_with_one_bad_row_changes_nothing(rec, tmp_path):
+def test_import_with_one_bad_row_changes_nothing(any_db, tmp_path):
+    rec = Recommender(any_db)
     before = export(rec.engine)
     path = tmp_path / "new.csv"
     rows = [
@@ -181,7 +200,8 @@ def test_reimport_is_idempotent_and_replace_removes(rec, tmp_path):
     assert [it["id"] for it in list_items(rec.engine)] == ["movie:paddington-2"]
 
 
-def test_existing_database_upgrades_without_loss(db_url):
+def test_existing_database_upgrades_without_loss(any_db):
+    db_url = any_db
     old = connect(db_url, revision="0001")  # a database from the first schema version
     import_file(old, STARTER_CATALOG)
     assert schema_revision(old) == "0001"
@@ -223,7 +243,8 @@ def test_cli_recommend_json(db_url):
     assert {it["category"] for it in out["items"]} == {"song"}
 
 
-def test_auto_learns_a_users_strategy(rec):
+def test_auto_learns_a_users_strategy(any_db):
+    rec = Recommender(any_db)
     rec.set_user("cheer-me-up", opted_in=True)
     first = rec.recommend(mood("sad"), categories="song", n=5, user_id="cheer-me-up", record=False)
     assert all(r.strategy == "match" for r in first)  # the default for songs
