@@ -14,12 +14,11 @@ from sqlalchemy import delete, select
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
-from emotorch.recommend.db import CATEGORIES, Item
+from emotorch.recommend.db import CATEGORIES, Item, canonical_category
 
 STARTER_CATALOG = Path(__file__).with_name("starter_catalog.csv")
 FIELDS = ("id", "category", "title", "description", "tags", "valence", "arousal", "price", "url", "image_url",
           "locale")  # fmt: skip
-_PLURALS = {f"{c}s": c for c in CATEGORIES}
 
 
 class CatalogError(ValueError):
@@ -69,9 +68,8 @@ def validate(raw: dict[str, Any], where: str) -> dict[str, Any]:
     unknown = set(raw) - set(FIELDS)
     if unknown:
         raise fail(sorted(unknown)[0], f"unknown field; fields are {', '.join(FIELDS)}")
-    category = str(raw.get("category") or "").strip().lower()
-    category = _PLURALS.get(category, category)
-    if category not in CATEGORIES:
+    category = canonical_category(str(raw.get("category") or ""))
+    if category is None:
         raise fail("category", f"{raw.get('category')!r} is not one of {', '.join(CATEGORIES)}")
     title = str(raw.get("title") or "").strip()
     if not title:
@@ -148,7 +146,7 @@ def list_items(engine: Engine, category: str | None = None) -> list[dict[str, An
     with Session(engine) as session:
         query = select(Item).order_by(Item.category, Item.title)
         if category:
-            query = query.where(Item.category == _PLURALS.get(category, category))
+            query = query.where(Item.category == canonical_category(category))
         return [item_dict(it) for it in session.scalars(query)]
 
 

@@ -22,6 +22,13 @@ MIGRATIONS = Path(__file__).with_name("migrations")
 CATEGORIES = ("product", "place", "food", "song", "movie")
 
 
+def canonical_category(name: str) -> str | None:
+    """``songs`` or ``Song`` -> ``song``; None for a name that is no category."""
+    n = name.strip().lower()
+    n = n.removesuffix("s") if n not in CATEGORIES else n
+    return n if n in CATEGORIES else None
+
+
 def _now() -> datetime:
     return datetime.now(UTC)
 

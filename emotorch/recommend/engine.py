@@ -25,7 +25,17 @@ from sqlalchemy.orm import Session
 
 from emotorch.data import CLASSES
 from emotorch.recommend.catalog import STARTER_CATALOG, import_file, item_dict
-from emotorch.recommend.db import CATEGORIES, BanditArm, Event, Item, Preference, StrategyStat, User, connect
+from emotorch.recommend.db import (
+    CATEGORIES,
+    BanditArm,
+    Event,
+    Item,
+    Preference,
+    StrategyStat,
+    User,
+    canonical_category,
+    connect,
+)
 
 # Where each emotion sits in the valence/arousal plane (after Russell 1980 and the circumplex
 # placements used in affective computing): valence, arousal in [-1, 1].
@@ -194,12 +204,10 @@ class Recommender:
         if categories is None:
             return list(CATEGORIES)
         names = [categories] if isinstance(categories, str) else list(categories)
-        out = []
-        for name in names:
-            c = name.lower().removesuffix("s") if name.lower() not in CATEGORIES else name.lower()
-            if c not in CATEGORIES:
+        out = [canonical_category(name) for name in names]
+        for name, c in zip(names, out, strict=True):
+            if c is None:
                 raise ValueError(f"unknown category {name!r}; expected one of {', '.join(CATEGORIES)}")
-            out.append(c)
         return out
 
     def _recently_seen(self, session: Session, user_id: str | None, session_id: str | None) -> set[str]:
