@@ -208,15 +208,14 @@ def _default_run_dir(preset: str, model: str) -> Path:
 
 
 def cmd_train(args: argparse.Namespace) -> None:
+    from emotorch import checkpoint
     from emotorch.train import TrainConfig, config_from_preset, train
 
     if args.resume:
         if not args.out:
             raise ValueError("--resume needs --out RUN_DIR, the run to continue")
-        saved = Path(args.out) / "config.json"
-        if not saved.is_file():
-            raise FileNotFoundError(f"{args.out}: no config.json; is it a run directory?")
-        cfg = TrainConfig.from_dict(json.loads(saved.read_text()) | ({"epochs": args.epochs} if args.epochs else {}))
+        saved = checkpoint.load(Path(args.out) / "last.pt")["meta"]["config"]  # the run's own config
+        cfg = TrainConfig.from_dict(saved | ({"epochs": args.epochs} if args.epochs else {}))
         logging.getLogger("emotorch").info("resuming %s from its last checkpoint", args.out)
     else:
         if not args.data:
