@@ -85,6 +85,14 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--force", action="store_true", help="overwrite an existing --predictions file")
     _add_data_flags(ev)
 
+    pr = sub.add_parser("predict", help="emotions of every face in photos or folders of photos")
+    pr.add_argument("inputs", nargs="+", metavar="IMAGE_OR_FOLDER")
+    pr.add_argument("--model", required=True, help="checkpoint file or run directory")
+    pr.add_argument("--json", action="store_true", help="print one JSON document: a list of {path, faces}")
+    pr.add_argument("--out", help="write annotated images and summary.csv here")
+    pr.add_argument("--force", action="store_true", help="overwrite files already in --out")
+    pr.add_argument("--tta", action="store_true")
+
     db_help = "SQLAlchemy database URL (default: $EMOTORCH_DB or a SQLite file in the user data dir)"
     cat = sub.add_parser("catalog", help="the recommendation catalog").add_subparsers(
         dest="catalog_command", required=True, parser_class=_Parser)  # fmt: skip
@@ -273,6 +281,62 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
         print(f"{c:<10}{m['precision']:>10.3f}{m['recall']:>10.3f}{m['f1']:>10.3f}{m['support']:>9}")
 
 
+def _image_files(inputs: list[str]) -> list[Path]:
+    from emotorch.data import IMAGE_EXTENSIONS
+
+    files: list[Path] = []
+    for name in inputs:
+        path = Path(name)
+        if path.is_dir():
+            files += sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
+        else:
+            files.append(path)  # a missing or non-image file is reported with the others
+    return files
+
+
+def cmd_predict(args: argparse.Namespace) -> None:
+    import csv
+
+    from tqdm import tqdm
+
+    from emotorch.annotate import annotate
+    from emotorch.pipeline import EmotionRecognizer, read_image
+
+    recognizer = EmotionRecognizer(args.model, tta=args.tta)
+    files = _image_files(args.inputs)
+    out = Path(args.out) if args.out else None
+    if out is not None:
+        clash = [f.name for f in files if (out / f"{f.stem}.annotated.png").exists()] + (
+            ["summary.csv"] if (out / "summary.csv").exists() else [])  # fmt: skip
+        if clash and not args.force:
+            raise FileExistsError(f"{out} already holds {', '.join(clash[:3])}; pass --force to overwrite")
+        out.mkdir(parents=True, exist_ok=True)
+    results, rows = [], []
+    for f in tqdm(files, desc="photos", unit=" img", disable=None if len(files) > 1 and not args.quiet else True):
+        try:
+            rgb = read_image(f)
+            faces = recognizer.predict(rgb)
+        except DataError as e:
+            print(f"emotorch: error: {e}", file=sys.stderr)
+            results.append({"path": str(f), "error": str(e), "faces": []})
+            continue
+        results.append({"path": str(f), "faces": [face.to_dict() for face in faces]})
+        rows += [[str(f), i, *face.to_dict()["box"], face.emotion, *face.probabilities.values()]
+                 for i, face in enumerate(faces)]  # fmt: skip
+        if out is not None:
+            annotate(rgb, faces).save(out / f"{f.stem}.annotated.png")
+        if not args.json:
+            summary = ", ".join(f"{face.emotion} {face.probabilities[face.emotion]:.0%}" for face in faces)
+            print(f"{f}: {len(faces)} face(s){': ' + summary if faces else ''}")
+    if out is not None:
+        with open(out / "summary.csv", "w", newline="") as fh:
+            writer = csv.writer(fh)
+            writer.writerow(["path", "face", "x", "y", "w", "h", "emotion", *recognizer.classes])
+            writer.writerows(rows)
+    if args.json:
+        print(json.dumps(results))
+
+
 def _mood(args: argparse.Namespace):
     from emotorch.recommend import mood
 
@@ -353,6 +417,7 @@ def cmd_forget(args: argparse.Namespace) -> None:
 
 COMMANDS = {
     "models": cmd_models, "train": cmd_train, "evaluate": cmd_evaluate, "data": cmd_data_stats,
+    "predict": cmd_predict,
     "catalog": cmd_catalog, "recommend": cmd_recommend, "feedback": cmd_feedback, "user": cmd_user,
     "forget": cmd_forget,
 }  # fmt: skip

@@ -44,6 +44,18 @@ def write_image_folders(root: Path, splits: dict[str, int], seed: int = 0, names
     return root
 
 
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory) -> Path:
+    """A run directory with a tiny EmoNet trained for two epochs on synthetic faces."""
+    from emotorch.train import TrainConfig, train
+
+    root = tmp_path_factory.mktemp("evalrun")
+    data = write_image_folders(root / "faces", {"train": 112, "val": 28})
+    cfg = TrainConfig(data=str(data), model="emonet", model_options={"width": 4}, batch_size=16, epochs=2)
+    train(cfg, root / "run", progress=False)
+    return root / "run"
+
+
 @pytest.fixture
 def tiny_folders(tmp_path: Path) -> Path:
     """A train/val image-folder data set: 112 training and 28 validation faces."""

@@ -12,16 +12,6 @@ from conftest import pixels_text, synthetic_faces, write_image_folders
 
 from emotorch.data import CLASSES
 from emotorch.evaluate import compute_metrics, predict_proba, tta_views
-from emotorch.train import TrainConfig, train
-
-
-@pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory):
-    root = tmp_path_factory.mktemp("evalrun")
-    data = write_image_folders(root / "faces", {"train": 112, "val": 28})
-    cfg = TrainConfig(data=str(data), model="emonet", model_options={"width": 4}, batch_size=16, epochs=2)
-    train(cfg, root / "run", progress=False)
-    return root / "run"
 
 
 def emotorch(*args: str) -> subprocess.CompletedProcess:

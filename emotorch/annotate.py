@@ -1,0 +1,35 @@
+"""Annotated copies of photos: a box, the emotion and probability bars for every face."""
+
+from __future__ import annotations
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFont
+
+from emotorch.pipeline import FaceResult
+
+COLORS = {"angry": (220, 50, 47), "disgust": (133, 153, 0), "fear": (108, 113, 196), "happy": (255, 193, 7),
+          "neutral": (147, 161, 161), "sad": (38, 139, 210), "surprise": (211, 54, 130)}  # fmt: skip
+
+
+def annotate(rgb: np.ndarray, faces: list[FaceResult]) -> Image.Image:
+    """Draw each face's box in its emotion's colour, the label with its probability, and seven bars."""
+    image = Image.fromarray(rgb).convert("RGB")
+    draw = ImageDraw.Draw(image)
+    scale = max(1.0, max(image.size) / 640)
+    font = ImageFont.load_default(size=int(12 * scale))
+    for face in faces:
+        x, y, w, h = face.box
+        color = COLORS.get(face.emotion, (255, 255, 255))
+        draw.rectangle([x, y, x + w, y + h], outline=color, width=max(2, int(2 * scale)))
+        label = f"{face.emotion} {face.probabilities[face.emotion]:.0%}"
+        tw = draw.textlength(label, font=font)
+        draw.rectangle([x, y - 16 * scale, x + tw + 6, y], fill=color)
+        draw.text((x + 3, y - 15 * scale), label, fill=(0, 0, 0), font=font)
+        bar_w, row = 60 * scale, 11 * scale
+        draw.rectangle([x, y + h + 2, x + 24 * scale + bar_w, y + h + 6 + row * len(face.probabilities)],
+                       fill=(30, 30, 30))  # fmt: skip
+        for i, (name, p) in enumerate(face.probabilities.items()):  # bars below the box
+            top = y + h + 4 + i * row
+            draw.text((x, top - 1), name[:3], fill=(255, 255, 255), font=ImageFont.load_default(size=int(9 * scale)))
+            draw.rectangle([x + 22 * scale, top, x + 22 * scale + bar_w * p, top + row - 3], fill=COLORS.get(name))
+    return image

@@ -1,0 +1,89 @@
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import cv2
+import numpy as np
+import pytest
+from PIL import Image
+
+from emotorch.data import DataError
+from emotorch.detect import align
+from emotorch.evaluate import predict_proba
+
+skdata = pytest.importorskip("skimage.data", reason="scikit-image ships the test photos")
+pytest.importorskip("yuface", reason="the YuNet detector package is not installed")
+
+from emotorch.pipeline import EmotionRecognizer  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def recognizer(tiny_run):
+    return EmotionRecognizer(tiny_run)
+
+
+def test_one_face_with_probabilities(recognizer):
+    faces = recognizer.predict(skdata.astronaut())
+    assert len(faces) == 1
+    face = faces[0]
+    assert set(face.probabilities) == {"angry", "disgust", "fear", "happy", "neutral", "sad", "surprise"}
+    assert sum(face.probabilities.values()) == pytest.approx(1, abs=1e-5)
+    assert face.emotion == max(face.probabilities, key=face.probabilities.get)
+    assert len(face.box) == 4 and len(face.landmarks) == 5 and 0 < face.detection_score <= 1
+
+
+def test_live_inference_matches_evaluation_for_the_same_face(recognizer):
+    """The pipeline feeds the model exactly what evaluation would for the same aligned crop."""
+    photo = skdata.astronaut()
+    face = recognizer.detector(photo)[0]
+    crop = align(photo, face)
+    expected = predict_proba(recognizer.model.model, crop[None], recognizer.model.meta)[0]
+    got = recognizer.predict(photo)[0].probabilities
+    np.testing.assert_allclose([got[c] for c in recognizer.classes], expected, atol=1e-6)
+
+
+def test_inputs_path_pil_and_array_agree(recognizer, tmp_path):
+    photo = skdata.astronaut()
+    Image.fromarray(photo).save(tmp_path / "a.png")
+    a = recognizer.predict(tmp_path / "a.png")[0].probabilities
+    b = recognizer.predict(Image.fromarray(photo))[0].probabilities
+    c = recognizer.predict(photo)[0].probabilities
+    assert a == pytest.approx(b) and b == pytest.approx(c)
+
+
+def test_several_faces_in_one_batch_left_to_right(recognizer):
+    face = cv2.resize(skdata.astronaut()[40:300, 120:360], (240, 260))
+    tile = np.concatenate([face, face[:, ::-1], face], 1)
+    faces = recognizer.predict(tile)
+    assert len(faces) == 3
+    assert [f.box[0] for f in faces] == sorted(f.box[0] for f in faces)
+
+
+def test_no_face_is_an_empty_list_and_bad_files_are_named(recognizer, tmp_path):
+    assert recognizer.predict(skdata.coffee()) == []
+    bad = tmp_path / "broken.jpg"
+    bad.write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    with pytest.raises(DataError, match=r"broken\.jpg"):
+        recognizer.predict(bad)
+
+
+def test_cli_predict_goes_on_past_a_bad_file(tiny_run, tmp_path):
+    Image.fromarray(skdata.astronaut()).save(tmp_path / "astronaut.jpg")
+    (tmp_path / "truncated.jpg").write_bytes((tmp_path / "astronaut.jpg").read_bytes()[:400])
+    Image.fromarray(skdata.coffee()).save(tmp_path / "coffee.png")
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "emotorch.cli", "-q", "predict", str(tmp_path / "astronaut.jpg"),
+           str(tmp_path / "truncated.jpg"), str(tmp_path / "coffee.png"), "--model", str(tiny_run), "--json",
+           "--out", str(out)]  # fmt: skip
+    res = subprocess.run(cmd, capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    doc = json.loads(res.stdout)
+    assert [len(r["faces"]) for r in doc] == [1, 0, 0]
+    assert "truncated.jpg" in doc[1]["error"] and "truncated.jpg" in res.stderr
+    face = doc[0]["faces"][0]
+    assert len(face["box"]) == 4 and face["emotion"] in face["probabilities"]
+    assert (out / "astronaut.annotated.png").is_file() and (out / "summary.csv").read_text().count("\n") == 2
+    again = subprocess.run(cmd, capture_output=True, text=True)
+    assert again.returncode == 2 and "--force" in again.stderr
