@@ -8,5 +8,6 @@ def test_public_names_exist_and_are_listed():
     for name in emotorch.__all__:
         assert hasattr(emotorch, name), name
     public = {n for n in dir(emotorch) if not n.startswith("_") and n not in {"annotations"}}
-    modules = {"checkpoint", "cli", "data", "evaluate", "models", "plots", "train"}
+    modules = {"annotate", "checkpoint", "cli", "data", "detect", "evaluate", "models", "pipeline", "plots",
+               "recommend", "train"}  # fmt: skip
     assert public - modules <= set(emotorch.__all__)
