@@ -11,17 +11,20 @@ COLORS = {"angry": (220, 50, 47), "disgust": (133, 153, 0), "fear": (108, 113, 1
           "neutral": (147, 161, 161), "sad": (38, 139, 210), "surprise": (211, 54, 130)}  # fmt: skip
 
 
-def annotate(rgb: np.ndarray, faces: list[FaceResult]) -> Image.Image:
-    """Draw each face's box in its emotion's colour, the label with its probability, and seven bars."""
+def annotate(rgb: np.ndarray, faces: list[FaceResult], labels: list[str] | None = None) -> Image.Image:
+    """Draw each face's box in its emotion's colour, the label with its probability, and seven bars.
+
+    ``labels`` (one per face, e.g. track ids) prefix the emotion label.
+    """
     image = Image.fromarray(rgb).convert("RGB")
     draw = ImageDraw.Draw(image)
     scale = max(1.0, max(image.size) / 640)
     font = ImageFont.load_default(size=int(12 * scale))
-    for face in faces:
+    for k, face in enumerate(faces):
         x, y, w, h = face.box
         color = COLORS.get(face.emotion, (255, 255, 255))
         draw.rectangle([x, y, x + w, y + h], outline=color, width=max(2, int(2 * scale)))
-        label = f"{face.emotion} {face.probabilities[face.emotion]:.0%}"
+        label = (f"{labels[k]} " if labels else "") + f"{face.emotion} {face.probabilities[face.emotion]:.0%}"
         tw = draw.textlength(label, font=font)
         draw.rectangle([x, y - 16 * scale, x + tw + 6, y], fill=color)
         draw.text((x + 3, y - 15 * scale), label, fill=(0, 0, 0), font=font)

@@ -93,6 +93,14 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--force", action="store_true", help="overwrite files already in --out")
     pr.add_argument("--tta", action="store_true")
 
+    vid = sub.add_parser("video", help="emotions over time in a video: tracked faces, smoothed labels")
+    vid.add_argument("input", help="video file")
+    vid.add_argument("--model", required=True, help="checkpoint file or run directory")
+    vid.add_argument("--out", help="annotated video to write (.mp4)")
+    vid.add_argument("--csv", help="per-frame results: frame, time, track id, box, emotion, probabilities")
+    vid.add_argument("--plot", help="emotion-over-time plot per tracked face (.png)")
+    vid.add_argument("--force", action="store_true", help="overwrite existing output files")
+
     db_help = "SQLAlchemy database URL (default: $EMOTORCH_DB or a SQLite file in the user data dir)"
     cat = sub.add_parser("catalog", help="the recommendation catalog").add_subparsers(
         dest="catalog_command", required=True, parser_class=_Parser)  # fmt: skip
@@ -337,6 +345,26 @@ def cmd_predict(args: argparse.Namespace) -> None:
         print(json.dumps(results))
 
 
+def cmd_video(args: argparse.Namespace) -> None:
+    import numpy as np
+
+    from emotorch.pipeline import EmotionRecognizer
+    from emotorch.video import process_video
+
+    outputs = [Path(p) for p in (args.out, args.csv, args.plot) if p]
+    existing = [str(p) for p in outputs if p.exists()]
+    if existing and not args.force:
+        raise FileExistsError(f"{', '.join(existing)} already exist(s); pass --force to overwrite")
+    tracker = process_video(EmotionRecognizer(args.model), args.input, out=Path(args.out) if args.out else None,
+                            csv_path=Path(args.csv) if args.csv else None,
+                            plot_path=Path(args.plot) if args.plot else None)  # fmt: skip
+    for track in tracker.all_tracks():
+        frames_seen = [f for f, _ in track.history]
+        mean = np.mean([p for _, p in track.history], 0)
+        top = tracker.classes[int(mean.argmax())]
+        print(f"face #{track.id}: frames {frames_seen[0]}-{frames_seen[-1]}, mostly {top} ({mean.max():.0%})")
+
+
 def _mood(args: argparse.Namespace):
     from emotorch.recommend import mood
 
@@ -417,7 +445,7 @@ def cmd_forget(args: argparse.Namespace) -> None:
 
 COMMANDS = {
     "models": cmd_models, "train": cmd_train, "evaluate": cmd_evaluate, "data": cmd_data_stats,
-    "predict": cmd_predict,
+    "predict": cmd_predict, "video": cmd_video,
     "catalog": cmd_catalog, "recommend": cmd_recommend, "feedback": cmd_feedback, "user": cmd_user,
     "forget": cmd_forget,
 }  # fmt: skip

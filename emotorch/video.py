@@ -1,0 +1,161 @@
+"""Emotions over time in videos: per-frame faces, tracks with stable ids, smoothed probabilities."""
+
+from __future__ import annotations
+
+import csv
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from emotorch.annotate import COLORS, annotate
+from emotorch.data import DataError
+from emotorch.pipeline import EmotionRecognizer, FaceResult
+
+
+def iou(a: tuple[float, ...], b: tuple[float, ...]) -> float:
+    ax, ay, aw, ah = a
+    bx, by, bw, bh = b
+    w = max(0.0, min(ax + aw, bx + bw) - max(ax, bx))
+    h = max(0.0, min(ay + ah, by + bh) - max(ay, by))
+    inter = w * h
+    return inter / (aw * ah + bw * bh - inter) if inter else 0.0
+
+
+@dataclass
+class Track:
+    """One face followed across frames; ``smoothed`` is an exponential moving average of its probabilities."""
+
+    id: int
+    box: tuple[float, float, float, float]
+    smoothed: np.ndarray
+    last_frame: int
+    history: list[tuple[int, np.ndarray]] = field(default_factory=list)
+
+
+class FaceTracker:
+    """Greedy IoU matching of each frame's faces to the live tracks; new faces get new ids.
+
+    ``alpha`` weighs the newest frame in the moving average (lower: steadier labels); a track
+    unseen for ``max_gap`` frames ends.
+    """
+
+    def __init__(self, classes: list[str], alpha: float = 0.3, min_iou: float = 0.3, max_gap: int = 10) -> None:
+        self.classes = classes
+        self.alpha = alpha
+        self.min_iou = min_iou
+        self.max_gap = max_gap
+        self.tracks: list[Track] = []
+        self.finished: list[Track] = []
+        self._next_id = 1
+
+    def update(self, frame: int, faces: list[FaceResult]) -> list[tuple[Track, FaceResult]]:
+        live = [t for t in self.tracks if frame - t.last_frame <= self.max_gap]
+        self.finished += [t for t in self.tracks if t not in live]
+        pairs = sorted(((iou(t.box, f.box), ti, fi) for ti, t in enumerate(live) for fi, f in enumerate(faces)),
+                       reverse=True)  # fmt: skip
+        used_t, used_f, matched = set(), set(), {}
+        for overlap, ti, fi in pairs:
+            if overlap >= self.min_iou and ti not in used_t and fi not in used_f:
+                used_t.add(ti)
+                used_f.add(fi)
+                matched[fi] = live[ti]
+        out = []
+        for fi, face in enumerate(faces):
+            probs = np.array([face.probabilities[c] for c in self.classes])
+            track = matched.get(fi)
+            if track is None:
+                track = Track(self._next_id, face.box, probs, frame)
+                self._next_id += 1
+                live.append(track)
+            else:
+                track.smoothed = self.alpha * probs + (1 - self.alpha) * track.smoothed
+                track.box, track.last_frame = face.box, frame
+            track.history.append((frame, track.smoothed.copy()))
+            out.append((track, face))
+        self.tracks = live
+        return out
+
+    def all_tracks(self) -> list[Track]:
+        return sorted(self.finished + self.tracks, key=lambda t: t.id)
+
+
+def frames(source: str | int) -> Iterator[tuple[int, np.ndarray, float]]:
+    """(index, RGB frame, fps) from a video file or a camera index."""
+    cap = cv2.VideoCapture(source)
+    if not cap.isOpened():
+        what = f"camera {source}" if isinstance(source, int) else f"{source}: not a readable video"
+        raise DataError(f"cannot open {what}")
+    fps = cap.get(cv2.CAP_PROP_FPS) or 30.0
+    i = 0
+    try:
+        while True:
+            ok, bgr = cap.read()
+            if not ok:
+                break
+            yield i, cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), fps
+            i += 1
+    finally:
+        cap.release()
+
+
+def process_video(recognizer: EmotionRecognizer, source: str | os.PathLike, *, out: Path | None = None,
+                  csv_path: Path | None = None, plot_path: Path | None = None,
+                  tracker: FaceTracker | None = None) -> FaceTracker:  # fmt: skip
+    """Run the recognizer on every frame; write an annotated video, per-frame CSV and a plot."""
+    if not Path(source).is_file():
+        raise DataError(f"{source}: no such video file")
+    tracker = tracker or FaceTracker(recognizer.classes)
+    writer = None
+    rows = []
+    for i, rgb, fps in frames(str(source)):
+        faces = recognizer.predict(rgb)
+        matched = tracker.update(i, faces)
+        smoothed = [_with_smoothed(face, track, recognizer.classes) for track, face in matched]
+        for (track, _), face in zip(matched, smoothed, strict=True):
+            rows.append([i, f"{i / fps:.3f}", track.id, *(round(v, 1) for v in face.box), face.emotion,
+                         *(f"{p:.4f}" for p in track.smoothed)])  # fmt: skip
+        if out is not None:
+            frame = np.asarray(annotate(rgb, smoothed, labels=[f"#{t.id}" for t, _ in matched]))
+            if writer is None:
+                writer = cv2.VideoWriter(str(out), cv2.VideoWriter_fourcc(*"mp4v"), fps, frame.shape[1::-1])
+            writer.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
+    if writer is not None:
+        writer.release()
+    if csv_path is not None:
+        with open(csv_path, "w", newline="") as fh:
+            w = csv.writer(fh)
+            w.writerow(["frame", "time_s", "track", "x", "y", "w", "h", "emotion", *recognizer.classes])
+            w.writerows(rows)
+    if plot_path is not None:
+        _plot(tracker, recognizer.classes, plot_path)
+    return tracker
+
+
+def _with_smoothed(face: FaceResult, track: Track, classes: list[str]) -> FaceResult:
+    probs = dict(zip(classes, map(float, track.smoothed), strict=True))
+    return FaceResult(face.box, face.landmarks, face.detection_score, max(probs, key=probs.get), probs)
+
+
+def _plot(tracker: FaceTracker, classes: list[str], path: Path) -> None:
+    from emotorch import plots
+
+    tracks = tracker.all_tracks()
+    fig, axes = plots.plt.subplots(max(1, len(tracks)), 1, figsize=(9, 2.4 * max(1, len(tracks))), squeeze=False)
+    for ax, track in zip(axes[:, 0], tracks, strict=False):
+        t = [f for f, _ in track.history]
+        probs = np.stack([p for _, p in track.history])
+        for k, name in enumerate(classes):
+            ax.plot(t, probs[:, k], label=name, color=np.array(COLORS[name]) / 255)
+        ax.set_title(f"face #{track.id}")
+        ax.set_ylim(0, 1)
+        ax.set_ylabel("probability")
+    axes[-1, 0].set_xlabel("frame")
+    axes[0, 0].legend(ncol=7, fontsize=7, loc="upper right")
+    fig.tight_layout()
+    plots.save(fig, path)
+
+

@@ -1,0 +1,81 @@
+from __future__ import annotations
+
+import csv
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+skdata = pytest.importorskip("skimage.data", reason="scikit-image ships the test photos")
+pytest.importorskip("yuface", reason="the YuNet detector package is not installed")
+
+from emotorch.pipeline import FaceResult  # noqa: E402
+from emotorch.video import FaceTracker, iou  # noqa: E402
+
+CLASSES = ["angry", "disgust", "fear", "happy", "neutral", "sad", "surprise"]
+
+
+def make_video(path: Path, n: int = 12) -> Path:
+    """Two astronaut faces drifting right across a 640x360 frame."""
+    face = cv2.resize(skdata.astronaut()[40:300, 120:360], (120, 130))
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 10, (640, 360))
+    for i in range(n):
+        frame = np.full((360, 640, 3), 90, np.uint8)
+        frame[40:170, 40 + 8 * i : 160 + 8 * i] = face
+        frame[200:330, 400 + 5 * i : 520 + 5 * i] = face[:, ::-1]
+        writer.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
+    writer.release()
+    return path
+
+
+def fake_face(box, happy: float) -> FaceResult:
+    probs = dict.fromkeys(CLASSES, (1 - happy) / 6) | {"happy": happy}
+    return FaceResult(box, [[0, 0]] * 5, 0.9, max(probs, key=probs.get), probs)
+
+
+def test_iou():
+    assert iou((0, 0, 10, 10), (0, 0, 10, 10)) == 1
+    assert iou((0, 0, 10, 10), (5, 0, 10, 10)) == pytest.approx(50 / 150)
+    assert iou((0, 0, 10, 10), (20, 20, 5, 5)) == 0
+
+
+def test_tracker_keeps_ids_and_smooths_flicker():
+    tracker = FaceTracker(CLASSES, alpha=0.3)
+    labels = []
+    for frame in range(10):
+        happy = 0.9 if frame != 5 else 0.05  # one flickering frame
+        out = tracker.update(frame, [fake_face((100 + 3 * frame, 50, 80, 80), happy),
+                                     fake_face((400, 60, 80, 80), 0.9)])  # fmt: skip
+        labels.append(CLASSES[int(out[0][0].smoothed.argmax())])
+        assert [t.id for t, _ in out] == [1, 2]
+    assert labels.count("happy") == 10  # the smoothed label does not flicker
+    tracker.update(30, [fake_face((100, 50, 80, 80), 0.9)])  # long gone: a new track
+    assert [t.id for t in tracker.all_tracks()] == [1, 2, 3]
+
+
+def test_cli_video_writes_video_csv_and_plot(tiny_run, tmp_path):
+    video = make_video(tmp_path / "in.mp4")
+    out, table, plot = tmp_path / "out.mp4", tmp_path / "faces.csv", tmp_path / "faces.png"
+    cmd = [sys.executable, "-m", "emotorch.cli", "-q", "video", str(video), "--model", str(tiny_run),
+           "--out", str(out), "--csv", str(table), "--plot", str(plot)]  # fmt: skip
+    res = subprocess.run(cmd, capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    rows = list(csv.DictReader(table.open()))
+    assert {r["track"] for r in rows} == {"1", "2"}  # stable ids for the two faces
+    assert len(rows) == 24
+    cap = cv2.VideoCapture(str(out))
+    assert int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) == 12
+    cap.release()
+    assert plot.stat().st_size > 10_000 and "face #1" in res.stdout
+    assert subprocess.run(cmd, capture_output=True, text=True).returncode == 2  # no overwrite without --force
+
+
+def test_unreadable_video_is_a_clear_error(tiny_run, tmp_path):
+    bad = tmp_path / "clip.mp4"
+    bad.write_bytes(b"not a video at all")
+    res = subprocess.run([sys.executable, "-m", "emotorch.cli", "-q", "video", str(bad), "--model", str(tiny_run)],
+                         capture_output=True, text=True)  # fmt: skip
+    assert res.returncode == 2 and "clip.mp4" in res.stderr and "Traceback" not in res.stderr
