@@ -93,6 +93,12 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--force", action="store_true", help="overwrite files already in --out")
     pr.add_argument("--tta", action="store_true")
 
+    ex = sub.add_parser("export", help="export a model (ONNX, with its metadata)")
+    ex.add_argument("--model", required=True, help="checkpoint file or run directory")
+    ex.add_argument("--format", choices=["onnx"], default="onnx")
+    ex.add_argument("--out", required=True, help="file to write, e.g. emonet.onnx")
+    ex.add_argument("--force", action="store_true", help="overwrite an existing --out file")
+
     vid = sub.add_parser("video", help="emotions over time in a video: tracked faces, smoothed labels")
     vid.add_argument("input", help="video file")
     vid.add_argument("--model", required=True, help="checkpoint file or run directory")
@@ -100,6 +106,8 @@ def build_parser() -> argparse.ArgumentParser:
     vid.add_argument("--csv", help="per-frame results: frame, time, track id, box, emotion, probabilities")
     vid.add_argument("--plot", help="emotion-over-time plot per tracked face (.png)")
     vid.add_argument("--force", action="store_true", help="overwrite existing output files")
+    for p in (pr, vid):
+        p.add_argument("--backend", choices=["torch", "onnx"], default="torch", help="inference engine")
 
     db_help = "SQLAlchemy database URL (default: $EMOTORCH_DB or a SQLite file in the user data dir)"
     cat = sub.add_parser("catalog", help="the recommendation catalog").add_subparsers(
@@ -310,7 +318,7 @@ def cmd_predict(args: argparse.Namespace) -> None:
     from emotorch.annotate import annotate
     from emotorch.pipeline import EmotionRecognizer, read_image
 
-    recognizer = EmotionRecognizer(args.model, tta=args.tta)
+    recognizer = EmotionRecognizer(args.model, tta=args.tta, backend=args.backend)
     files = _image_files(args.inputs)
     out = Path(args.out) if args.out else None
     if out is not None:
@@ -345,6 +353,16 @@ def cmd_predict(args: argparse.Namespace) -> None:
         print(json.dumps(results))
 
 
+def cmd_export(args: argparse.Namespace) -> None:
+    from emotorch.evaluate import load_model
+    from emotorch.export import export_onnx
+
+    dest = Path(args.out)
+    if dest.exists() and not args.force:
+        raise FileExistsError(f"{dest} exists; pass --force to overwrite it")
+    print(export_onnx(load_model(args.model), dest))
+
+
 def cmd_video(args: argparse.Namespace) -> None:
     import numpy as np
 
@@ -355,7 +373,8 @@ def cmd_video(args: argparse.Namespace) -> None:
     existing = [str(p) for p in outputs if p.exists()]
     if existing and not args.force:
         raise FileExistsError(f"{', '.join(existing)} already exist(s); pass --force to overwrite")
-    tracker = process_video(EmotionRecognizer(args.model), args.input, out=Path(args.out) if args.out else None,
+    recognizer = EmotionRecognizer(args.model, backend=args.backend)
+    tracker = process_video(recognizer, args.input, out=Path(args.out) if args.out else None,
                             csv_path=Path(args.csv) if args.csv else None,
                             plot_path=Path(args.plot) if args.plot else None)  # fmt: skip
     for track in tracker.all_tracks():
@@ -445,7 +464,7 @@ def cmd_forget(args: argparse.Namespace) -> None:
 
 COMMANDS = {
     "models": cmd_models, "train": cmd_train, "evaluate": cmd_evaluate, "data": cmd_data_stats,
-    "predict": cmd_predict, "video": cmd_video,
+    "predict": cmd_predict, "video": cmd_video, "export": cmd_export,
     "catalog": cmd_catalog, "recommend": cmd_recommend, "feedback": cmd_feedback, "user": cmd_user,
     "forget": cmd_forget,
 }  # fmt: skip

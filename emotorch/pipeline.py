@@ -57,11 +57,18 @@ def read_image(source: ImageInput) -> np.ndarray:
 
 
 class EmotionRecognizer:
-    """Emotions of every face in an image. ``model`` is a checkpoint file or run directory."""
+    """Emotions of every face in an image. ``model`` is a checkpoint file or run directory;
+    ``backend="onnx"`` serves it with ONNX Runtime (exported once into the cache)."""
 
     def __init__(self, model: str | os.PathLike | LoadedModel, detector: Detector | None = None,
-                 *, tta: bool = False) -> None:  # fmt: skip
+                 *, tta: bool = False, backend: str = "torch") -> None:  # fmt: skip
+        if backend not in ("torch", "onnx"):
+            raise ValueError(f"backend must be torch or onnx, not {backend!r}")
         self.model = model if isinstance(model, LoadedModel) else load_model(model)
+        if backend == "onnx":
+            from emotorch.export import onnx_backend
+
+            self.model = onnx_backend(self.model)
         self.detector = detector if detector is not None else YuNetDetector()
         self.tta = tta
         self.classes: list[str] = list(self.model.meta["classes"])

@@ -1,0 +1,45 @@
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from conftest import synthetic_faces
+
+from emotorch.data import cache_dir
+from emotorch.evaluate import load_model, predict_proba
+
+onnx = pytest.importorskip("onnx")
+pytest.importorskip("onnxruntime")
+
+from emotorch.export import OnnxModel, onnx_backend  # noqa: E402
+
+
+def test_cli_export_and_pytorch_onnx_agree(tiny_run, tmp_path):
+    dest = tmp_path / "model.onnx"
+    res = subprocess.run([sys.executable, "-m", "emotorch.cli", "-q", "export", "--model", str(tiny_run),
+                          "--format", "onnx", "--out", str(dest)], capture_output=True, text=True)  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    meta = json.loads({p.key: p.value for p in onnx.load(str(dest)).metadata_props}["emotorch"])
+    assert meta["classes"][4] == "neutral" and meta["input_size"] == [1, 48, 48]
+    loaded = load_model(tiny_run)
+    images, _ = synthetic_faces(37)  # an odd batch: the batch dimension is dynamic
+    torch_probs = predict_proba(loaded.model, images, loaded.meta)
+    onnx_probs = predict_proba(OnnxModel(dest), images, loaded.meta)
+    diff = np.abs(torch_probs - onnx_probs).max()
+    assert diff < 1e-5, f"max abs difference on probabilities {diff}"
+    again = subprocess.run([sys.executable, "-m", "emotorch.cli", "-q", "export", "--model", str(tiny_run),
+                            "--out", str(dest)], capture_output=True, text=True)  # fmt: skip
+    assert again.returncode == 2 and "--force" in again.stderr
+
+
+def test_onnx_backend_is_cached_and_agrees(tiny_run):
+    loaded = load_model(tiny_run)
+    fast = onnx_backend(loaded)
+    images, _ = synthetic_faces(5)
+    np.testing.assert_allclose(predict_proba(fast.model, images, fast.meta, tta=True),
+                               predict_proba(loaded.model, images, loaded.meta, tta=True), atol=1e-5)  # fmt: skip
+    onnx_backend(loaded)
+    assert len(list((cache_dir() / "onnx").glob("*.onnx"))) == 1  # exported once, then reused
