@@ -106,7 +106,12 @@ def build_parser() -> argparse.ArgumentParser:
     vid.add_argument("--csv", help="per-frame results: frame, time, track id, box, emotion, probabilities")
     vid.add_argument("--plot", help="emotion-over-time plot per tracked face (.png)")
     vid.add_argument("--force", action="store_true", help="overwrite existing output files")
-    for p in (pr, vid):
+    cam = sub.add_parser("webcam", help="live emotions from a camera: a window, or JSON lines with --headless")
+    cam.add_argument("--camera", default="0", help="camera index, or a video file or stream URL")
+    cam.add_argument("--model", required=True, help="checkpoint file or run directory")
+    cam.add_argument("--headless", action="store_true", help="print one JSON line per frame instead of a window")
+    cam.add_argument("--max-frames", type=int, help="stop after this many frames")
+    for p in (pr, vid, cam):
         p.add_argument("--backend", choices=["torch", "onnx"], default="torch", help="inference engine")
 
     db_help = "SQLAlchemy database URL (default: $EMOTORCH_DB or a SQLite file in the user data dir)"
@@ -353,6 +358,54 @@ def cmd_predict(args: argparse.Namespace) -> None:
         print(json.dumps(results))
 
 
+def cmd_webcam(args: argparse.Namespace) -> None:
+    import os
+
+    from emotorch.pipeline import EmotionRecognizer
+    from emotorch.video import live
+
+    source: str | int = int(args.camera) if args.camera.isdigit() else args.camera
+    if not args.headless and sys.platform.startswith("linux") and not os.environ.get("DISPLAY"):
+        raise ValueError("no display to open a window on (DISPLAY is not set); use --headless for JSON lines")
+    recognizer = EmotionRecognizer(args.model, backend=args.backend)
+    if args.headless:
+        def emit(i, _rgb, faces, fps) -> None:
+            doc = {"frame": i, "fps": round(fps, 1),
+                   "faces": [{"id": t.id} | face.to_dict() for t, face in faces]}  # fmt: skip
+            print(json.dumps(doc), flush=True)
+
+        live(recognizer, source, on_frame=emit, max_frames=args.max_frames)
+        return
+    import tkinter
+
+    from PIL import ImageTk
+
+    from emotorch.annotate import annotate
+
+    root = tkinter.Tk()
+    root.title("EmoTorch (q or Esc to quit)")
+    panel = tkinter.Label(root)
+    panel.pack()
+    closed = []
+    root.bind("<Key-q>", lambda _e: closed.append(1))
+    root.bind("<Escape>", lambda _e: closed.append(1))
+    root.protocol("WM_DELETE_WINDOW", lambda: closed.append(1))
+
+    def show(_i, rgb, faces, fps) -> bool:
+        image = annotate(rgb, [f for _, f in faces], labels=[f"#{t.id}" for t, _ in faces])
+        from PIL import ImageDraw
+
+        ImageDraw.Draw(image).text((8, 8), f"{fps:.1f} FPS", fill=(255, 255, 0))
+        photo = ImageTk.PhotoImage(image)
+        panel.configure(image=photo)
+        panel.image = photo
+        root.update()
+        return not closed
+
+    live(recognizer, source, on_frame=show, max_frames=args.max_frames)
+    root.destroy()
+
+
 def cmd_export(args: argparse.Namespace) -> None:
     from emotorch.evaluate import load_model
     from emotorch.export import export_onnx
@@ -464,7 +517,7 @@ def cmd_forget(args: argparse.Namespace) -> None:
 
 COMMANDS = {
     "models": cmd_models, "train": cmd_train, "evaluate": cmd_evaluate, "data": cmd_data_stats,
-    "predict": cmd_predict, "video": cmd_video, "export": cmd_export,
+    "predict": cmd_predict, "video": cmd_video, "export": cmd_export, "webcam": cmd_webcam,
     "catalog": cmd_catalog, "recommend": cmd_recommend, "feedback": cmd_feedback, "user": cmd_user,
     "forget": cmd_forget,
 }  # fmt: skip

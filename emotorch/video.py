@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import os
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -159,3 +160,17 @@ def _plot(tracker: FaceTracker, classes: list[str], path: Path) -> None:
     plots.save(fig, path)
 
 
+
+
+def live(recognizer: EmotionRecognizer, source: str | int, *, on_frame, max_frames: int | None = None) -> None:
+    """Run the recognizer on a camera (or stream) frame by frame, tracking and smoothing faces, and
+    hand each frame's (index, RGB frame, [(track, smoothed face)], fps) to ``on_frame``; stops when it
+    returns False, when the source ends, or after ``max_frames``."""
+    tracker = FaceTracker(recognizer.classes)
+    started = time.perf_counter()
+    for i, rgb, _ in frames(source):
+        matched = tracker.update(i, recognizer.predict(rgb))
+        smoothed = [(track, _with_smoothed(face, track, recognizer.classes)) for track, face in matched]
+        fps = (i + 1) / max(time.perf_counter() - started, 1e-6)
+        if on_frame(i, rgb, smoothed, fps) is False or (max_frames is not None and i + 1 >= max_frames):
+            break

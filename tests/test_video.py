@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 import csv
+import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -79,3 +81,23 @@ def test_unreadable_video_is_a_clear_error(tiny_run, tmp_path):
     res = subprocess.run([sys.executable, "-m", "emotorch.cli", "-q", "video", str(bad), "--model", str(tiny_run)],
                          capture_output=True, text=True)  # fmt: skip
     assert res.returncode == 2 and "clip.mp4" in res.stderr and "Traceback" not in res.stderr
+
+
+def test_webcam_headless_prints_json_lines(tiny_run, tmp_path):
+    video = make_video(tmp_path / "camera.mp4", n=5)  # stands in for a camera
+    res = subprocess.run([sys.executable, "-m", "emotorch.cli", "-q", "webcam", "--camera", str(video), "--model",
+                          str(tiny_run), "--headless"], capture_output=True, text=True)  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    lines = [json.loads(line) for line in res.stdout.splitlines()]
+    assert [d["frame"] for d in lines] == [0, 1, 2, 3, 4]
+    assert all(len(d["faces"]) == 2 and d["fps"] > 0 for d in lines)
+    assert {f["id"] for d in lines for f in d["faces"]} == {1, 2}
+
+
+def test_webcam_without_camera_or_display_says_so(tiny_run):
+    env = {k: v for k, v in os.environ.items() if k != "DISPLAY"}
+    cmd = [sys.executable, "-m", "emotorch.cli", "-q", "webcam", "--model", str(tiny_run)]
+    res = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    assert res.returncode == 2 and "--headless" in res.stderr
+    res = subprocess.run([*cmd, "--camera", "7", "--headless"], capture_output=True, text=True)
+    assert res.returncode == 2 and "cannot open camera 7" in res.stderr

@@ -1,0 +1,73 @@
+"""End-to-end speed of the face pipeline on 640x480 frames, per stage, printed as a table.
+
+    python benchmarks/pipeline_speed.py --model RUN_OR_CHECKPOINT [--frames 50]
+
+Frames are JPEG-encoded 640x480 scenes with one and with four faces (from scikit-image's
+astronaut photo); each frame is decoded, detected (YuNet), aligned and classified, with the
+PyTorch and the ONNX Runtime backend. Times are medians over ``--frames`` runs on this machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import statistics
+import time
+
+import cv2
+import numpy as np
+import torch
+from PIL import Image
+from skimage.data import astronaut
+
+from emotorch.detect import YuNetDetector, align
+from emotorch.evaluate import load_model, predict_proba
+from emotorch.export import onnx_backend
+
+
+def scene(n_faces: int) -> bytes:
+    face = cv2.resize(astronaut()[40:300, 120:360], (110, 120))
+    frame = np.full((480, 640, 3), 110, np.uint8)
+    for k in range(n_faces):
+        y, x = 60 + (k // 2) * 200, 80 + (k % 2) * 300
+        frame[y : y + 120, x : x + 110] = face
+    buf = io.BytesIO()
+    Image.fromarray(frame).save(buf, format="JPEG", quality=90)
+    return buf.getvalue()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", required=True)
+    parser.add_argument("--frames", type=int, default=50)
+    args = parser.parse_args()
+    torch_model = load_model(args.model)
+    backends = {"torch": torch_model, "onnx": onnx_backend(torch_model)}
+    detector = YuNetDetector()
+    print(f"{args.model}, {torch.get_num_threads()} threads; median ms per 640x480 frame over {args.frames} frames")
+    print(f"{'faces':>5} {'backend':<8}{'decode':>8}{'detect':>8}{'align':>8}{'classify':>10}{'total':>8}{'FPS':>7}")
+    for n_faces in (1, 4):
+        jpeg = scene(n_faces)
+        for name, model in backends.items():
+            stages: dict[str, list[float]] = {k: [] for k in ("decode", "detect", "align", "classify")}
+            for _ in range(args.frames + 3):
+                t0 = time.perf_counter()
+                rgb = np.asarray(Image.open(io.BytesIO(jpeg)).convert("RGB"))
+                t1 = time.perf_counter()
+                faces = detector(rgb)
+                t2 = time.perf_counter()
+                crops = np.stack([align(rgb, f) for f in faces])
+                t3 = time.perf_counter()
+                predict_proba(model.model, crops, model.meta)
+                t4 = time.perf_counter()
+                for k, (a, b) in zip(stages, ((t0, t1), (t1, t2), (t2, t3), (t3, t4)), strict=True):
+                    stages[k].append((b - a) * 1000)
+            assert len(faces) == n_faces, f"found {len(faces)} of {n_faces} faces"
+            med = {k: statistics.median(v[3:]) for k, v in stages.items()}
+            total = sum(med.values())
+            print(f"{n_faces:>5} {name:<8}{med['decode']:>8.2f}{med['detect']:>8.2f}{med['align']:>8.2f}"
+                  f"{med['classify']:>10.2f}{total:>8.2f}{1000 / total:>7.0f}")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
