@@ -93,6 +93,13 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--force", action="store_true", help="overwrite files already in --out")
     pr.add_argument("--tta", action="store_true")
 
+    pk = sub.add_parser("package", help="ship a run's best checkpoint inside the package (maintainers)")
+    pk.add_argument("run", help="run directory or checkpoint")
+    pk.add_argument("--name", required=True, help="name to ship it under, e.g. default")
+    pk.add_argument("--data", required=True, help="data set whose val split fits the temperature")
+    pk.add_argument("--recipe", required=True, help="the command that reproduces the run")
+    pk.add_argument("--tta", action="store_true", help="the model's test-time setting uses TTA")
+
     ex = sub.add_parser("export", help="export a model (ONNX, with its metadata)")
     ex.add_argument("--model", required=True, help="checkpoint file or run directory")
     ex.add_argument("--format", choices=["onnx"], default="onnx")
@@ -406,6 +413,12 @@ def cmd_webcam(args: argparse.Namespace) -> None:
     root.destroy()
 
 
+def cmd_package(args: argparse.Namespace) -> None:
+    from emotorch.zoo import package
+
+    print(json.dumps(package(args.run, args.name, data=args.data, recipe=args.recipe, tta=args.tta), indent=2))
+
+
 def cmd_export(args: argparse.Namespace) -> None:
     from emotorch.evaluate import load_model
     from emotorch.export import export_onnx
@@ -518,6 +531,7 @@ def cmd_forget(args: argparse.Namespace) -> None:
 COMMANDS = {
     "models": cmd_models, "train": cmd_train, "evaluate": cmd_evaluate, "data": cmd_data_stats,
     "predict": cmd_predict, "video": cmd_video, "export": cmd_export, "webcam": cmd_webcam,
+    "package": cmd_package,
     "catalog": cmd_catalog, "recommend": cmd_recommend, "feedback": cmd_feedback, "user": cmd_user,
     "forget": cmd_forget,
 }  # fmt: skip

@@ -31,11 +31,16 @@ class LoadedModel:
 
 
 def load_model(name_or_path: str | os.PathLike) -> LoadedModel:
-    """Load a checkpoint file or run directory (its ``best.pt``)."""
+    """Load a shipped model by name, a checkpoint file, or a run directory (its ``best.pt``)."""
+    from emotorch import zoo
+
     path = Path(name_or_path).expanduser()
     if not path.exists():
+        if str(name_or_path) in zoo.shipped():
+            return zoo.load_shipped(str(name_or_path))
+        known = ", ".join(zoo.shipped()) or "none yet"
         raise checkpoint.CheckpointError(
-            f"{name_or_path}: no such checkpoint file or run directory (no model ships yet)"
+            f"{name_or_path}: no such checkpoint file, run directory or shipped model (shipped: {known})"
         )
     ckpt = checkpoint.load(path)
     return LoadedModel(checkpoint.build_model(ckpt), ckpt["meta"], ckpt.get("history", []), str(path))

@@ -1,0 +1,101 @@
+"""Models shipped inside the package: weights plus metadata, checked against their sha256.
+
+``emotorch/weights/manifest.json`` lists each shipped model's file and sha256; the file is an
+EmoTorch checkpoint (loadable with ``weights_only=True``) whose metadata carries the classes,
+input size, normalisation, architecture, recipe, data, val metrics, calibration temperature and
+the hardware and time that trained it. :func:`package` makes one from a training run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+from emotorch import checkpoint
+from emotorch.data import load_dataset
+from emotorch.evaluate import LoadedModel, calibration, compute_metrics, fit_temperature, predict_logits, softmax
+
+WEIGHTS = Path(__file__).with_name("weights")
+MANIFEST = WEIGHTS / "manifest.json"
+DEFAULT_MODEL = "default"
+
+
+def shipped() -> dict[str, dict[str, Any]]:
+    """Name -> manifest entry (file, sha256, summary) of every model in the package."""
+    return json.loads(MANIFEST.read_text()) if MANIFEST.is_file() else {}
+
+
+def sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+@cache
+def _verified(name: str) -> Path:
+    entry = shipped()[name]
+    path = WEIGHTS / entry["file"]
+    if not path.is_file() or sha256(path) != entry["sha256"]:
+        raise checkpoint.CheckpointError(f"shipped model {name!r} ({path}) is missing or damaged: reinstall emotorch")
+    return path
+
+
+def load_shipped(name: str) -> LoadedModel:
+    """A shipped model by name, its weights verified and turned back into float32."""
+    if name not in shipped():
+        known = ", ".join(shipped()) or "none"
+        raise checkpoint.CheckpointError(f"no shipped model {name!r} (shipped: {known}); or pass a checkpoint path")
+    path = _verified(name)
+    ckpt = checkpoint.load(path)
+    ckpt["model"] = {k: v.float() if v.is_floating_point() else v for k, v in ckpt["model"].items()}
+    return LoadedModel(checkpoint.build_model(ckpt), ckpt["meta"], ckpt.get("history", []), name)
+
+
+def package(run: str | Path, name: str, *, data: str | Path, recipe: str, tta: bool = False) -> dict[str, Any]:
+    """Ship a run's best checkpoint as ``name``: fit the temperature on val, store fp16 weights.
+
+    Returns the manifest entry. ``recipe`` is the command that reproduces the run.
+    """
+    ckpt = checkpoint.load(run)
+    state = {k: v.half() if v.is_floating_point() else v for k, v in ckpt["model"].items()}
+    # measure what ships: the weights rounded to float16
+    model = checkpoint.build_model(ckpt | {"model": {k: v.float() if v.is_floating_point() else v
+                                                      for k, v in state.items()}})  # fmt: skip
+    meta = dict(ckpt["meta"])
+    val = load_dataset(data, progress=False).split("val")
+    logits = predict_logits(model, val.images, meta, tta=tta)
+    temperature = fit_temperature(logits, val.labels)
+    before = calibration(softmax(logits), val.labels)
+    probs = softmax(logits, temperature)
+    metrics = compute_metrics(val.labels, probs.argmax(1)) | calibration(probs, val.labels)
+    meta |= {
+        "name": name,
+        "temperature": temperature,
+        "tta": tta,
+        "recipe": recipe,
+        "val_metrics": metrics,
+        "calibration": {"ece_before": before["ece"], "ece_after": metrics["ece"], "fitted_on": "val"},
+        "licence": "MIT (weights trained by the EmoTorch project on FER2013, a research data set)",
+    }
+    WEIGHTS.mkdir(exist_ok=True)
+    path = WEIGHTS / f"{name}.pt"
+    checkpoint.save({"format": checkpoint.FORMAT, "model": state, "meta": meta, "history": ckpt["history"]}, path)
+    entry = {
+        "file": path.name,
+        "sha256": sha256(path),
+        "architecture": meta["model"],
+        "parameters": meta["parameters"],
+        "val_accuracy": metrics["accuracy"],
+        "val_macro_f1": metrics["macro_f1"],
+        "tta": tta,
+        "temperature": temperature,
+    }
+    MANIFEST.write_text(json.dumps(shipped() | {name: entry}, indent=2) + "\n")
+    _verified.cache_clear()
+    return entry
+

@@ -1,0 +1,45 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from conftest import synthetic_faces
+
+from emotorch import zoo
+from emotorch.checkpoint import CheckpointError
+from emotorch.evaluate import load_model, predict_proba
+
+
+@pytest.fixture
+def weights_dir(tmp_path, monkeypatch):
+    monkeypatch.setattr(zoo, "WEIGHTS", tmp_path / "weights")
+    monkeypatch.setattr(zoo, "MANIFEST", tmp_path / "weights" / "manifest.json")
+    zoo._verified.cache_clear()
+    yield tmp_path / "weights"
+    zoo._verified.cache_clear()
+
+
+def test_package_and_load_by_name(tiny_run, weights_dir):
+    entry = zoo.package(tiny_run, "tiny", data=tiny_run.parent / "faces", recipe="emotorch train ...")
+    assert entry["file"] == "tiny.pt" and len(entry["sha256"]) == 64 and entry["temperature"] > 0
+    ckpt = torch.load(weights_dir / "tiny.pt", weights_only=True)
+    assert all(v.dtype == torch.float16 for v in ckpt["model"].values() if v.is_floating_point())
+    meta = ckpt["meta"]
+    assert meta["recipe"] == "emotorch train ..." and meta["calibration"]["fitted_on"] == "val"
+    assert {"classes", "input_size", "mean", "std", "model", "val_metrics", "hardware"} <= set(meta)
+    shipped = load_model("tiny")
+    images, _ = synthetic_faces(9)
+    probs = predict_proba(shipped.model, images, shipped.meta)
+    original = load_model(tiny_run)
+    raw = predict_proba(original.model, images, original.meta | {"temperature": meta["temperature"]})
+    np.testing.assert_allclose(probs, raw, atol=2e-2)  # float16 storage changes little
+
+
+def test_damaged_or_unknown_shipped_model(tiny_run, weights_dir):
+    zoo.package(tiny_run, "tiny", data=tiny_run.parent / "faces", recipe="r")
+    with pytest.raises(CheckpointError, match="no shipped model 'huge'"):
+        zoo.load_shipped("huge")
+    path = weights_dir / "tiny.pt"
+    path.write_bytes(path.read_bytes()[:-10] + b"0123456789")
+    with pytest.raises(CheckpointError, match="damaged"):
+        zoo.load_shipped("tiny")
