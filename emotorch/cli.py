@@ -87,7 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     pr = sub.add_parser("predict", help="emotions of every face in photos or folders of photos")
     pr.add_argument("inputs", nargs="+", metavar="IMAGE_OR_FOLDER")
-    pr.add_argument("--model", required=True, help="checkpoint file or run directory")
+    pr.add_argument("--model", default="default", help="shipped model name, checkpoint file or run directory")
     pr.add_argument("--json", action="store_true", help="print one JSON document: a list of {path, faces}")
     pr.add_argument("--out", help="write annotated images and summary.csv here")
     pr.add_argument("--force", action="store_true", help="overwrite files already in --out")
@@ -108,14 +108,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     vid = sub.add_parser("video", help="emotions over time in a video: tracked faces, smoothed labels")
     vid.add_argument("input", help="video file")
-    vid.add_argument("--model", required=True, help="checkpoint file or run directory")
+    vid.add_argument("--model", default="default", help="shipped model name, checkpoint file or run directory")
     vid.add_argument("--out", help="annotated video to write (.mp4)")
     vid.add_argument("--csv", help="per-frame results: frame, time, track id, box, emotion, probabilities")
     vid.add_argument("--plot", help="emotion-over-time plot per tracked face (.png)")
     vid.add_argument("--force", action="store_true", help="overwrite existing output files")
     cam = sub.add_parser("webcam", help="live emotions from a camera: a window, or JSON lines with --headless")
     cam.add_argument("--camera", default="0", help="camera index, or a video file or stream URL")
-    cam.add_argument("--model", required=True, help="checkpoint file or run directory")
+    cam.add_argument("--model", default="default", help="shipped model name, checkpoint file or run directory")
     cam.add_argument("--headless", action="store_true", help="print one JSON line per frame instead of a window")
     cam.add_argument("--max-frames", type=int, help="stop after this many frames")
     for p in (pr, vid, cam):

@@ -57,10 +57,11 @@ def read_image(source: ImageInput) -> np.ndarray:
 
 
 class EmotionRecognizer:
-    """Emotions of every face in an image. ``model`` is a checkpoint file or run directory;
+    """Emotions of every face in an image. ``model`` is a shipped model's name, a checkpoint file or a
+    run directory;
     ``backend="onnx"`` serves it with ONNX Runtime (exported once into the cache)."""
 
-    def __init__(self, model: str | os.PathLike | LoadedModel, detector: Detector | None = None,
+    def __init__(self, model: str | os.PathLike | LoadedModel = "default", detector: Detector | None = None,
                  *, tta: bool = False, backend: str = "torch") -> None:  # fmt: skip
         if backend not in ("torch", "onnx"):
             raise ValueError(f"backend must be torch or onnx, not {backend!r}")
