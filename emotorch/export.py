@@ -47,6 +47,8 @@ class OnnxModel(nn.Module):
         options = ort.SessionOptions()
         if threads:
             options.intra_op_num_threads = threads
+        # idle worker threads must not spin: the face detector shares the same few cores
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
     def forward(self, x: Tensor) -> Tensor:

@@ -43,3 +43,18 @@ def test_damaged_or_unknown_shipped_model(tiny_run, weights_dir):
     path.write_bytes(path.read_bytes()[:-10] + b"0123456789")
     with pytest.raises(CheckpointError, match="damaged"):
         zoo.load_shipped("tiny")
+
+
+def test_the_shipped_default_model_reads_the_sample_photo():
+    from pathlib import Path
+
+    from emotorch.pipeline import EmotionRecognizer
+
+    pytest.importorskip("yuface", reason="the YuNet detector package is not installed")
+    assert "default" in zoo.shipped()
+    model = load_model("default")  # sha256-checked
+    assert model.meta["classes"][4] == "neutral" and model.meta["temperature"] > 0
+    assert model.meta["val_metrics"]["accuracy"] > 0.6
+    sample = Path(zoo.__file__).with_name("samples") / "astronaut.jpg"
+    faces = EmotionRecognizer(model).predict(sample)
+    assert len(faces) == 1 and faces[0].emotion == "happy"
