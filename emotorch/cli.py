@@ -141,6 +141,8 @@ def build_parser() -> argparse.ArgumentParser:
     mood_args = rec.add_mutually_exclusive_group(required=True)
     mood_args.add_argument("--emotion", choices=list(CLASSES))
     mood_args.add_argument("--probs", help='probabilities as JSON, e.g. \'{"sad": 0.7, "neutral": 0.3}\'')
+    mood_args.add_argument("--image", help="a photo: the largest face's emotion probabilities drive the list")
+    rec.add_argument("--model", default="default", help="with --image: shipped model, checkpoint or run")
     rec.add_argument("--category", action="append", help="product, place, food, song or movie (repeatable)")
     rec.add_argument("-n", type=int, default=5, help="how many items")
     rec.add_argument("--strategy", choices=["auto", "match", "uplift"], default="auto")
@@ -453,6 +455,14 @@ def cmd_video(args: argparse.Namespace) -> None:
 def _mood(args: argparse.Namespace):
     from emotorch.recommend import mood
 
+    if getattr(args, "image", None):
+        from emotorch.pipeline import EmotionRecognizer
+
+        faces = EmotionRecognizer(args.model).predict(args.image)  # the photo is read, never stored
+        if not faces:
+            raise ValueError(f"{args.image}: no face found")
+        largest = max(faces, key=lambda f: f.box[2] * f.box[3])
+        return mood(probs=largest.probabilities)
     if args.emotion is None and args.probs is None:
         return None
     if args.probs is None:

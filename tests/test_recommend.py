@@ -257,3 +257,25 @@ def test_auto_learns_a_users_strategy(any_db):
     assert rec.forget("cheer-me-up") > 0
     with Session(rec.engine) as s:  # their learned taste goes too
         assert s.scalar(select(func.count()).where(StrategyStat.scope == "cheer-me-up")) == 0
+
+
+def test_cli_recommend_from_a_photo(db_url, tmp_path):
+    pytest.importorskip("yuface", reason="the YuNet detector package is not installed")
+    from pathlib import Path
+
+    import emotorch
+
+    sample = Path(emotorch.__file__).with_name("samples") / "astronaut.jpg"
+    cmd = [sys.executable, "-m", "emotorch.cli", "recommend", "--image", str(sample), "--category", "song",
+           "-n", "3", "--json", "--db", db_url]  # fmt: skip
+    res = subprocess.run(cmd, capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    out = json.loads(res.stdout)
+    assert out["emotion"] == "happy" and len(out["items"]) == 3
+    assert all("you seem happy" in it["reason"] for it in out["items"])
+    blank = tmp_path / "blank.png"
+    from PIL import Image
+
+    Image.new("RGB", (200, 200), (120, 120, 120)).save(blank)
+    res = subprocess.run([*cmd[:4], str(blank), *cmd[5:]], capture_output=True, text=True)
+    assert res.returncode == 2 and "no face found" in res.stderr
