@@ -277,5 +277,5 @@ def test_cli_recommend_from_a_photo(db_url, tmp_path):
     from PIL import Image
 
     Image.new("RGB", (200, 200), (120, 120, 120)).save(blank)
-    res = subprocess.run([*cmd[:4], str(blank), *cmd[5:]], capture_output=True, text=True)
+    res = subprocess.run([*cmd[:5], str(blank), *cmd[6:]], capture_output=True, text=True)
     assert res.returncode == 2 and "no face found" in res.stderr
