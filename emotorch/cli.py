@@ -387,7 +387,7 @@ def cmd_webcam(args: argparse.Namespace) -> None:
         return
     import tkinter
 
-    from PIL import ImageTk
+    from PIL import ImageDraw, ImageTk
 
     from emotorch.annotate import annotate
 
@@ -402,8 +402,6 @@ def cmd_webcam(args: argparse.Namespace) -> None:
 
     def show(_i, rgb, faces, fps) -> bool:
         image = annotate(rgb, [f for _, f in faces], labels=[f"#{t.id}" for t, _ in faces])
-        from PIL import ImageDraw
-
         ImageDraw.Draw(image).text((8, 8), f"{fps:.1f} FPS", fill=(255, 255, 0))
         photo = ImageTk.PhotoImage(image)
         panel.configure(image=photo)
