@@ -547,8 +547,13 @@ COMMANDS = {
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="%(message)s",
-                        stream=sys.stderr)  # fmt: skip
+    # EmoTorch's own log lines go to stderr; other libraries keep their default (warnings only)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    ours = logging.getLogger("emotorch")
+    ours.handlers[:] = [handler]
+    ours.setLevel(logging.WARNING if args.quiet else logging.INFO)
+    ours.propagate = False
     try:
         COMMANDS[args.command](args)
     except (DataError, CheckpointError, ValueError, FileExistsError, FileNotFoundError) as e:
