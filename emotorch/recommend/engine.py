@@ -177,12 +177,14 @@ class Recommender:
         x = current.context()
         # Unclear moods lean toward neutral targets and what is popular with everyone.
         clarity = float(np.clip((current.confidence - 0.2) / (LOW_CONFIDENCE - 0.2), 0.0, 1.0))
+        targets = {  # per strategy, computed once: the mood's point, pulled toward neutral when unclear
+            name: clarity * current.point(table) + (1 - clarity) * np.asarray(table["neutral"])
+            for name, table in (("match", EMOTION_VA), ("uplift", UPLIFT_VA))
+        }
         scored = []
         for it in items:
             strat = strategy if strategy != "auto" else prefs.get(it.category, DEFAULT_STRATEGY[it.category])
-            target = current.point(EMOTION_VA if strat == "match" else UPLIFT_VA)
-            neutral = np.asarray((EMOTION_VA if strat == "match" else UPLIFT_VA)["neutral"])
-            target = clarity * target + (1 - clarity) * neutral
+            target = targets[strat]
             d2 = (it.valence - target[0]) ** 2 + (it.arousal - target[1]) ** 2
             fit = float(np.exp(-d2 / (2 * SIGMA**2)))
             learned = self._ucb(arms.get(it.id), x)
