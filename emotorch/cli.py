@@ -118,8 +118,9 @@ def build_parser() -> argparse.ArgumentParser:
     cam.add_argument("--model", default="default", help="shipped model name, checkpoint file or run directory")
     cam.add_argument("--headless", action="store_true", help="print one JSON line per frame instead of a window")
     cam.add_argument("--max-frames", type=int, help="stop after this many frames")
-    for p in (pr, vid, cam):
-        p.add_argument("--backend", choices=["torch", "onnx"], default="torch", help="inference engine")
+    for p, default in ((pr, "torch"), (vid, "auto"), (cam, "auto")):
+        p.add_argument("--backend", choices=["torch", "onnx", "auto"], default=default,
+                       help=f"inference engine; auto: ONNX Runtime where it works (default: {default})")
 
     db_help = "SQLAlchemy database URL (default: $EMOTORCH_DB or a SQLite file in the user data dir)"
     cat = sub.add_parser("catalog", help="the recommendation catalog").add_subparsers(
@@ -169,7 +170,19 @@ def build_parser() -> argparse.ArgumentParser:
         who = p.add_mutually_exclusive_group()
         who.add_argument("--user", help="user id (recent items are not repeated)")
         who.add_argument("--session", help="anonymous session id")
-    for p in (rec, fb, usr, fg):
+    srv = sub.add_parser("serve", help="the REST API and the camera page (FastAPI + uvicorn)")
+    srv.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: every interface)")
+    srv.add_argument("--port", type=int, default=8000)
+    srv.add_argument("--workers", type=int, default=1, help="server processes, each with its own model")
+    srv.add_argument("--model", default="default", help="shipped model name, checkpoint file or run directory")
+    srv.add_argument("--backend", choices=["torch", "onnx", "auto"], default="auto", help="inference engine")
+    srv.add_argument("--max-upload-mb", type=float, default=10.0, help="bigger request bodies get 413")
+    srv.add_argument("--rate-limit", type=float, default=0.0, metavar="PER_SECOND",
+                     help="requests a second per client on /v1/ (0: no limit)")
+    srv.add_argument("--rate-burst", type=float, help="requests a client may make at once (default: 2x the rate)")
+    srv.add_argument("--batch-window-ms", type=float, default=3.0,
+                     help="how long a request waits for others to share its model call")
+    for p in (rec, fb, usr, fg, srv):
         p.add_argument("--db", help=db_help)
     return parser
 
@@ -529,6 +542,23 @@ def cmd_user(args: argparse.Namespace) -> None:
     Recommender(args.db).set_user(args.user_id, opted_in=consent, strategies=prefs)
 
 
+def cmd_serve(args: argparse.Namespace) -> None:
+    import os
+
+    import uvicorn
+
+    from emotorch.serve.app import ENV, Settings
+
+    if args.workers < 1 or not 0 <= args.port <= 65535:
+        raise ValueError("--workers must be at least 1 and --port within 0-65535")
+    settings = Settings(model=args.model, backend=args.backend, db=args.db,
+                        max_upload_bytes=int(args.max_upload_mb * 1024 * 1024), rate_limit=args.rate_limit,
+                        rate_burst=args.rate_burst, batch_window_ms=args.batch_window_ms)  # fmt: skip
+    os.environ[ENV] = settings.to_env()  # each worker process builds its app from these settings
+    uvicorn.run("emotorch.serve:create_app", factory=True, host=args.host, port=args.port, workers=args.workers,
+                log_level="warning" if args.quiet else "info")
+
+
 def cmd_forget(args: argparse.Namespace) -> None:
     from emotorch.recommend import Recommender
 
@@ -541,7 +571,7 @@ COMMANDS = {
     "predict": cmd_predict, "video": cmd_video, "export": cmd_export, "webcam": cmd_webcam,
     "package": cmd_package,
     "catalog": cmd_catalog, "recommend": cmd_recommend, "feedback": cmd_feedback, "user": cmd_user,
-    "forget": cmd_forget,
+    "forget": cmd_forget, "serve": cmd_serve,
 }  # fmt: skip
 
 

@@ -337,10 +337,19 @@ def _decode_images(items: list[tuple[Path, int]], desc: str, progress: bool) -> 
     return FaceSet(images[: len(labels)], np.asarray(labels, np.int64), sources, bad, dict(sizes))
 
 
+def to_8bit(image: Image.Image) -> Image.Image:
+    """16- and 32-bit integer or float images rescaled to 8 bits (Pillow's convert would clip them)."""
+    if image.mode not in ("I", "F") and not image.mode.startswith("I;16"):
+        return image
+    a = np.asarray(image, dtype=np.float64)
+    top = 1.0 if image.mode == "F" and a.max() <= 1.0 else 255.0 if a.max() <= 255 else 65535.0
+    return Image.fromarray(np.clip(a / top * 255 + 0.5, 0, 255).astype(np.uint8))
+
+
 def to_face_array(image: Image.Image) -> np.ndarray:
     """Any PIL image to a 48x48 uint8 grayscale face: centre-cropped to square, then resized."""
     image.load()
-    gray = image.convert("L")
+    gray = to_8bit(image).convert("L")
     w, h = gray.size
     if w != h:
         s = min(w, h)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -10,10 +12,12 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from emotorch.data import DataError
+from emotorch.data import DataError, to_8bit
 from emotorch.detect import Detector, YuNetDetector, align
 from emotorch.evaluate import LoadedModel, load_model, predict_proba
 
+log = logging.getLogger(__name__)
+BACKENDS = ("torch", "onnx", "auto")
 ImageInput = str | os.PathLike | Image.Image | np.ndarray
 
 
@@ -44,12 +48,12 @@ def read_image(source: ImageInput) -> np.ndarray:
             raise DataError(f"an image array must be uint8 (H, W) or (H, W, 3), not {source.dtype} {source.shape}")
         return np.stack([source] * 3, -1) if source.ndim == 2 else source[..., :3]
     if isinstance(source, Image.Image):
-        return np.asarray(ImageOps.exif_transpose(source).convert("RGB"))
+        return np.asarray(to_8bit(ImageOps.exif_transpose(source)).convert("RGB"))
     path = Path(source)
     try:
         with Image.open(path) as im:
             im.load()
-            return np.asarray(ImageOps.exif_transpose(im).convert("RGB"))
+            return np.asarray(to_8bit(ImageOps.exif_transpose(im)).convert("RGB"))
     except FileNotFoundError:
         raise DataError(f"{path}: no such file") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
@@ -58,32 +62,47 @@ def read_image(source: ImageInput) -> np.ndarray:
 
 class EmotionRecognizer:
     """Emotions of every face in an image. ``model`` is a shipped model's name, a checkpoint file or a
-    run directory;
-    ``backend="onnx"`` serves it with ONNX Runtime (exported once into the cache)."""
+    run directory. ``backend="onnx"`` serves it with ONNX Runtime (exported once into the cache, and
+    faster on the CPU: benchmarks/pipeline_speed.py); ``"auto"`` uses ONNX Runtime where the export
+    works and PyTorch otherwise."""
 
     def __init__(self, model: str | os.PathLike | LoadedModel = "default", detector: Detector | None = None,
                  *, tta: bool = False, backend: str = "torch") -> None:  # fmt: skip
-        if backend not in ("torch", "onnx"):
-            raise ValueError(f"backend must be torch or onnx, not {backend!r}")
+        if backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, not {backend!r}")
         self.model = model if isinstance(model, LoadedModel) else load_model(model)
-        if backend == "onnx":
+        if backend != "torch":
             from emotorch.export import onnx_backend
 
-            self.model = onnx_backend(self.model)
+            try:
+                self.model = onnx_backend(self.model)
+            except Exception as e:  # auto: any failure to export or load falls back to PyTorch
+                if backend == "onnx":
+                    raise
+                log.warning("ONNX Runtime unavailable (%s); serving with PyTorch", e)
+        self.backend = "onnx" if self.model.source.endswith("(onnx)") else "torch"
         self.detector = detector if detector is not None else YuNetDetector()
         self.tta = tta
         self.classes: list[str] = list(self.model.meta["classes"])
 
     def predict(self, image: ImageInput) -> list[FaceResult]:
         """Every face found, left to right; a photo without faces gives an empty list."""
-        rgb = read_image(image)
-        faces = self.detector(rgb)
-        if not faces:
-            return []
-        crops = np.stack([align(rgb, f) for f in faces])  # all faces through the model in one batch
-        probs = predict_proba(self.model.model, crops, self.model.meta, tta=self.tta)
+        return self.predict_many([image])[0]
+
+    def predict_many(self, images: Sequence[ImageInput]) -> list[list[FaceResult]]:
+        """The faces of each image, with the faces of all images classified in one batch."""
+        found, crops = [], []
+        for image in images:
+            rgb = read_image(image)
+            faces = self.detector(rgb)
+            found.append(faces)
+            crops += [align(rgb, f) for f in faces]
+        if not crops:
+            return [[] for _ in found]
+        probs = iter(predict_proba(self.model.model, np.stack(crops), self.model.meta, tta=self.tta))
         return [
-            FaceResult(f.box, f.landmarks.tolist(), f.score, self.classes[int(p.argmax())],
-                       {c: float(v) for c, v in zip(self.classes, p, strict=True)})
-            for f, p in zip(faces, probs, strict=True)
+            [FaceResult(f.box, f.landmarks.tolist(), f.score, self.classes[int(p.argmax())],
+                        {c: float(v) for c, v in zip(self.classes, p, strict=True)})
+             for f, p in zip(faces, probs, strict=False)]
+            for faces in found
         ]  # fmt: skip

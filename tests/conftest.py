@@ -2,8 +2,16 @@
 
 from __future__ import annotations
 
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
+import httpx
 import numpy as np
 import pytest
 from PIL import Image
@@ -101,3 +109,55 @@ def postgres_url():
     subprocess.run([*run_as, str(pg_bin / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"],
                    capture_output=True)  # fmt: skip
     shutil.rmtree(root, ignore_errors=True)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextmanager
+def run_server(workdir: Path, *args: str, cache: Path | None = None) -> Iterator[str]:
+    """``emotorch serve`` in a subprocess on a free loopback port; yields its base URL."""
+    port = free_port()
+    env = os.environ | {"EMOTORCH_CACHE": str(cache or workdir / "cache"), "OMP_NUM_THREADS": "1"}
+    log = open(workdir / "server.log", "wb")  # noqa: SIM115 - closed below, after the process
+    cmd = [sys.executable, "-m", "emotorch", "serve", "--port", str(port), "--db",
+           f"sqlite:///{workdir / 'catalog.db'}", *args]  # fmt: skip
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 180
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"emotorch serve exited: {(workdir / 'server.log').read_text()[-3000:]}")
+            try:
+                if httpx.get(f"{url}/healthz", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError("emotorch serve did not come up within 180 s")
+            time.sleep(0.3)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
+
+
+@pytest.fixture(scope="session")
+def server_cache(tmp_path_factory) -> Path:
+    """One cache (ONNX exports) shared by every server the tests start."""
+    return tmp_path_factory.mktemp("server-cache")
+
+
+@pytest.fixture(scope="session")
+def server(tmp_path_factory, server_cache) -> Iterator[str]:
+    """A real EmoTorch server (shipped model, SQLite catalog) on loopback, shared by the tests."""
+    with run_server(tmp_path_factory.mktemp("server"), cache=server_cache) as url:
+        yield url

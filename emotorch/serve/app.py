@@ -1,0 +1,177 @@
+"""The app factory: settings, shared state (model, micro-batcher, recommender), middleware, routers."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from fastapi.staticfiles import StaticFiles
+from starlette.exceptions import HTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from emotorch import __version__
+from emotorch.serve.batching import MicroBatcher
+from emotorch.serve.metrics import Metrics
+from emotorch.serve.ratelimit import RateLimiter
+from emotorch.serve.uploads import Problem
+
+STATIC = Path(__file__).parent / "static"
+ENV = "EMOTORCH_SERVE_SETTINGS"  # JSON settings handed to each worker process
+
+
+@dataclass
+class Settings:
+    """What ``emotorch serve`` can be told; every field has a safe default."""
+
+    model: str = "default"
+    backend: str = "auto"
+    db: str | None = None  # SQLAlchemy URL of the catalog (default: EMOTORCH_DB or the user data dir)
+    max_upload_bytes: int = 10 * 1024 * 1024
+    max_pixels: int = 40_000_000  # refused before decoding
+    max_side: int = 1920  # larger photos are decoded at reduced scale or shrunk to this
+    batch_window_ms: float = 3.0
+    max_batch: int = 16
+    rate_limit: float = 0.0  # requests per second per client on /v1/; 0 turns limiting off
+    rate_burst: float | None = None
+
+    @classmethod
+    def from_env(cls) -> Settings:
+        raw = json.loads(os.environ.get(ENV, "{}"))
+        unknown = set(raw) - {f.name for f in fields(cls)}
+        if unknown:
+            raise ValueError(f"{ENV} has unknown settings: {', '.join(sorted(unknown))}")
+        return cls(**raw)
+
+    def to_env(self) -> str:
+        return json.dumps(asdict(self))
+
+
+def problem_response(p: Problem, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse(p.to_dict(), status_code=p.status, media_type="application/problem+json", headers=headers)
+
+
+class BodyLimit:
+    """Refuse request bodies over ``max_bytes`` with 413, by Content-Length or while they stream in.
+
+    The body is read here, before the app runs, and replayed to it: an app never sees a body that
+    is over the limit, and a refused client is answered without reading the rest.
+    """
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app, self.max_bytes = app, max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        too_large = problem_response(
+            Problem(413, "Upload too large", f"request bodies are limited to {self.max_bytes:,} bytes"),
+            {"Connection": "close"},
+        )
+        length = dict(scope["headers"]).get(b"content-length", b"")
+        if length.isdigit() and int(length) > self.max_bytes:
+            await too_large(scope, receive, send)
+            return
+        chunks, size = [], 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            chunks.append(message.get("body", b""))
+            size += len(chunks[-1])
+            if size > self.max_bytes:
+                await too_large(scope, receive, send)
+                return
+            if not message.get("more_body", False):
+                break
+        body = b"".join(chunks)
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()  # after the body: wait for the client to disconnect
+
+        await self.app(scope, replay, send)
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """The EmoTorch web app: REST API under /v1, the camera page at /, /healthz and /metrics."""
+    from emotorch.pipeline import EmotionRecognizer
+    from emotorch.recommend import Recommender
+    from emotorch.serve import routes
+
+    settings = settings or Settings.from_env()
+    metrics = Metrics()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        recognizer = EmotionRecognizer(settings.model, backend=settings.backend)
+
+        def on_batch(size: int, seconds: float) -> None:
+            metrics.batch_size.observe(size)
+            metrics.batch_seconds.observe(seconds)
+
+        batcher = MicroBatcher(recognizer.predict_many, window=settings.batch_window_ms / 1000,
+                               max_batch=settings.max_batch, on_batch=on_batch)  # fmt: skip
+        await batcher.start()
+        app.state.recognizer, app.state.batcher = recognizer, batcher
+        app.state.recommender = Recommender(settings.db)
+        try:
+            yield
+        finally:
+            await batcher.stop()
+            app.state.recommender.engine.dispose()
+
+    app = FastAPI(title="EmoTorch", version=__version__, lifespan=lifespan,
+                  description="Facial emotion recognition and emotion-aware recommendations.")  # fmt: skip
+    app.state.settings, app.state.metrics = settings, metrics
+    limiter = RateLimiter(settings.rate_limit, settings.rate_burst) if settings.rate_limit > 0 else None
+
+    @app.middleware("http")
+    async def measure_and_limit(request: Request, call_next):
+        if limiter is not None and request.url.path.startswith("/v1/"):
+            wait = limiter.wait(request.client.host if request.client else "?")
+            if wait > 0:
+                p = Problem(429, "Too many requests", f"at most {settings.rate_limit:g} requests a second per client")
+                metrics.requests.labels("/v1/*", request.method, "429").inc()
+                return problem_response(p, {"Retry-After": str(max(1, round(wait)))})
+        start = time.perf_counter()
+        response = await call_next(request)
+        route = request.scope.get("route")
+        path = getattr(route, "path", "unmatched")
+        metrics.requests.labels(path, request.method, str(response.status_code)).inc()
+        metrics.latency.labels(path).observe(time.perf_counter() - start)
+        return response
+
+    @app.exception_handler(Problem)
+    async def on_problem(request: Request, exc: Problem) -> JSONResponse:
+        return problem_response(exc)
+
+    @app.exception_handler(HTTPException)
+    async def on_http_error(request: Request, exc: HTTPException) -> JSONResponse:
+        return problem_response(Problem(exc.status_code, str(exc.detail), str(exc.detail)), exc.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def on_invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        where = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
+        return problem_response(Problem(422, "Invalid request", where))
+
+    @app.get("/metrics", include_in_schema=False)
+    async def prometheus() -> Response:
+        return Response(metrics.render(), media_type=metrics.content_type)
+
+    app.include_router(routes.router)
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    app.add_middleware(BodyLimit, max_bytes=settings.max_upload_bytes)
+    return app

@@ -1,0 +1,154 @@
+"""The API's routes: emotions, recommendations, feedback, catalog, privacy, health and the page."""
+
+from __future__ import annotations
+
+import asyncio
+
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import FileResponse
+from pydantic import ValidationError
+
+from emotorch import __version__
+from emotorch.recommend import Recommender, list_items, mood
+from emotorch.recommend.db import CATEGORIES, canonical_category
+from emotorch.recommend.engine import Mood
+from emotorch.serve.schemas import (
+    CatalogOut,
+    EmotionsOut,
+    FaceOut,
+    FeedbackIn,
+    ForgetOut,
+    HealthOut,
+    ImageJSON,
+    ItemOut,
+    ModelInfo,
+    MoodIn,
+    RecommendationOut,
+    RecommendationsOut,
+    RecommendIn,
+)
+from emotorch.serve.uploads import Problem, decode_image, from_base64, from_multipart
+
+router = APIRouter()
+
+IMAGE_BODY = {
+    "requestBody": {
+        "required": True,
+        "description": "a photo as a raw image body, a multipart file field `image`, or JSON with base64",
+        "content": {
+            "image/*": {"schema": {"type": "string", "format": "binary"}},
+            "multipart/form-data": {"schema": {"type": "object", "required": ["image"],
+                                               "properties": {"image": {"type": "string", "format": "binary"}}}},
+            "application/json": {"schema": ImageJSON.model_json_schema()},
+        },
+    }
+}  # fmt: skip
+
+
+def _model_info(request: Request) -> ModelInfo:
+    meta = request.app.state.recognizer.model.meta
+    return ModelInfo(name=str(meta.get("name", request.app.state.recognizer.model.source)),
+                     architecture=str(meta.get("model", "")), classes=list(meta["classes"]),
+                     val_accuracy=(meta.get("val_metrics") or {}).get("accuracy"))  # fmt: skip
+
+
+def _mood(body: MoodIn) -> Mood:
+    try:
+        return mood(body.emotion, body.probabilities)
+    except ValueError as e:
+        raise Problem(422, "Invalid mood", str(e)) from None
+
+
+def _recommender(request: Request) -> Recommender:
+    return request.app.state.recommender
+
+
+async def _image_bytes(request: Request) -> bytes:
+    body = await request.body()
+    content_type = request.headers.get("content-type", "")
+    if content_type.startswith("multipart/form-data"):
+        return from_multipart(body, content_type, request.app.state.settings.max_upload_bytes)
+    if content_type.startswith("application/json"):
+        try:
+            return from_base64(ImageJSON.model_validate_json(body).image)
+        except ValidationError as e:
+            detail = f'expected {{"image": "<base64>"}} ({e.errors()[0]["msg"]})'
+            raise Problem(400, "Bad JSON body", detail) from None
+    return body
+
+
+@router.post("/v1/emotions", response_model=EmotionsOut, openapi_extra=IMAGE_BODY, tags=["emotions"])
+async def emotions(request: Request) -> EmotionsOut:
+    """Every face in the photo with its box, emotion and probabilities. The photo is never stored."""
+    settings = request.app.state.settings
+    data = await _image_bytes(request)
+    rgb = await asyncio.to_thread(decode_image, data, max_pixels=settings.max_pixels, max_side=settings.max_side)
+    faces, batch_size, seconds = await request.app.state.batcher.submit(rgb)
+    metrics = request.app.state.metrics
+    metrics.images.inc()
+    metrics.faces.inc(len(faces))
+    return EmotionsOut(
+        faces=[FaceOut(**f.to_dict()) for f in faces],
+        width=rgb.shape[1],
+        height=rgb.shape[0],
+        model=_model_info(request),
+        inference_ms=round(seconds * 1000, 2),
+        batch_size=batch_size,
+    )
+
+
+@router.post("/v1/recommendations", response_model=RecommendationsOut, tags=["recommendations"])
+def recommendations(body: RecommendIn, request: Request) -> RecommendationsOut:
+    """Items that suit (or lift) the mood, each with the reason it was picked."""
+    current = _mood(body)
+    try:
+        recs = _recommender(request).recommend(current, categories=body.categories, n=body.count,
+                                               strategy=body.strategy, user_id=body.user_id,
+                                               session_id=body.session_id,
+                                               record=bool(body.user_id or body.session_id))  # fmt: skip
+    except ValueError as e:
+        raise Problem(422, "Invalid request", str(e)) from None
+    return RecommendationsOut(emotion=current.emotion, confidence=round(current.confidence, 4), items=[
+        RecommendationOut(item=ItemOut(**r.item), score=r.score, reason=r.reason, strategy=r.strategy) for r in recs
+    ])  # fmt: skip
+
+
+@router.post("/v1/feedback", status_code=204, tags=["recommendations"])
+def feedback(body: FeedbackIn, request: Request) -> None:
+    """Record that an item was shown, clicked or liked; the recommender learns from it."""
+    current = _mood(body) if body.emotion or body.probabilities else None
+    try:
+        _recommender(request).feedback(body.item_id, body.kind, current, user_id=body.user_id,
+                                       session_id=body.session_id)  # fmt: skip
+    except ValueError as e:
+        raise Problem(404 if "no item" in str(e) else 422, "Invalid feedback", str(e)) from None
+
+
+@router.get("/v1/catalog", response_model=CatalogOut, tags=["recommendations"])
+def catalog(request: Request, category: str | None = None, limit: int = Query(100, ge=1, le=1000),
+            offset: int = Query(0, ge=0)) -> CatalogOut:  # fmt: skip
+    """The catalog's items, optionally of one category, in pages."""
+    if category is not None and canonical_category(category) is None:
+        raise Problem(
+            422, "Invalid category", f"unknown category {category!r}; expected one of {', '.join(CATEGORIES)}"
+        )
+    items = list_items(_recommender(request).engine, category)
+    return CatalogOut(total=len(items), items=[ItemOut(**it) for it in items[offset : offset + limit]])
+
+
+@router.delete("/v1/users/{user_id}", response_model=ForgetOut, tags=["privacy"])
+def forget(user_id: str, request: Request) -> ForgetOut:
+    """Delete everything stored about a user (the page's "Forget me")."""
+    return ForgetOut(user_id=user_id, events_deleted=_recommender(request).forget(user_id))
+
+
+@router.get("/healthz", response_model=HealthOut, tags=["health"])
+async def healthz(request: Request) -> HealthOut:
+    return HealthOut(status="ok", model=_model_info(request).name, version=__version__)
+
+
+@router.get("/", include_in_schema=False)
+async def page() -> FileResponse:
+    from emotorch.serve.app import STATIC
+
+    return FileResponse(STATIC / "index.html")

@@ -1,0 +1,100 @@
+"""Typed request and response bodies of the REST API (they are also its OpenAPI schema)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+Id = Field(default=None, min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.:-]+$")
+
+
+class ImageJSON(BaseModel):
+    image: str = Field(description="the photo, base64-encoded (a data: URL is accepted)")
+
+
+class FaceOut(BaseModel):
+    box: list[float] = Field(description="x, y, width, height in the image's pixels")
+    landmarks: list[list[float]] = Field(description="eyes, nose tip and mouth corners, as [x, y]")
+    detection_score: float
+    emotion: str
+    probabilities: dict[str, float]
+
+
+class ModelInfo(BaseModel):
+    name: str
+    architecture: str
+    classes: list[str]
+    val_accuracy: float | None = None
+
+
+class EmotionsOut(BaseModel):
+    faces: list[FaceOut]
+    width: int = Field(description="width of the image the boxes refer to (after any downscaling)")
+    height: int
+    model: ModelInfo
+    inference_ms: float = Field(description="time of the model call this image ran in")
+    batch_size: int = Field(description="images that shared that call (micro-batching)")
+
+
+class MoodIn(BaseModel):
+    emotion: str | None = Field(default=None, description="an emotion label; or give probabilities")
+    probabilities: dict[str, float] | None = Field(default=None, description="probabilities keyed by emotion")
+
+
+class RecommendIn(MoodIn):
+    categories: list[str] | None = Field(default=None, description="product, place, food, song, movie")
+    count: int = Field(default=5, ge=1, le=50)
+    strategy: Literal["auto", "match", "uplift"] = "auto"
+    user_id: str | None = Id
+    session_id: str | None = Id
+
+
+class ItemOut(BaseModel):
+    id: str
+    category: str
+    title: str
+    description: str
+    tags: list[str]
+    valence: float
+    arousal: float
+    price: float | None = None
+    url: str | None = None
+    image_url: str | None = None
+    locale: str = ""
+
+
+class RecommendationOut(BaseModel):
+    item: ItemOut
+    score: float
+    reason: str
+    strategy: str
+
+
+class RecommendationsOut(BaseModel):
+    emotion: str
+    confidence: float
+    items: list[RecommendationOut]
+
+
+class FeedbackIn(MoodIn):
+    item_id: str = Field(min_length=1, max_length=120)
+    kind: Literal["impression", "click", "like"]
+    user_id: str | None = Id
+    session_id: str | None = Id
+
+
+class CatalogOut(BaseModel):
+    total: int
+    items: list[ItemOut]
+
+
+class ForgetOut(BaseModel):
+    user_id: str
+    events_deleted: int
+
+
+class HealthOut(BaseModel):
+    status: Literal["ok"]
+    model: str
+    version: str
