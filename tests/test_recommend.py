@@ -279,3 +279,21 @@ def test_cli_recommend_from_a_photo(db_url, tmp_path):
     Image.new("RGB", (200, 200), (120, 120, 120)).save(blank)
     res = subprocess.run([*cmd[:5], str(blank), *cmd[6:]], capture_output=True, text=True)
     assert res.returncode == 2 and "no face found" in res.stderr
+
+
+def test_concurrent_first_requests_of_one_user_do_not_collide(any_db):
+    """The web page asks for five categories at once for a brand-new user: every request must land."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from sqlalchemy import func, select
+    from sqlalchemy.orm import Session
+
+    from emotorch.recommend.db import Event
+
+    rec = Recommender(any_db)
+    jobs = [("food", "u-new"), ("song", "u-new"), ("movie", "u-new"), ("food", "u-other"), ("food", "u-third")] * 2
+    with ThreadPoolExecutor(8) as pool:
+        lists = list(pool.map(lambda job: rec.recommend(mood("sad"), categories=job[0], n=3, user_id=job[1]), jobs))
+    assert all(len(items) == 3 for items in lists)
+    with Session(rec.engine) as session:
+        assert session.scalar(select(func.count()).select_from(Event)) == 3 * len(jobs)

@@ -13,7 +13,7 @@ items seen recently by the same user or session are left out.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 from sqlalchemy import delete, select
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from emotorch.data import CLASSES
@@ -343,7 +344,8 @@ class Recommender:
         """Store events for (item id, strategy) pairs and update the items' bandit statistics."""
         x = current.context()
         item_ids = [item_id for item_id, _ in shown]
-        with Session(self.engine) as session, session.begin():
+
+        def work(session: Session) -> None:
             user = session.get(User, user_id) if user_id else None
             if user_id and user is None:
                 user = User(id=user_id)
@@ -364,6 +366,20 @@ class Recommender:
                 else:
                     arm.b = (np.asarray(arm.b) + x).tolist()
                 session.add(arm)
+
+        self._write(work)
+
+    def _write(self, work: Callable[[Session], None], attempts: int = 4) -> None:
+        """Run ``work`` in one transaction; when a concurrent request created the same new row first
+        (a user, an item's bandit arm, a strategy counter), run it again: the row now exists."""
+        for attempt in range(attempts):
+            try:
+                with Session(self.engine) as session, session.begin():
+                    work(session)
+                return
+            except IntegrityError:
+                if attempt == attempts - 1:
+                    raise
 
     def _shown_by(self, session: Session, item_id: str, user_id: str | None, session_id: str | None) -> str | None:
         who = self._who(user_id, session_id)
@@ -394,13 +410,15 @@ class Recommender:
         for category, strat in (strategies or {}).items():
             if category not in CATEGORIES or strat not in ("match", "uplift"):
                 raise ValueError(f"a preference is CATEGORY=match|uplift with a category of {', '.join(CATEGORIES)}")
-        with Session(self.engine) as session, session.begin():
+        def work(session: Session) -> None:
             user = session.get(User, user_id) or User(id=user_id, opted_in=False)
             if opted_in is not None:
                 user.opted_in = opted_in
             session.add(user)
             for category, strat in (strategies or {}).items():
                 session.merge(Preference(user_id=user_id, category=category, strategy=strat))
+
+        self._write(work)
 
     def forget(self, user_id: str) -> int:
         """Delete everything stored about a user; returns the number of events removed."""

@@ -1,0 +1,132 @@
+"""The camera page in a real headless Chromium (Debian's chromium + chromium-driver) with a fake camera."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from emotorch.data import CLASSES
+
+webdriver = pytest.importorskip("selenium.webdriver", reason="selenium drives the browser")
+skdata = pytest.importorskip("skimage.data", reason="scikit-image ships the test photo")
+CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")
+pytestmark = pytest.mark.skipif(not (CHROMIUM and CHROMEDRIVER),
+                                reason="needs Debian's chromium and chromium-driver (apt-get install chromium "
+                                       "chromium-driver; .ci/run installs them)")  # fmt: skip
+
+from selenium.webdriver.common.by import By  # noqa: E402
+from selenium.webdriver.common.keys import Keys  # noqa: E402
+from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
+
+# Counts getUserMedia calls, so the test can prove that the camera is not asked for before consent.
+COUNT_CAMERA_CALLS = """
+window.__cameraCalls = 0;
+if (navigator.mediaDevices) {
+  const original = navigator.mediaDevices.getUserMedia.bind(navigator.mediaDevices);
+  navigator.mediaDevices.getUserMedia = (c) => { window.__cameraCalls++; return original(c); };
+}
+"""
+
+
+def face_video(path: Path, frames: int = 20) -> Path:
+    """A y4m clip (Chromium's fake-camera format) of the astronaut's smiling face in a 640x480 frame."""
+    photo = cv2.resize(skdata.astronaut(), (480, 480))
+    frame = np.full((480, 640, 3), 90, np.uint8)
+    frame[:, 80:560] = photo
+    yuv = cv2.cvtColor(frame, cv2.COLOR_RGB2YUV_I420).tobytes()
+    with open(path, "wb") as f:
+        f.write(b"YUV4MPEG2 W640 H480 F10:1 Ip A1:1 C420jpeg\n")
+        for _ in range(frames):
+            f.write(b"FRAME\n" + yuv)
+    return path
+
+
+def browser(tmp_path: Path, camera: Path | None, size=(1200, 900)):
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                 "--use-fake-ui-for-media-stream", f"--user-data-dir={tmp_path / 'profile'}",
+                 f"--window-size={size[0]},{size[1]}"):  # fmt: skip
+        options.add_argument(flag)
+    if camera is not None:
+        options.add_argument("--use-fake-device-for-media-stream")
+        options.add_argument(f"--use-file-for-fake-video-capture={camera}")
+    driver = webdriver.Chrome(options=options, service=webdriver.ChromeService(executable_path=CHROMEDRIVER))
+    driver.execute_cdp_cmd("Page.addScriptToEvaluateOnNewDocument", {"source": COUNT_CAMERA_CALLS})
+    return driver
+
+
+def text(driver, element_id: str) -> str:
+    return driver.find_element(By.ID, element_id).get_attribute("textContent").strip()
+
+
+def test_consent_then_live_emotion_and_recommendations(server, tmp_path):
+    driver = browser(tmp_path, face_video(tmp_path / "face.y4m"))
+    try:
+        driver.get(server + "/")
+        assert driver.find_element(By.ID, "consent").is_displayed()
+        assert not driver.find_element(By.ID, "live").is_displayed()
+        assert driver.find_element(By.ID, "stop").is_displayed() and driver.find_element(By.ID, "forget").is_displayed()
+        assert "Nothing is stored" in text(driver, "consent")
+        assert driver.execute_script("return window.__cameraCalls") == 0  # no camera before consent
+
+        # keyboard only: the consent button has the focus; Enter starts the camera
+        assert driver.switch_to.active_element.get_attribute("id") == "consent-camera"
+        driver.switch_to.active_element.send_keys(Keys.ENTER)
+        wait = WebDriverWait(driver, 60)
+        wait.until(lambda d: text(d, "emotion") in CLASSES)
+        assert driver.execute_script("return window.__cameraCalls") == 1
+        assert text(driver, "emotion") == "happy"
+        wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#recs li")) >= 5)
+        wait.until(lambda d: float(text(d, "fps")) > 0)
+        bars = driver.find_elements(By.CSS_SELECTOR, "#bars li")
+        assert [b.get_attribute("data-emotion") for b in bars] == list(CLASSES)
+        reasons = [r.text for r in driver.find_elements(By.CSS_SELECTOR, "#recs .reason")]
+        assert all(reasons) and any("happy" in r for r in reasons)
+        shots = Path(os.environ.get("EMOTORCH_SCREENSHOTS", tmp_path))
+        shots.mkdir(parents=True, exist_ok=True)
+        driver.save_screenshot(str(shots / "page_live.png"))
+
+        like = driver.find_element(By.CSS_SELECTOR, "#recs li .actions button:nth-child(2)")
+        like.click()
+        wait.until(lambda d: "Liked" in like.text)
+
+        driver.find_element(By.ID, "stop").click()
+        wait.until(lambda d: "Camera stopped" in text(d, "status"))
+        assert driver.execute_script("return document.getElementById('video').srcObject") is None
+
+        driver.find_element(By.ID, "forget").click()  # impressions and the like, stored for this page's id
+        wait.until(lambda d: d.find_elements(By.ID, "forget-notice"))
+        assert "stored feedback event(s) deleted" in text(driver, "forget-notice")
+        assert int(text(driver, "forget-notice").split(": ")[1].split()[0]) >= 2
+        assert driver.find_element(By.ID, "consent").is_displayed()
+    finally:
+        driver.quit()
+
+
+def test_without_a_camera_on_a_phone_sized_screen(server, tmp_path):
+    driver = browser(tmp_path, camera=None, size=(390, 844))
+    try:
+        driver.get(server + "/")
+        assert driver.execute_script("return document.documentElement.scrollWidth <= window.innerWidth")
+        driver.find_element(By.ID, "consent-camera").click()
+        status = driver.find_element(By.ID, "status")
+        WebDriverWait(driver, 30).until(lambda d: "error" in status.get_attribute("class"))
+        assert "no camera was found" in text(driver, "status").lower(), text(driver, "status")
+        assert "upload a photo" in text(driver, "status").lower()
+        # selfie mode instead: upload one photo
+        photo = tmp_path / "me.jpg"
+        cv2.imwrite(str(photo), cv2.cvtColor(skdata.astronaut(), cv2.COLOR_RGB2BGR))
+        driver.find_element(By.ID, "file").send_keys(str(photo))
+        WebDriverWait(driver, 60).until(lambda d: text(d, "emotion") == "happy")
+        assert "1 face(s) found" in text(driver, "status")
+        assert driver.execute_script("return document.documentElement.scrollWidth <= window.innerWidth")
+        driver.save_screenshot(str(Path(os.environ.get("EMOTORCH_SCREENSHOTS", tmp_path)) / "page_phone.png"))
+    finally:
+        driver.quit()
