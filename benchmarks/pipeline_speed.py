@@ -5,6 +5,8 @@
 Frames are JPEG-encoded 640x480 scenes with one and with four faces (from scikit-image's
 astronaut photo); each frame is decoded, detected (YuNet), aligned and classified, with the
 PyTorch and the ONNX Runtime backend. Times are medians over ``--frames`` runs on this machine.
+A second table times streams whose faces move, with the detector on every frame or on every
+2nd or 3rd frame and optical flow in between (``FaceFollower``, as ``emotorch webcam`` uses).
 """
 
 from __future__ import annotations
@@ -23,13 +25,15 @@ from skimage.data import astronaut
 from emotorch.detect import YuNetDetector, align
 from emotorch.evaluate import load_model, predict_proba
 from emotorch.export import onnx_backend
+from emotorch.pipeline import EmotionRecognizer
+from emotorch.video import FaceFollower
 
 
-def scene(n_faces: int) -> bytes:
+def scene(n_faces: int, shift: int = 0) -> bytes:
     face = cv2.resize(astronaut()[40:300, 120:360], (110, 120))
     frame = np.full((480, 640, 3), 110, np.uint8)
     for k in range(n_faces):
-        y, x = 60 + (k // 2) * 200, 80 + (k % 2) * 300
+        y, x = 60 + (k // 2) * 200, 80 + (k % 2) * 300 + shift
         frame[y : y + 120, x : x + 110] = face
     buf = io.BytesIO()
     Image.fromarray(frame).save(buf, format="JPEG", quality=90)
@@ -67,6 +71,21 @@ def main() -> None:
             total = sum(med.values())
             print(f"{n_faces:>5} {name:<8}{med['decode']:>8.2f}{med['detect']:>8.2f}{med['align']:>8.2f}"
                   f"{med['classify']:>10.2f}{total:>8.2f}{1000 / total:>7.0f}")  # fmt: skip
+    print("\nstreams (faces drifting 3 px a frame; decode + FaceFollower), mean ms per frame")
+    print(f"{'faces':>5} {'backend':<8}{'detect every':>13}{'ms':>8}{'FPS':>7}")
+    for n_faces in (1, 4):
+        clip = [scene(n_faces, shift=3 * (i % 60)) for i in range(args.frames + 3)]
+        for name, model in backends.items():
+            for every in (1, 2, 3):
+                follower = FaceFollower(EmotionRecognizer(model, detector), detect_every=every)
+                times = []
+                for jpeg in clip:
+                    t0 = time.perf_counter()
+                    faces = follower(np.asarray(Image.open(io.BytesIO(jpeg)).convert("RGB")))
+                    times.append((time.perf_counter() - t0) * 1000)
+                    assert len(faces) == n_faces, f"found {len(faces)} of {n_faces} faces"
+                mean = statistics.fmean(times[3:])  # the mean: detection frames and flow frames alternate
+                print(f"{n_faces:>5} {name:<8}{every:>13}{mean:>8.2f}{1000 / mean:>7.0f}")
 
 
 if __name__ == "__main__":

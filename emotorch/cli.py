@@ -118,6 +118,10 @@ def build_parser() -> argparse.ArgumentParser:
     cam.add_argument("--model", default="default", help="shipped model name, checkpoint file or run directory")
     cam.add_argument("--headless", action="store_true", help="print one JSON line per frame instead of a window")
     cam.add_argument("--max-frames", type=int, help="stop after this many frames")
+    for p, every in ((vid, 1), (cam, 2)):
+        p.add_argument("--detect-every", type=int, default=every, metavar="N",
+                       help=f"run the face detector every N frames, following faces by optical flow in between "
+                            f"(default: {every})")  # fmt: skip
     for p, default in ((pr, "torch"), (vid, "auto"), (cam, "auto")):
         p.add_argument("--backend", choices=["torch", "onnx", "auto"], default=default,
                        help=f"inference engine; auto: ONNX Runtime where it works (default: {default})")
@@ -396,7 +400,7 @@ def cmd_webcam(args: argparse.Namespace) -> None:
                    "faces": [{"id": t.id} | face.to_dict() for t, face in faces]}  # fmt: skip
             print(json.dumps(doc), flush=True)
 
-        live(recognizer, source, on_frame=emit, max_frames=args.max_frames)
+        live(recognizer, source, on_frame=emit, max_frames=args.max_frames, detect_every=args.detect_every)
         return
     import tkinter
 
@@ -422,7 +426,7 @@ def cmd_webcam(args: argparse.Namespace) -> None:
         root.update()
         return not closed
 
-    live(recognizer, source, on_frame=show, max_frames=args.max_frames)
+    live(recognizer, source, on_frame=show, max_frames=args.max_frames, detect_every=args.detect_every)
     root.destroy()
 
 
@@ -455,7 +459,8 @@ def cmd_video(args: argparse.Namespace) -> None:
     recognizer = EmotionRecognizer(args.model, backend=args.backend)
     tracker = process_video(recognizer, args.input, out=Path(args.out) if args.out else None,
                             csv_path=Path(args.csv) if args.csv else None,
-                            plot_path=Path(args.plot) if args.plot else None)  # fmt: skip
+                            plot_path=Path(args.plot) if args.plot else None,
+                            detect_every=args.detect_every)  # fmt: skip
     for track in tracker.all_tracks():
         frames_seen = [f for f, _ in track.history]
         mean = np.mean([p for _, p in track.history], 0)

@@ -13,7 +13,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from emotorch.data import DataError, to_8bit
-from emotorch.detect import Detector, YuNetDetector, align
+from emotorch.detect import Detector, Face, YuNetDetector, align
 from emotorch.evaluate import LoadedModel, load_model, predict_proba
 
 log = logging.getLogger(__name__)
@@ -91,18 +91,18 @@ class EmotionRecognizer:
 
     def predict_many(self, images: Sequence[ImageInput]) -> list[list[FaceResult]]:
         """The faces of each image, with the faces of all images classified in one batch."""
-        found, crops = [], []
-        for image in images:
-            rgb = read_image(image)
-            faces = self.detector(rgb)
-            found.append(faces)
-            crops += [align(rgb, f) for f in faces]
+        rgbs = [read_image(image) for image in images]
+        return self.classify(rgbs, [self.detector(rgb) for rgb in rgbs])
+
+    def classify(self, rgbs: Sequence[np.ndarray], faces: Sequence[list[Face]]) -> list[list[FaceResult]]:
+        """Emotions of faces already located in RGB images (``faces[i]`` in ``rgbs[i]``), in one batch."""
+        crops = [align(rgb, f) for rgb, found in zip(rgbs, faces, strict=True) for f in found]
         if not crops:
-            return [[] for _ in found]
+            return [[] for _ in faces]
         probs = iter(predict_proba(self.model.model, np.stack(crops), self.model.meta, tta=self.tta))
         return [
             [FaceResult(f.box, f.landmarks.tolist(), f.score, self.classes[int(p.argmax())],
                         {c: float(v) for c, v in zip(self.classes, p, strict=True)})
-             for f, p in zip(faces, probs, strict=False)]
-            for faces in found
+             for f, p in zip(found, probs, strict=False)]
+            for found in faces
         ]  # fmt: skip

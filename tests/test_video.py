@@ -101,3 +101,40 @@ def test_webcam_without_camera_or_display_says_so(tiny_run):
     assert res.returncode == 2 and "--headless" in res.stderr
     res = subprocess.run([*cmd, "--camera", "7", "--headless"], capture_output=True, text=True)
     assert res.returncode == 2 and "cannot open camera 7" in res.stderr
+
+
+def test_follower_tracks_moving_faces_between_detections(tmp_path):
+    """Detecting every 4th frame, the followed boxes stay on the faces that a detector finds there."""
+    from emotorch.pipeline import EmotionRecognizer
+    from emotorch.video import FaceFollower, frames
+
+    video = make_video(tmp_path / "two.mp4", n=12)
+    recognizer = EmotionRecognizer("default")
+    follower, every_frame = FaceFollower(recognizer, detect_every=4), FaceFollower(recognizer, detect_every=1)
+    calls = 0
+    detector = recognizer.detector
+
+    def counting(rgb):
+        nonlocal calls
+        calls += 1
+        return detector(rgb)
+
+    for _, rgb, _ in frames(str(video)):
+        recognizer.detector = counting
+        followed = sorted(follower(rgb), key=lambda f: f.box[0])
+        recognizer.detector = detector
+        detected = sorted(every_frame(rgb), key=lambda f: f.box[0])
+        assert len(followed) == len(detected) == 2
+        for a, b in zip(followed, detected, strict=True):
+            assert iou(a.box, b.box) > 0.8
+            assert np.abs(np.asarray(a.landmarks) - np.asarray(b.landmarks)).max() < 4  # pixels
+            assert a.emotion == b.emotion == "happy"
+    assert calls == 3  # frames 0, 4 and 8
+
+
+def test_follower_refuses_a_bad_interval():
+    from emotorch.pipeline import EmotionRecognizer
+    from emotorch.video import FaceFollower
+
+    with pytest.raises(ValueError, match="at least 1"):
+        FaceFollower(EmotionRecognizer("default"), detect_every=0)
