@@ -94,7 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--tta", action="store_true")
 
     pk = sub.add_parser("package", help="ship a run's best checkpoint inside the package (maintainers)")
-    pk.add_argument("run", help="run directory or checkpoint")
+    pk.add_argument("run", nargs="+", help="run directory or checkpoint; several make an averaged ensemble")
     pk.add_argument("--name", required=True, help="name to ship it under, e.g. default")
     pk.add_argument("--data", required=True, help="data set whose val split fits the temperature")
     pk.add_argument("--recipe", required=True, help="the command that reproduces the run")

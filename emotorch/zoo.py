@@ -56,12 +56,44 @@ def load_shipped(name: str) -> LoadedModel:
     return LoadedModel(checkpoint.build_model(ckpt), ckpt["meta"], ckpt.get("history", []), name)
 
 
-def package(run: str | Path, name: str, *, data: str | Path, recipe: str, tta: bool = False) -> dict[str, Any]:
-    """Ship a run's best checkpoint as ``name``: fit the temperature on val, store fp16 weights.
+PREPROCESSING = ("classes", "input_size", "mean", "std")
 
-    Returns the manifest entry. ``recipe`` is the command that reproduces the run.
+
+def combine(runs: list[str | Path]) -> dict[str, Any]:
+    """One checkpoint from one run, or an ``ensemble`` checkpoint of several (same classes and input)."""
+    ckpts = [checkpoint.load(run) for run in runs]
+    if len(ckpts) == 1:
+        return ckpts[0]
+    first = ckpts[0]["meta"]
+    for run, ckpt in zip(runs[1:], ckpts[1:], strict=True):
+        differ = [k for k in PREPROCESSING if ckpt["meta"][k] != first[k]]
+        if differ:
+            raise checkpoint.CheckpointError(f"{run}: its {', '.join(differ)} differ from {runs[0]}'s; "
+                                             "ensemble members must share classes and preprocessing")  # fmt: skip
+    members = [{"model": c["meta"]["model"], "model_options": c["meta"]["model_options"]} for c in ckpts]
+    state = {f"members.{i}.{k}": v for i, c in enumerate(ckpts) for k, v in c["model"].items()}
+    keep = ("val_metrics", "epoch", "train_seconds", "hardware", "config", "world_size", "parameters")
+    meta = {k: first[k] for k in PREPROCESSING} | {
+        "model": "ensemble",
+        "model_options": {"members": members},
+        "parameters": sum(c["meta"]["parameters"] for c in ckpts),
+        "train_seconds": sum(c["meta"].get("train_seconds", 0.0) for c in ckpts),
+        "hardware": first.get("hardware"),
+        "versions": first.get("versions"),
+        "data": first.get("data"),
+        "members": [{"run": str(run)} | {k: c["meta"][k] for k in keep if k in c["meta"]}
+                    for run, c in zip(runs, ckpts, strict=True)],
+    }  # fmt: skip
+    return {"format": checkpoint.FORMAT, "model": state, "meta": meta, "history": []}
+
+
+def package(runs: str | Path | list[str | Path], name: str, *, data: str | Path, recipe: str,
+            tta: bool = False) -> dict[str, Any]:  # fmt: skip
+    """Ship a run's best checkpoint (or an ensemble of several runs) as ``name``: fit the temperature
+    on val, store fp16 weights. Returns the manifest entry; ``recipe`` is the command(s) that
+    reproduce the run(s).
     """
-    ckpt = checkpoint.load(run)
+    ckpt = combine(runs if isinstance(runs, list) else [runs])
     state = {k: v.half() if v.is_floating_point() else v for k, v in ckpt["model"].items()}
     # measure what ships: the weights rounded to float16
     model = checkpoint.build_model(ckpt | {"model": {k: v.float() if v.is_floating_point() else v

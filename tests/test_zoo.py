@@ -58,3 +58,28 @@ def test_the_shipped_default_model_reads_the_sample_photo():
     sample = Path(zoo.__file__).with_name("samples") / "astronaut.jpg"
     faces = EmotionRecognizer(model).predict(sample)
     assert len(faces) == 1 and faces[0].emotion == "happy"
+
+
+def test_package_an_ensemble_of_runs(tiny_run, weights_dir, tmp_path):
+    from emotorch.checkpoint import load
+    from emotorch.evaluate import predict_logits, softmax
+    from emotorch.train import TrainConfig, train
+
+    data = tiny_run.parent / "faces"
+    other = tmp_path / "other"
+    train(TrainConfig(data=str(data), model="baseline", batch_size=16, epochs=1, seed=3), other, progress=False)
+    entry = zoo.package([tiny_run, other], "pair", data=data, recipe="two runs")
+    assert entry["architecture"] == "ensemble"
+    shipped = load_model("pair")  # one checkpoint, weights_only
+    assert [m["model"] for m in shipped.meta["model_options"]["members"]] == ["emonet", "baseline"]
+    assert [m["run"] for m in shipped.meta["members"]] == [str(tiny_run), str(other)]
+    images, _ = synthetic_faces(9)
+    members = [load_model(tiny_run), load_model(other)]
+    mean_log = np.mean([np.log(softmax(predict_logits(m.model, images, m.meta))) for m in members], 0)
+    expected = softmax(mean_log, shipped.meta["temperature"])
+    np.testing.assert_allclose(predict_proba(shipped.model, images, shipped.meta), expected, atol=2e-2)
+    ckpt = load(other / "best.pt")
+    ckpt["meta"]["mean"] = 0.1
+    torch.save(ckpt, tmp_path / "odd.pt")
+    with pytest.raises(CheckpointError, match="mean differ"):
+        zoo.package([tiny_run, tmp_path / "odd.pt"], "bad", data=data, recipe="r")

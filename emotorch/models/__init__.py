@@ -24,23 +24,25 @@ class ModelInfo:
     builder: Callable[..., nn.Module]
     description: str
     pretrained_source: str | None = None  # the weights a ``pretrained`` file must hold
+    listed: bool = True  # False for composites (ensembles) that are packaged, not trained
 
 
 _REGISTRY: dict[str, ModelInfo] = {}
 
 
-def register(name: str, description: str, pretrained_source: str | None = None):
+def register(name: str, description: str, pretrained_source: str | None = None, *, listed: bool = True):
     """Decorator adding a builder ``fn(*, num_classes, pretrained, **options)`` to the registry."""
 
     def wrap(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
-        _REGISTRY[name] = ModelInfo(name, fn, description, pretrained_source)
+        _REGISTRY[name] = ModelInfo(name, fn, description, pretrained_source, listed)
         return fn
 
     return wrap
 
 
 def list_models() -> list[ModelInfo]:
-    return list(_REGISTRY.values())
+    """The models that can be trained (composites such as ensembles are built by packaging)."""
+    return [m for m in _REGISTRY.values() if m.listed]
 
 
 def model_options(name: str) -> dict[str, object]:
@@ -89,6 +91,6 @@ def _info(name: str) -> ModelInfo:
 
 
 # Importing the families fills the registry.
-from emotorch.models import baseline, emonet, transfer  # noqa: E402, F401
+from emotorch.models import baseline, emonet, ensemble, transfer  # noqa: E402, F401
 
 __all__ = ["ModelInfo", "count_parameters", "create_model", "list_models", "model_options", "register"]

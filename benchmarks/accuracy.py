@@ -1,0 +1,70 @@
+"""Accuracy and speed of every shipped model (and any run you name), printed as a table.
+
+    python benchmarks/accuracy.py [--data ../shared/fer2013] [--run seed=runs/seed-vgg19 ...]
+
+Accuracy and macro-F1 are on val (FER2013 PublicTest) with each model's shipped test-time
+setting, then with flip + ten-crop TTA; ECE after its temperature. Speed is classification
+alone on 48x48 faces, on this machine's cores: the median milliseconds per face at batch 1 and
+faces per second at batch 64, with PyTorch and with ONNX Runtime.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from emotorch import zoo
+from emotorch.data import load_dataset
+from emotorch.evaluate import LoadedModel, calibration, compute_metrics, load_model, predict_proba
+from emotorch.export import onnx_backend
+
+
+def speed(model: LoadedModel) -> tuple[float, float]:
+    """(median ms per face at batch 1, faces per second at batch 64)."""
+    rng = np.random.default_rng(0)
+    one, batch = rng.integers(0, 256, (1, 48, 48), np.uint8), rng.integers(0, 256, (64, 48, 48), np.uint8)
+    singles, batches = [], []
+    for _ in range(60):
+        t0 = time.perf_counter()
+        predict_proba(model.model, one, model.meta)
+        singles.append(time.perf_counter() - t0)
+    for _ in range(12):
+        t0 = time.perf_counter()
+        predict_proba(model.model, batch, model.meta)
+        batches.append(time.perf_counter() - t0)
+    return statistics.median(singles[10:]) * 1000, 64 / statistics.median(batches[2:])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", default="../shared/fer2013")
+    parser.add_argument("--run", action="append", default=[], metavar="NAME=PATH", help="a run or checkpoint to add")
+    args = parser.parse_args()
+    val = load_dataset(args.data, progress=False).split("val")
+    models = {name: (name, zoo.WEIGHTS / entry["file"]) for name, entry in zoo.shipped().items()}
+    for item in args.run:
+        name, _, path = item.partition("=")
+        models[name] = (path, Path(path) / "best.pt" if Path(path).is_dir() else Path(path))
+    print(f"val: {len(val)} faces of {args.data}; speed on {torch.get_num_threads()} threads")
+    print(f"{'model':<12}{'arch':<10}{'params':>11}{'MB':>6}{'tta':>5}{'acc':>8}{'F1':>7}{'ECE':>7}{'acc+TTA':>9}"
+          f"{'torch ms':>10}{'torch f/s':>11}{'onnx ms':>9}{'onnx f/s':>10}")  # fmt: skip
+    for name, (source, file) in models.items():
+        model = load_model(source)
+        tta = bool(model.meta.get("tta", False))
+        probs = predict_proba(model.model, val.images, model.meta, tta=tta)
+        m = compute_metrics(val.labels, probs.argmax(1)) | calibration(probs, val.labels)
+        tta_acc = compute_metrics(val.labels, predict_proba(model.model, val.images, model.meta, tta=True).argmax(1))
+        t_ms, t_fps = speed(model)
+        o_ms, o_fps = speed(onnx_backend(model))
+        print(f"{name:<12}{model.meta['model']:<10}{model.meta['parameters']:>11,}{file.stat().st_size / 1e6:>6.1f}"
+              f"{'yes' if tta else 'no':>5}{m['accuracy']:>8.2%}{m['macro_f1']:>7.3f}{m['ece']:>7.3f}"
+              f"{tta_acc['accuracy']:>9.2%}{t_ms:>10.2f}{t_fps:>11,.0f}{o_ms:>9.2f}{o_fps:>10,.0f}")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,32 @@
+"""Ensemble: several trained networks behind one model, their log-probabilities averaged.
+
+Built from the members' registry names and options, so a packaged ensemble is one checkpoint
+that loads with ``weights_only=True`` like any other model; the members must share the input
+(48x48 FER-normalised faces), which :func:`emotorch.zoo.package` checks.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from emotorch.models import create_model, register
+
+
+class Ensemble(nn.Module):
+    def __init__(self, members: list[nn.Module]) -> None:
+        super().__init__()
+        self.members = nn.ModuleList(members)
+
+    def forward(self, x: Tensor) -> Tensor:
+        # the mean log-probability (a geometric mean of the members' probabilities) is itself logits
+        return torch.stack([m(x).float().log_softmax(-1) for m in self.members]).mean(0)
+
+
+@register("ensemble", "several trained models averaged (members: [{model, model_options}, ...])", listed=False)
+def ensemble(*, num_classes: int = 7, pretrained=None, members: list[dict[str, Any]] | None = None) -> nn.Module:
+    if not members:
+        raise ValueError("an ensemble needs members: a list of {'model': name, 'model_options': {...}}")
+    return Ensemble([create_model(m["model"], num_classes, **m.get("model_options", {})) for m in members])
