@@ -1,11 +1,13 @@
 """Accuracy and speed of every shipped model (and any run you name), printed as a table.
 
     python benchmarks/accuracy.py [--data ../shared/fer2013] [--run seed=runs/seed-vgg19 ...]
+    python benchmarks/accuracy.py --widths 12 16 24 32 48   # speed only, of untrained EmoNets
 
 Accuracy and macro-F1 are on val (FER2013 PublicTest) with each model's shipped test-time
 setting, then with flip + ten-crop TTA; ECE after its temperature. Speed is classification
 alone on 48x48 faces, on this machine's cores: the median milliseconds per face at batch 1 and
-faces per second at batch 64, with PyTorch and with ONNX Runtime.
+faces per second at batch 64, with PyTorch and with ONNX Runtime. ``--widths`` times untrained
+EmoNets of those widths instead (speed does not depend on the weights), to size a fast model.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from emotorch import zoo
 from emotorch.data import load_dataset
 from emotorch.evaluate import LoadedModel, calibration, compute_metrics, load_model, predict_proba
 from emotorch.export import onnx_backend
+from emotorch.models import count_parameters, create_model
 
 
 def speed(model: LoadedModel) -> tuple[float, float]:
@@ -44,7 +47,19 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", default="../shared/fer2013")
     parser.add_argument("--run", action="append", default=[], metavar="NAME=PATH", help="a run or checkpoint to add")
+    parser.add_argument("--widths", type=int, nargs="+", help="only time untrained EmoNets of these widths")
     args = parser.parse_args()
+    if args.widths:
+        meta = zoo.load_shipped("default").meta
+        print(f"untrained EmoNets, {torch.get_num_threads()} threads")
+        print(f"{'width':>5}{'params':>11}{'torch ms':>10}{'torch f/s':>11}{'onnx ms':>9}{'onnx f/s':>10}")
+        for width in args.widths:
+            net = create_model("emonet", len(meta["classes"]), width=width).eval()
+            model = LoadedModel(net, meta | {"model_options": {"width": width}}, [], f"emonet-w{width}")
+            t_ms, t_fps = speed(model)
+            o_ms, o_fps = speed(onnx_backend(model))
+            print(f"{width:>5}{count_parameters(net):>11,}{t_ms:>10.2f}{t_fps:>11,.0f}{o_ms:>9.2f}{o_fps:>10,.0f}")
+        return
     val = load_dataset(args.data, progress=False).split("val")
     models = {name: (name, zoo.WEIGHTS / entry["file"]) for name, entry in zoo.shipped().items()}
     for item in args.run:

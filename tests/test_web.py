@@ -97,6 +97,14 @@ def test_consent_then_live_emotion_and_recommendations(server, tmp_path):
         like.click()
         wait.until(lambda d: "Liked" in like.text)
 
+        driver.find_element(By.ID, "snap").click()  # selfie mode: one frame, and the camera goes off
+        wait.until(lambda d: "1 face(s) found" in text(d, "status"))
+        assert driver.find_element(By.ID, "still").is_displayed() and text(driver, "emotion") == "happy"
+        assert driver.execute_script("return document.getElementById('video').srcObject") is None
+        driver.find_element(By.ID, "resume").click()
+        wait.until(lambda d: "Camera on" in text(d, "status"))
+        assert driver.execute_script("return window.__cameraCalls") == 2
+
         driver.find_element(By.ID, "stop").click()
         wait.until(lambda d: "Camera stopped" in text(d, "status"))
         assert driver.execute_script("return document.getElementById('video').srcObject") is None
