@@ -156,10 +156,13 @@ def test_recommendations_feedback_catalog_and_forget(server):
         httpx.post(f"{server}/v1/feedback", json={"item_id": item, "kind": "like", "user_id": "u-1"}).status_code == 204
     )
     assert_problem(httpx.post(f"{server}/v1/feedback", json={"item_id": "no:such", "kind": "click"}), 404, "no item")
-    assert_problem(httpx.post(f"{server}/v1/recommendations", json={"emotion": "bored"}), 422, "unknown emotion")
+    bored = httpx.post(f"{server}/v1/recommendations", json={"emotion": "bored"})
+    assert_problem(bored, 422, "body.emotion: Input should be 'angry'")
     assert_problem(httpx.post(f"{server}/v1/recommendations", json={"emotion": "sad", "count": 0}), 422, "count")
     assert_problem(httpx.post(f"{server}/v1/recommendations", json={"emotion": "sad", "categories": ["cars"]}), 422,
-                   "unknown category")  # fmt: skip
+                   "body.categories.0: Input should be 'product'")  # fmt: skip
+    assert_problem(httpx.post(f"{server}/v1/recommendations", json={"probabilities": {"sad": 0}}), 422, "not all zero")
+    assert_problem(httpx.get(f"{server}/v1/catalog", params={"category": "cars"}), 422, "query.category")
     page = httpx.get(f"{server}/v1/catalog", params={"category": "movie", "limit": 7, "offset": 7}).json()
     assert page["total"] == 60 and len(page["items"]) == 7 and {i["category"] for i in page["items"]} == {"movie"}
     forgot = httpx.delete(f"{server}/v1/users/u-1").json()

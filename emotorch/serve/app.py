@@ -105,6 +105,28 @@ class BodyLimit:
         await self.app(scope, replay, send)
 
 
+def _document_problems(app: FastAPI) -> None:
+    """Add the Problem schema to the OpenAPI document and drop FastAPI's default 422 (a problem here)."""
+    from fastapi.openapi.utils import get_openapi
+
+    from emotorch.serve.schemas import Problem as ProblemSchema
+
+    def openapi() -> dict:
+        if app.openapi_schema is None:
+            spec = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
+            spec.setdefault("components", {}).setdefault("schemas", {})["Problem"] = ProblemSchema.model_json_schema()
+            for path in spec["paths"].values():
+                for operation in path.values():
+                    answer = operation.get("responses", {}).get("422", {})
+                    answer.get("content", {}).pop("application/json", None)
+            for name in ("HTTPValidationError", "ValidationError"):
+                spec["components"]["schemas"].pop(name, None)
+            app.openapi_schema = spec
+        return app.openapi_schema
+
+    app.openapi = openapi
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     """The EmoTorch web app: REST API under /v1, the camera page at /, /healthz and /metrics."""
     from emotorch.pipeline import EmotionRecognizer
@@ -172,6 +194,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return Response(metrics.render(), media_type=metrics.content_type)
 
     app.include_router(routes.router)
+    _document_problems(app)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     app.add_middleware(BodyLimit, max_bytes=settings.max_upload_bytes)
     return app

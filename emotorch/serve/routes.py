@@ -10,10 +10,10 @@ from pydantic import ValidationError
 
 from emotorch import __version__
 from emotorch.recommend import Recommender, list_items, mood
-from emotorch.recommend.db import CATEGORIES, canonical_category
 from emotorch.recommend.engine import Mood
 from emotorch.serve.schemas import (
     CatalogOut,
+    Category,
     EmotionsOut,
     FaceOut,
     FeedbackIn,
@@ -30,6 +30,17 @@ from emotorch.serve.schemas import (
 from emotorch.serve.uploads import Problem, decode_image, from_base64, from_multipart
 
 router = APIRouter()
+
+WHY = {400: "bad request body", 404: "no such item", 413: "upload or image too large", 415: "not an image",
+       422: "invalid request or undecodable image", 429: "rate limit exceeded (see Retry-After)"}  # fmt: skip
+
+
+def problems(*codes: int) -> dict[int | str, dict]:
+    """OpenAPI entries for the problem documents a route may answer with."""
+    schema = {"$ref": "#/components/schemas/Problem"}
+    return {code: {"description": WHY[code], "content": {"application/problem+json": {"schema": schema}}}
+            for code in codes}  # fmt: skip
+
 
 IMAGE_BODY = {
     "requestBody": {
@@ -77,7 +88,13 @@ async def _image_bytes(request: Request) -> bytes:
     return body
 
 
-@router.post("/v1/emotions", response_model=EmotionsOut, openapi_extra=IMAGE_BODY, tags=["emotions"])
+@router.post(
+    "/v1/emotions",
+    response_model=EmotionsOut,
+    openapi_extra=IMAGE_BODY,
+    tags=["emotions"],
+    responses=problems(400, 413, 415, 422, 429),
+)
 async def emotions(request: Request) -> EmotionsOut:
     """Every face in the photo with its box, emotion and probabilities. The photo is never stored."""
     settings = request.app.state.settings
@@ -97,7 +114,12 @@ async def emotions(request: Request) -> EmotionsOut:
     )
 
 
-@router.post("/v1/recommendations", response_model=RecommendationsOut, tags=["recommendations"])
+@router.post(
+    "/v1/recommendations",
+    response_model=RecommendationsOut,
+    tags=["recommendations"],
+    responses=problems(400, 413, 422, 429),
+)
 def recommendations(body: RecommendIn, request: Request) -> RecommendationsOut:
     """Items that suit (or lift) the mood, each with the reason it was picked."""
     current = _mood(body)
@@ -113,7 +135,7 @@ def recommendations(body: RecommendIn, request: Request) -> RecommendationsOut:
     ])  # fmt: skip
 
 
-@router.post("/v1/feedback", status_code=204, tags=["recommendations"])
+@router.post("/v1/feedback", status_code=204, tags=["recommendations"], responses=problems(400, 404, 413, 422, 429))
 def feedback(body: FeedbackIn, request: Request) -> None:
     """Record that an item was shown, clicked or liked; the recommender learns from it."""
     current = _mood(body) if body.emotion or body.probabilities else None
@@ -124,19 +146,15 @@ def feedback(body: FeedbackIn, request: Request) -> None:
         raise Problem(404 if "no item" in str(e) else 422, "Invalid feedback", str(e)) from None
 
 
-@router.get("/v1/catalog", response_model=CatalogOut, tags=["recommendations"])
-def catalog(request: Request, category: str | None = None, limit: int = Query(100, ge=1, le=1000),
+@router.get("/v1/catalog", response_model=CatalogOut, tags=["recommendations"], responses=problems(422, 429))
+def catalog(request: Request, category: Category | None = None, limit: int = Query(100, ge=1, le=1000),
             offset: int = Query(0, ge=0)) -> CatalogOut:  # fmt: skip
     """The catalog's items, optionally of one category, in pages."""
-    if category is not None and canonical_category(category) is None:
-        raise Problem(
-            422, "Invalid category", f"unknown category {category!r}; expected one of {', '.join(CATEGORIES)}"
-        )
     items = list_items(_recommender(request).engine, category)
     return CatalogOut(total=len(items), items=[ItemOut(**it) for it in items[offset : offset + limit]])
 
 
-@router.delete("/v1/users/{user_id}", response_model=ForgetOut, tags=["privacy"])
+@router.delete("/v1/users/{user_id}", response_model=ForgetOut, tags=["privacy"], responses=problems(429))
 def forget(user_id: str, request: Request) -> ForgetOut:
     """Delete everything stored about a user (the page's "Forget me")."""
     return ForgetOut(user_id=user_id, events_deleted=_recommender(request).forget(user_id))

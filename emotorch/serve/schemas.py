@@ -2,15 +2,27 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 Id = Field(default=None, min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.:-]+$")
+Emotion = Literal["angry", "disgust", "fear", "happy", "neutral", "sad", "surprise"]
+Category = Literal["product", "place", "food", "song", "movie"]
+Probabilities = dict[Emotion, Annotated[float, Field(ge=0)]]
+
+
+class Problem(BaseModel):
+    """An RFC 9457 problem document: every 4xx answer has this shape."""
+
+    type: str = "about:blank"
+    title: str
+    status: int
+    detail: str
 
 
 class ImageJSON(BaseModel):
-    image: str = Field(description="the photo, base64-encoded (a data: URL is accepted)")
+    image: str = Field(min_length=1, description="the photo, base64-encoded (a data: URL is accepted)")
 
 
 class FaceOut(BaseModel):
@@ -38,12 +50,16 @@ class EmotionsOut(BaseModel):
 
 
 class MoodIn(BaseModel):
-    emotion: str | None = Field(default=None, description="an emotion label; or give probabilities")
-    probabilities: dict[str, float] | None = Field(default=None, description="probabilities keyed by emotion")
+    emotion: Emotion | None = Field(default=None, description="an emotion label; or give probabilities")
+    probabilities: Probabilities | None = Field(
+        default=None, min_length=1, description="probabilities keyed by emotion, not all zero"
+    )
 
 
 class RecommendIn(MoodIn):
-    categories: list[str] | None = Field(default=None, description="product, place, food, song, movie")
+    model_config = ConfigDict(json_schema_extra={"oneOf": [{"required": ["emotion"]}, {"required": ["probabilities"]}]})
+
+    categories: list[Category] | None = Field(default=None, description="default: all five")
     count: int = Field(default=5, ge=1, le=50)
     strategy: Literal["auto", "match", "uplift"] = "auto"
     user_id: str | None = Id
