@@ -60,7 +60,7 @@ class TrainConfig:
     val_split: str = "val"  # held out from train_split (val_fraction) when the data has no such split
     val_fraction: float = 0.1
     select: str = "accuracy"  # val metric that picks best.pt: accuracy | macro_f1
-    teacher: str | None = None  # checkpoint to distil from (Hinton et al. 2015)
+    teacher: str | None = None  # shipped model, checkpoint or run to distil from (Hinton et al. 2015)
     distill_alpha: float = 0.5  # weight of the distillation term; 1 - alpha weighs the labels
     distill_temperature: float = 4.0
     seed: int = 0
@@ -315,10 +315,12 @@ def train(cfg: TrainConfig, out: str | os.PathLike, *, resume: bool = False, for
         start_epoch, history, best = ckpt["epoch"] + 1, ckpt["history"], ckpt["best"]
     teacher = None
     if cfg.teacher is not None:
-        teacher_ckpt = checkpoint.load(cfg.teacher)
-        if (teacher_ckpt["meta"]["mean"], teacher_ckpt["meta"]["std"]) != (FER_MEAN, FER_STD):
+        from emotorch.evaluate import load_model
+
+        loaded = load_model(cfg.teacher)  # a shipped model's name, a checkpoint or a run directory
+        if (loaded.meta["mean"], loaded.meta["std"]) != (FER_MEAN, FER_STD):
             raise ValueError(f"teacher {cfg.teacher} expects other input normalisation than this model")
-        teacher = checkpoint.build_model(teacher_ckpt).to(device)
+        teacher = loaded.model.to(device).eval()
     net = model
     if ddp:
         net = nn.parallel.DistributedDataParallel(model, device_ids=[local_rank] if device.type == "cuda" else None)

@@ -156,6 +156,12 @@ def test_seed_preset_trains_vgg19_with_its_head(tiny_folders, tmp_path):
     assert result["n"] == 28
 
 
+def test_a_shipped_model_can_teach(tiny_folders, tmp_path):
+    cfg = tiny_config(tiny_folders, epochs=1, model_options={"width": 2}, teacher="default")
+    train(cfg, tmp_path / "student", progress=False)
+    assert torch.load(tmp_path / "student" / "best.pt", weights_only=True)["meta"]["config"]["teacher"] == "default"
+
+
 def test_distillation_from_a_teacher_checkpoint(tiny_folders, tmp_path):
     train(tiny_config(tiny_folders, epochs=1), tmp_path / "teacher", progress=False)
     cfg = tiny_config(tiny_folders, epochs=1, model_options={"width": 2}, teacher=str(tmp_path / "teacher"))
