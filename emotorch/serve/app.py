@@ -159,6 +159,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                   description="Facial emotion recognition and emotion-aware recommendations.")  # fmt: skip
     app.state.settings, app.state.metrics = settings, metrics
     limiter = RateLimiter(settings.rate_limit, settings.rate_burst) if settings.rate_limit > 0 else None
+    # added first, so it runs inside the middleware below: a refused client uploads nothing
+    app.add_middleware(BodyLimit, max_bytes=settings.max_upload_bytes)
 
     @app.middleware("http")
     async def measure_and_limit(request: Request, call_next):
@@ -196,5 +198,4 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(routes.router)
     _document_problems(app)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
-    app.add_middleware(BodyLimit, max_bytes=settings.max_upload_bytes)
     return app
