@@ -20,8 +20,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from emotorch import __version__
 from emotorch.serve.batching import MicroBatcher
 from emotorch.serve.metrics import Metrics
+from emotorch.serve.problems import Problem
 from emotorch.serve.ratelimit import RateLimiter
-from emotorch.serve.uploads import Problem
 
 STATIC = Path(__file__).parent / "static"
 ENV = "EMOTORCH_SERVE_SETTINGS"  # JSON settings handed to each worker process
@@ -54,10 +54,6 @@ class Settings:
         return json.dumps(asdict(self))
 
 
-def problem_response(p: Problem, headers: dict[str, str] | None = None) -> JSONResponse:
-    return JSONResponse(p.to_dict(), status_code=p.status, media_type="application/problem+json", headers=headers)
-
-
 class BodyLimit:
     """Refuse request bodies over ``max_bytes`` with 413, by Content-Length or while they stream in.
 
@@ -72,10 +68,8 @@ class BodyLimit:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        too_large = problem_response(
-            Problem(413, "Upload too large", f"request bodies are limited to {self.max_bytes:,} bytes"),
-            {"Connection": "close"},
-        )
+        limit = f"request bodies are limited to {self.max_bytes:,} bytes"
+        too_large = Problem(413, "Upload too large", limit).response({"Connection": "close"})
         length = dict(scope["headers"]).get(b"content-length", b"")
         if length.isdigit() and int(length) > self.max_bytes:
             await too_large(scope, receive, send)
@@ -109,12 +103,12 @@ def _document_problems(app: FastAPI) -> None:
     """Add the Problem schema to the OpenAPI document and drop FastAPI's default 422 (a problem here)."""
     from fastapi.openapi.utils import get_openapi
 
-    from emotorch.serve.schemas import Problem as ProblemSchema
+    from emotorch.serve.schemas import ProblemOut
 
     def openapi() -> dict:
         if app.openapi_schema is None:
             spec = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
-            spec.setdefault("components", {}).setdefault("schemas", {})["Problem"] = ProblemSchema.model_json_schema()
+            spec.setdefault("components", {}).setdefault("schemas", {})["Problem"] = ProblemOut.model_json_schema()
             for path in spec["paths"].values():
                 for operation in path.values():
                     answer = operation.get("responses", {}).get("422", {})
@@ -169,7 +163,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             if wait > 0:
                 p = Problem(429, "Too many requests", f"at most {settings.rate_limit:g} requests a second per client")
                 metrics.requests.labels("/v1/*", request.method, "429").inc()
-                return problem_response(p, {"Retry-After": str(max(1, round(wait)))})
+                return p.response({"Retry-After": str(max(1, round(wait)))})
         start = time.perf_counter()
         response = await call_next(request)
         route = request.scope.get("route")
@@ -180,16 +174,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @app.exception_handler(Problem)
     async def on_problem(request: Request, exc: Problem) -> JSONResponse:
-        return problem_response(exc)
+        return exc.response()
 
     @app.exception_handler(HTTPException)
     async def on_http_error(request: Request, exc: HTTPException) -> JSONResponse:
-        return problem_response(Problem(exc.status_code, str(exc.detail), str(exc.detail)), exc.headers)
+        return Problem(exc.status_code, str(exc.detail), str(exc.detail)).response(exc.headers)
 
     @app.exception_handler(RequestValidationError)
     async def on_invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
         where = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
-        return problem_response(Problem(422, "Invalid request", where))
+        return Problem(422, "Invalid request", where).response()
 
     @app.get("/metrics", include_in_schema=False)
     async def prometheus() -> Response:

@@ -11,6 +11,7 @@ from pydantic import ValidationError
 from emotorch import __version__
 from emotorch.recommend import Recommender, list_items, mood
 from emotorch.recommend.engine import Mood
+from emotorch.serve.problems import Problem, documented
 from emotorch.serve.schemas import (
     CatalogOut,
     Category,
@@ -27,20 +28,9 @@ from emotorch.serve.schemas import (
     RecommendationsOut,
     RecommendIn,
 )
-from emotorch.serve.uploads import Problem, decode_image, from_base64, from_multipart
+from emotorch.serve.uploads import decode_image, from_base64, from_multipart
 
 router = APIRouter()
-
-WHY = {400: "bad request body", 404: "no such item", 413: "upload or image too large", 415: "not an image",
-       422: "invalid request or undecodable image", 429: "rate limit exceeded (see Retry-After)"}  # fmt: skip
-
-
-def problems(*codes: int) -> dict[int | str, dict]:
-    """OpenAPI entries for the problem documents a route may answer with."""
-    schema = {"$ref": "#/components/schemas/Problem"}
-    return {code: {"description": WHY[code], "content": {"application/problem+json": {"schema": schema}}}
-            for code in codes}  # fmt: skip
-
 
 IMAGE_BODY = {
     "requestBody": {
@@ -93,7 +83,7 @@ async def _image_bytes(request: Request) -> bytes:
     response_model=EmotionsOut,
     openapi_extra=IMAGE_BODY,
     tags=["emotions"],
-    responses=problems(400, 413, 415, 422, 429),
+    responses=documented(400, 413, 415, 422, 429),
 )
 async def emotions(request: Request) -> EmotionsOut:
     """Every face in the photo with its box, emotion and probabilities. The photo is never stored."""
@@ -118,7 +108,7 @@ async def emotions(request: Request) -> EmotionsOut:
     "/v1/recommendations",
     response_model=RecommendationsOut,
     tags=["recommendations"],
-    responses=problems(400, 413, 422, 429),
+    responses=documented(400, 413, 422, 429),
 )
 def recommendations(body: RecommendIn, request: Request) -> RecommendationsOut:
     """Items that suit (or lift) the mood, each with the reason it was picked."""
@@ -135,7 +125,7 @@ def recommendations(body: RecommendIn, request: Request) -> RecommendationsOut:
     ])  # fmt: skip
 
 
-@router.post("/v1/feedback", status_code=204, tags=["recommendations"], responses=problems(400, 404, 413, 422, 429))
+@router.post("/v1/feedback", status_code=204, tags=["recommendations"], responses=documented(400, 404, 413, 422, 429))
 def feedback(body: FeedbackIn, request: Request) -> None:
     """Record that an item was shown, clicked or liked; the recommender learns from it."""
     current = _mood(body) if body.emotion or body.probabilities else None
@@ -146,7 +136,7 @@ def feedback(body: FeedbackIn, request: Request) -> None:
         raise Problem(404 if "no item" in str(e) else 422, "Invalid feedback", str(e)) from None
 
 
-@router.get("/v1/catalog", response_model=CatalogOut, tags=["recommendations"], responses=problems(422, 429))
+@router.get("/v1/catalog", response_model=CatalogOut, tags=["recommendations"], responses=documented(422, 429))
 def catalog(request: Request, category: Category | None = None, limit: int = Query(100, ge=1, le=1000),
             offset: int = Query(0, ge=0)) -> CatalogOut:  # fmt: skip
     """The catalog's items, optionally of one category, in pages."""
@@ -154,7 +144,7 @@ def catalog(request: Request, category: Category | None = None, limit: int = Que
     return CatalogOut(total=len(items), items=[ItemOut(**it) for it in items[offset : offset + limit]])
 
 
-@router.delete("/v1/users/{user_id}", response_model=ForgetOut, tags=["privacy"], responses=problems(429))
+@router.delete("/v1/users/{user_id}", response_model=ForgetOut, tags=["privacy"], responses=documented(429))
 def forget(user_id: str, request: Request) -> ForgetOut:
     """Delete everything stored about a user (the page's "Forget me")."""
     return ForgetOut(user_id=user_id, events_deleted=_recommender(request).forget(user_id))

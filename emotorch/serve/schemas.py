@@ -12,7 +12,7 @@ Category = Literal["product", "place", "food", "song", "movie"]
 Probabilities = dict[Emotion, Annotated[float, Field(ge=0)]]
 
 
-class Problem(BaseModel):
+class ProblemOut(BaseModel):
     """An RFC 9457 problem document: every 4xx answer has this shape."""
 
     type: str = "about:blank"

@@ -16,19 +16,9 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from python_multipart import create_form_parser
 
 from emotorch.data import to_8bit
+from emotorch.serve.problems import Problem
 
 FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "GIF", "TIFF")
-
-
-class Problem(Exception):
-    """An error sent to the client as an RFC 9457 problem document."""
-
-    def __init__(self, status: int, title: str, detail: str) -> None:
-        super().__init__(detail)
-        self.status, self.title, self.detail = status, title, detail
-
-    def to_dict(self) -> dict[str, object]:
-        return {"type": "about:blank", "title": self.title, "status": self.status, "detail": self.detail}
 
 
 def from_base64(text: str) -> bytes:
