@@ -128,6 +128,8 @@ def test_presets_and_unknown_config_keys():
     seed = config_from_preset("seed")
     assert (seed.model, seed.optimizer, seed.lr, seed.batch_size, seed.epochs) == ("vgg19", "adam", 1e-4, 64, 25)
     assert config_from_preset("default").model == "emonet"
+    # the accurate member recipe is the default one trained longer (the shipped second member's config)
+    assert config_from_preset("accurate", seed=1) == config_from_preset("default", epochs=80, seed=1)
     with pytest.raises(ValueError, match="did you mean 'epochs'"):
         TrainConfig.from_dict({"epoch": 3})
     with pytest.raises(ValueError, match="balance must be one of"):
