@@ -12,6 +12,7 @@ from typing import Any
 
 from emotorch.checkpoint import CheckpointError
 from emotorch.data import CLASSES, DataError
+from emotorch.zoo import PHOTO_MODEL, STREAM_MODEL
 
 
 class _Parser(argparse.ArgumentParser):
@@ -89,7 +90,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     pr = sub.add_parser("predict", help="emotions of every face in photos or folders of photos")
     pr.add_argument("inputs", nargs="+", metavar="IMAGE_OR_FOLDER")
-    pr.add_argument("--model", default="default", help="shipped model name, checkpoint file or run directory")
+    pr.add_argument("--model", default=PHOTO_MODEL, help=f"shipped model name, checkpoint file or run directory "
+                                                      f"(default: {PHOTO_MODEL})")
     pr.add_argument("--json", action="store_true", help="print one JSON document: a list of {path, faces}")
     pr.add_argument("--out", help="write annotated images and summary.csv here")
     pr.add_argument("--force", action="store_true", help="overwrite files already in --out")
@@ -110,14 +112,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     vid = sub.add_parser("video", help="emotions over time in a video: tracked faces, smoothed labels")
     vid.add_argument("input", help="video file")
-    vid.add_argument("--model", default="default", help="shipped model name, checkpoint file or run directory")
+    vid.add_argument("--model", default=STREAM_MODEL, help=f"shipped model name, checkpoint file or run directory "
+                                                        f"(default: {STREAM_MODEL})")
     vid.add_argument("--out", help="annotated video to write (.mp4)")
     vid.add_argument("--csv", help="per-frame results: frame, time, track id, box, emotion, probabilities")
     vid.add_argument("--plot", help="emotion-over-time plot per tracked face (.png)")
     vid.add_argument("--force", action="store_true", help="overwrite existing output files")
     cam = sub.add_parser("webcam", help="live emotions from a camera: a window, or JSON lines with --headless")
     cam.add_argument("--camera", default="0", help="camera index, or a video file or stream URL")
-    cam.add_argument("--model", default="default", help="shipped model name, checkpoint file or run directory")
+    cam.add_argument("--model", default=STREAM_MODEL, help=f"shipped model name, checkpoint file or run directory "
+                                                        f"(default: {STREAM_MODEL})")
     cam.add_argument("--headless", action="store_true", help="print one JSON line per frame instead of a window")
     cam.add_argument("--max-frames", type=int, help="stop after this many frames")
     for p, every in ((vid, 1), (cam, 2)):
@@ -149,7 +153,7 @@ def build_parser() -> argparse.ArgumentParser:
     mood_args.add_argument("--emotion", choices=list(CLASSES))
     mood_args.add_argument("--probs", help='probabilities as JSON, e.g. \'{"sad": 0.7, "neutral": 0.3}\'')
     mood_args.add_argument("--image", help="a photo: the largest face's emotion probabilities drive the list")
-    rec.add_argument("--model", default="default", help="with --image: shipped model, checkpoint or run")
+    rec.add_argument("--model", default=PHOTO_MODEL, help="with --image: shipped model, checkpoint or run")
     rec.add_argument("--category", action="append", help="product, place, food, song or movie (repeatable)")
     rec.add_argument("-n", type=int, default=5, help="how many items")
     rec.add_argument("--strategy", choices=["auto", "match", "uplift"], default="auto")
@@ -180,7 +184,8 @@ def build_parser() -> argparse.ArgumentParser:
     srv.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: every interface)")
     srv.add_argument("--port", type=int, default=8000)
     srv.add_argument("--workers", type=int, default=1, help="server processes, each with its own model")
-    srv.add_argument("--model", default="default", help="shipped model name, checkpoint file or run directory")
+    srv.add_argument("--model", default=STREAM_MODEL, help=f"shipped model name, checkpoint file or run directory "
+                                                        f"(default: {STREAM_MODEL})")
     srv.add_argument("--backend", choices=["torch", "onnx", "auto"], default="auto", help="inference engine")
     srv.add_argument("--max-upload-mb", type=float, default=10.0, help="bigger request bodies get 413")
     srv.add_argument("--rate-limit", type=float, default=0.0, metavar="PER_SECOND",

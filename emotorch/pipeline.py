@@ -15,6 +15,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from emotorch.data import DataError, to_8bit
 from emotorch.detect import Detector, Face, YuNetDetector, align
 from emotorch.evaluate import LoadedModel, load_model, predict_proba
+from emotorch.zoo import PHOTO_MODEL
 
 log = logging.getLogger(__name__)
 BACKENDS = ("torch", "onnx", "auto")
@@ -66,7 +67,7 @@ class EmotionRecognizer:
     faster on the CPU: benchmarks/pipeline_speed.py); ``"auto"`` uses ONNX Runtime where the export
     works and PyTorch otherwise."""
 
-    def __init__(self, model: str | os.PathLike | LoadedModel = "default", detector: Detector | None = None,
+    def __init__(self, model: str | os.PathLike | LoadedModel = PHOTO_MODEL, detector: Detector | None = None,
                  *, tta: bool = False, backend: str = "torch") -> None:  # fmt: skip
         if backend not in BACKENDS:
             raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, not {backend!r}")

@@ -20,7 +20,8 @@ from emotorch.evaluate import LoadedModel, calibration, compute_metrics, fit_tem
 
 WEIGHTS = Path(__file__).with_name("weights")
 MANIFEST = WEIGHTS / "manifest.json"
-DEFAULT_MODEL = "default"
+PHOTO_MODEL = "accurate"  # photos: accuracy first
+STREAM_MODEL = "default"  # video, webcam and the server: one network, faster
 
 
 def shipped() -> dict[str, dict[str, Any]]:

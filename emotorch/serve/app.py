@@ -22,6 +22,7 @@ from emotorch.serve.batching import MicroBatcher
 from emotorch.serve.metrics import Metrics
 from emotorch.serve.problems import Problem
 from emotorch.serve.ratelimit import RateLimiter
+from emotorch.zoo import STREAM_MODEL
 
 STATIC = Path(__file__).parent / "static"
 ENV = "EMOTORCH_SERVE_SETTINGS"  # JSON settings handed to each worker process
@@ -31,7 +32,7 @@ ENV = "EMOTORCH_SERVE_SETTINGS"  # JSON settings handed to each worker process
 class Settings:
     """What ``emotorch serve`` can be told; every field has a safe default."""
 
-    model: str = "default"
+    model: str = STREAM_MODEL
     backend: str = "auto"
     db: str | None = None  # SQLAlchemy URL of the catalog (default: EMOTORCH_DB or the user data dir)
     max_upload_bytes: int = 10 * 1024 * 1024
