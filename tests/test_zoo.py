@@ -45,19 +45,26 @@ def test_damaged_or_unknown_shipped_model(tiny_run, weights_dir):
         zoo.load_shipped("tiny")
 
 
-def test_the_shipped_default_model_reads_the_sample_photo():
+@pytest.mark.parametrize("name", ["default", "accurate"])
+def test_the_shipped_models_read_the_sample_photo(name):
     from pathlib import Path
 
     from emotorch.pipeline import EmotionRecognizer
 
     pytest.importorskip("yuface", reason="the YuNet detector package is not installed")
-    assert "default" in zoo.shipped()
-    model = load_model("default")  # sha256-checked
+    assert name in zoo.shipped()
+    model = load_model(name)  # sha256-checked
     assert model.meta["classes"][4] == "neutral" and model.meta["temperature"] > 0
-    assert model.meta["val_metrics"]["accuracy"] > 0.6
+    assert model.meta["val_metrics"]["accuracy"] > (0.70 if name == "accurate" else 0.69)
     sample = Path(zoo.__file__).with_name("samples") / "astronaut.jpg"
     faces = EmotionRecognizer(model).predict(sample)
     assert len(faces) == 1 and faces[0].emotion == "happy"
+
+
+def test_photos_default_to_the_accurate_model():
+    from emotorch.pipeline import EmotionRecognizer
+
+    assert EmotionRecognizer().model.meta["name"] == zoo.PHOTO_MODEL == "accurate"
 
 
 def test_package_an_ensemble_of_runs(tiny_run, weights_dir, tmp_path):
