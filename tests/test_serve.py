@@ -15,6 +15,7 @@ import pytest
 from conftest import run_server
 from PIL import Image
 
+from emotorch import zoo
 from emotorch.data import CLASSES
 from emotorch.serve.app import ENV, Settings
 from emotorch.serve.batching import MicroBatcher
@@ -67,6 +68,7 @@ def test_emotions_raw_multipart_and_base64_agree(server, photo):
     x, y, w, _ = face["box"]
     assert 150 < x < 220 and 30 < y < 100 and 60 < w < 130  # the astronaut's face in the 512x512 photo
     assert bodies[0]["model"]["name"] == "default" and bodies[0]["model"]["classes"] == list(CLASSES)
+    assert bodies[0]["model"]["version"] == zoo.shipped()["default"]["sha256"]
     assert bodies[0]["inference_ms"] > 0 and bodies[0]["batch_size"] >= 1
     for other in bodies[1:]:
         assert other["faces"][0]["box"] == face["box"] and other["faces"][0]["emotion"] == "happy"

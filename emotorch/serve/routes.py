@@ -8,7 +8,7 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import FileResponse
 from pydantic import ValidationError
 
-from emotorch import __version__
+from emotorch import __version__, zoo
 from emotorch.recommend import Recommender, list_items, mood
 from emotorch.recommend.engine import Mood
 from emotorch.serve.problems import Problem, documented
@@ -48,7 +48,8 @@ IMAGE_BODY = {
 
 def _model_info(request: Request) -> ModelInfo:
     meta = request.app.state.recognizer.model.meta
-    return ModelInfo(name=str(meta.get("name", request.app.state.recognizer.model.source)),
+    name = str(meta.get("name", request.app.state.recognizer.model.source))
+    return ModelInfo(name=name, version=zoo.shipped().get(name, {}).get("sha256"),
                      architecture=str(meta.get("model", "")), classes=list(meta["classes"]),
                      val_accuracy=(meta.get("val_metrics") or {}).get("accuracy"))  # fmt: skip
 

@@ -35,6 +35,7 @@ class FaceOut(BaseModel):
 
 class ModelInfo(BaseModel):
     name: str
+    version: str | None = Field(description="sha256 of a shipped model's weights file (its version); null otherwise")
     architecture: str
     classes: list[str]
     val_accuracy: float | None = None
