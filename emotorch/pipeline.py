@@ -42,6 +42,11 @@ class FaceResult:
         }
 
 
+def rgb_image(image: Image.Image) -> Image.Image:
+    """A PIL image upright (EXIF orientation), 8 bits per channel, RGB."""
+    return to_8bit(ImageOps.exif_transpose(image)).convert("RGB")
+
+
 def read_image(source: ImageInput) -> np.ndarray:
     """An RGB uint8 array from a path, PIL image or array; a bad file raises DataError naming it."""
     if isinstance(source, np.ndarray):
@@ -49,12 +54,12 @@ def read_image(source: ImageInput) -> np.ndarray:
             raise DataError(f"an image array must be uint8 (H, W) or (H, W, 3), not {source.dtype} {source.shape}")
         return np.stack([source] * 3, -1) if source.ndim == 2 else source[..., :3]
     if isinstance(source, Image.Image):
-        return np.asarray(to_8bit(ImageOps.exif_transpose(source)).convert("RGB"))
+        return np.asarray(rgb_image(source))
     path = Path(source)
     try:
         with Image.open(path) as im:
             im.load()
-            return np.asarray(to_8bit(ImageOps.exif_transpose(im)).convert("RGB"))
+            return np.asarray(rgb_image(im))
     except FileNotFoundError:
         raise DataError(f"{path}: no such file") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
@@ -81,7 +86,6 @@ class EmotionRecognizer:
                 if backend == "onnx":
                     raise
                 log.warning("ONNX Runtime unavailable (%s); serving with PyTorch", e)
-        self.backend = "onnx" if self.model.source.endswith("(onnx)") else "torch"
         self.detector = detector if detector is not None else YuNetDetector()
         self.tta = tta
         self.classes: list[str] = list(self.model.meta["classes"])

@@ -65,6 +65,10 @@ PRIOR_STRENGTH = 10.0  # how many of a user's own impressions weigh as much as e
 NEAR_DUPLICATE = 0.75  # tag Jaccard similarity at which two items count as near-duplicates
 
 
+class ItemNotFound(ValueError):
+    """Feedback named an item that is not in the catalog."""
+
+
 @dataclass(frozen=True)
 class Mood:
     """An emotion probability vector and where it sits in the valence/arousal plane."""
@@ -336,7 +340,7 @@ class Recommender:
             raise ValueError(f"unknown feedback kind {kind!r}; expected one of {', '.join(FEEDBACK_KINDS)}")
         with Session(self.engine) as session:
             if session.get(Item, item_id) is None:
-                raise ValueError(f"no item {item_id!r} in the catalog")
+                raise ItemNotFound(f"no item {item_id!r} in the catalog")
         self._record(current or mood(probs=[1.0] * len(CLASSES)), [(item_id, None)], kind, user_id, session_id)
 
     def _record(self, current: Mood, shown: list[tuple[str, str | None]], kind: str, user_id: str | None,

@@ -8,7 +8,6 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import asdict, dataclass, fields
-from pathlib import Path
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -24,7 +23,6 @@ from emotorch.serve.problems import Problem
 from emotorch.serve.ratelimit import RateLimiter
 from emotorch.zoo import STREAM_MODEL
 
-STATIC = Path(__file__).parent / "static"
 ENV = "EMOTORCH_SERVE_SETTINGS"  # JSON settings handed to each worker process
 
 
@@ -142,7 +140,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         batcher = MicroBatcher(recognizer.predict_many, window=settings.batch_window_ms / 1000,
                                max_batch=settings.max_batch, on_batch=on_batch)  # fmt: skip
         await batcher.start()
-        app.state.recognizer, app.state.batcher = recognizer, batcher
+        app.state.batcher, app.state.model_info = batcher, routes.model_info(recognizer.model)
         app.state.recommender = Recommender(settings.db)
         try:
             yield
@@ -192,5 +190,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     app.include_router(routes.router)
     _document_problems(app)
-    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    app.mount("/static", StaticFiles(directory=routes.STATIC), name="static")
     return app

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import FileResponse
 from pydantic import ValidationError
 
 from emotorch import __version__, zoo
+from emotorch.evaluate import LoadedModel
 from emotorch.recommend import Recommender, list_items, mood
-from emotorch.recommend.engine import Mood
+from emotorch.recommend.engine import ItemNotFound, Mood
 from emotorch.serve.problems import Problem, documented
 from emotorch.serve.schemas import (
     CatalogOut,
@@ -31,6 +33,7 @@ from emotorch.serve.schemas import (
 from emotorch.serve.uploads import decode_image, from_base64, from_multipart
 
 router = APIRouter()
+STATIC = Path(__file__).parent / "static"
 
 IMAGE_BODY = {
     "requestBody": {
@@ -46,12 +49,12 @@ IMAGE_BODY = {
 }  # fmt: skip
 
 
-def _model_info(request: Request) -> ModelInfo:
-    meta = request.app.state.recognizer.model.meta
-    name = str(meta.get("name", request.app.state.recognizer.model.source))
+def model_info(model: LoadedModel) -> ModelInfo:
+    """What responses say about the serving model (computed once, when the app starts)."""
+    name = str(model.meta.get("name", model.source))
     return ModelInfo(name=name, version=zoo.shipped().get(name, {}).get("sha256"),
-                     architecture=str(meta.get("model", "")), classes=list(meta["classes"]),
-                     val_accuracy=(meta.get("val_metrics") or {}).get("accuracy"))  # fmt: skip
+                     architecture=str(model.meta.get("model", "")), classes=list(model.meta["classes"]),
+                     val_accuracy=(model.meta.get("val_metrics") or {}).get("accuracy"))  # fmt: skip
 
 
 def _mood(body: MoodIn) -> Mood:
@@ -99,7 +102,7 @@ async def emotions(request: Request) -> EmotionsOut:
         faces=[FaceOut(**f.to_dict()) for f in faces],
         width=rgb.shape[1],
         height=rgb.shape[0],
-        model=_model_info(request),
+        model=request.app.state.model_info,
         inference_ms=round(seconds * 1000, 2),
         batch_size=batch_size,
     )
@@ -113,14 +116,11 @@ async def emotions(request: Request) -> EmotionsOut:
 )
 def recommendations(body: RecommendIn, request: Request) -> RecommendationsOut:
     """Items that suit (or lift) the mood, each with the reason it was picked."""
-    current = _mood(body)
-    try:
-        recs = _recommender(request).recommend(current, categories=body.categories, n=body.count,
-                                               strategy=body.strategy, user_id=body.user_id,
-                                               session_id=body.session_id,
-                                               record=bool(body.user_id or body.session_id))  # fmt: skip
-    except ValueError as e:
-        raise Problem(422, "Invalid request", str(e)) from None
+    current = _mood(body)  # categories and strategy are checked by the schema
+    recs = _recommender(request).recommend(current, categories=body.categories, n=body.count,
+                                           strategy=body.strategy, user_id=body.user_id,
+                                           session_id=body.session_id,
+                                           record=bool(body.user_id or body.session_id))  # fmt: skip
     return RecommendationsOut(emotion=current.emotion, confidence=round(current.confidence, 4), items=[
         RecommendationOut(item=ItemOut(**r.item), score=r.score, reason=r.reason, strategy=r.strategy) for r in recs
     ])  # fmt: skip
@@ -133,8 +133,8 @@ def feedback(body: FeedbackIn, request: Request) -> None:
     try:
         _recommender(request).feedback(body.item_id, body.kind, current, user_id=body.user_id,
                                        session_id=body.session_id)  # fmt: skip
-    except ValueError as e:
-        raise Problem(404 if "no item" in str(e) else 422, "Invalid feedback", str(e)) from None
+    except ItemNotFound as e:
+        raise Problem(404, "No such item", str(e)) from None
 
 
 @router.get("/v1/catalog", response_model=CatalogOut, tags=["recommendations"], responses=documented(422, 429))
@@ -153,11 +153,9 @@ def forget(user_id: str, request: Request) -> ForgetOut:
 
 @router.get("/healthz", response_model=HealthOut, tags=["health"])
 async def healthz(request: Request) -> HealthOut:
-    return HealthOut(status="ok", model=_model_info(request).name, version=__version__)
+    return HealthOut(status="ok", model=request.app.state.model_info.name, version=__version__)
 
 
 @router.get("/", include_in_schema=False)
 async def page() -> FileResponse:
-    from emotorch.serve.app import STATIC
-
     return FileResponse(STATIC / "index.html")

@@ -12,10 +12,10 @@ import binascii
 import io
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, UnidentifiedImageError
 from python_multipart import create_form_parser
 
-from emotorch.data import to_8bit
+from emotorch.pipeline import rgb_image
 from emotorch.serve.problems import Problem
 
 FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "GIF", "TIFF")
@@ -72,7 +72,7 @@ def decode_image(data: bytes, *, max_pixels: int, max_side: int) -> np.ndarray:
                           f"the image is {w}x{h} pixels, over the limit of {max_pixels:,} pixels")  # fmt: skip
         try:
             im.load()
-            im = to_8bit(ImageOps.exif_transpose(im)).convert("RGB")
+            im = rgb_image(im)
         except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
             raise Problem(422, "Unreadable image", f"the {im.format} image could not be decoded ({e})") from None
     if max(im.size) > max_side:
