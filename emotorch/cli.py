@@ -103,12 +103,16 @@ def build_parser() -> argparse.ArgumentParser:
     pk.add_argument("--data", required=True, help="data set whose val split fits the temperature")
     pk.add_argument("--recipe", required=True, help="the command that reproduces the run")
     pk.add_argument("--tta", action="store_true", help="the model's test-time setting uses TTA")
+    pk.add_argument("--int8", action="store_true", help="also ship an int8 ONNX file (calibrated on train faces), "
+                                                        "which ONNX Runtime serves and the val metrics describe")
 
     ex = sub.add_parser("export", help="export a model (ONNX, with its metadata)")
     ex.add_argument("--model", required=True, help="checkpoint file or run directory")
     ex.add_argument("--format", choices=["onnx"], default="onnx")
     ex.add_argument("--out", required=True, help="file to write, e.g. emonet.onnx")
     ex.add_argument("--force", action="store_true", help="overwrite an existing --out file")
+    ex.add_argument("--int8", action="store_true", help="quantise to int8 (about 3x faster on CPUs with VNNI)")
+    ex.add_argument("--data", help="with --int8: data set whose training faces calibrate the quantisation")
 
     vid = sub.add_parser("video", help="emotions over time in a video: tracked faces, smoothed labels")
     vid.add_argument("input", help="video file")
@@ -128,9 +132,10 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--detect-every", type=int, default=every, metavar="N",
                        help=f"run the face detector every N frames, following faces by optical flow in between "
                             f"(default: {every})")  # fmt: skip
-    for p, default in ((pr, "torch"), (vid, "auto"), (cam, "auto")):
+    for p, default in ((pr, None), (vid, "auto"), (cam, "auto")):
         p.add_argument("--backend", choices=["torch", "onnx", "auto"], default=default,
-                       help=f"inference engine; auto: ONNX Runtime where it works (default: {default})")
+                       help="inference engine; auto: ONNX Runtime where it works (default: "
+                            + (f"{default})" if default else "the model's own: auto for fast, torch for the others)"))
 
     db_help = "SQLAlchemy database URL (default: $EMOTORCH_DB or a SQLite file in the user data dir)"
     cat = sub.add_parser("catalog", help="the recommendation catalog").add_subparsers(
@@ -440,17 +445,25 @@ def cmd_webcam(args: argparse.Namespace) -> None:
 def cmd_package(args: argparse.Namespace) -> None:
     from emotorch.zoo import package
 
-    print(json.dumps(package(args.run, args.name, data=args.data, recipe=args.recipe, tta=args.tta), indent=2))
+    entry = package(args.run, args.name, data=args.data, recipe=args.recipe, tta=args.tta, int8=args.int8)
+    print(json.dumps(entry, indent=2))
 
 
 def cmd_export(args: argparse.Namespace) -> None:
+    from emotorch.data import load_dataset
     from emotorch.evaluate import load_model
-    from emotorch.export import export_onnx
+    from emotorch.export import calibration_sample, export_onnx, quantize_onnx
 
+    if args.int8 and not args.data:
+        raise ValueError("--int8 needs --data: training faces calibrate the int8 activation ranges")
     dest = Path(args.out)
     if dest.exists() and not args.force:
         raise FileExistsError(f"{dest} exists; pass --force to overwrite it")
-    print(export_onnx(load_model(args.model), dest))
+    model = load_model(args.model)
+    if args.int8:
+        print(quantize_onnx(model, dest, calibration_sample(load_dataset(args.data).split("train"))))
+    else:
+        print(export_onnx(model, dest))
 
 
 def cmd_video(args: argparse.Namespace) -> None:

@@ -28,6 +28,7 @@ class LoadedModel:
     meta: dict[str, Any]
     history: list[dict[str, Any]]
     source: str
+    onnx: Path | None = None  # an ONNX file shipped with the model, served by the ONNX Runtime backend
 
 
 def load_model(name_or_path: str | os.PathLike) -> LoadedModel:

@@ -5,14 +5,20 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
-from emotorch.data import cache_dir
+from emotorch.data import FaceSet, cache_dir, normalize
 from emotorch.evaluate import LoadedModel
+
+METADATA_KEYS = ("model", "model_options", "classes", "input_size", "mean", "std", "temperature")
+CALIBRATION_FACES = 2048  # training faces that calibrate an int8 model's activation ranges
 
 
 def export_onnx(model: LoadedModel, path: str | os.PathLike) -> Path:
@@ -21,19 +27,62 @@ def export_onnx(model: LoadedModel, path: str | os.PathLike) -> Path:
     The checkpoint's metadata (classes, input size, mean/std, temperature) travels in the
     file's metadata as JSON under ``emotorch``, so the ONNX file is usable on its own.
     """
-    import onnx
-
     path = Path(path)
     net = model.model.float().eval().cpu()
     example = torch.zeros(2, *model.meta["input_size"])
     batch = torch.export.Dim("batch")
     torch.onnx.export(net, (example,), str(path), input_names=["faces"], output_names=["logits"],
                       dynamic_shapes=({0: batch},), dynamo=True, verbose=False)  # fmt: skip
+    set_metadata(path, model.meta)
+    return path
+
+
+def set_metadata(path: str | os.PathLike, meta: dict[str, Any]) -> None:
+    """Store the model's preprocessing and temperature in an ONNX file's ``emotorch`` metadata entry."""
+    import onnx
+
     proto = onnx.load(str(path))
-    keys = ("model", "model_options", "classes", "input_size", "mean", "std", "temperature")
+    kept = [p for p in proto.metadata_props if p.key != "emotorch"]
+    del proto.metadata_props[:]
+    proto.metadata_props.extend(kept)
     entry = proto.metadata_props.add()
-    entry.key, entry.value = "emotorch", json.dumps({k: model.meta[k] for k in keys if k in model.meta})
+    entry.key, entry.value = "emotorch", json.dumps({k: meta[k] for k in METADATA_KEYS if k in meta})
     onnx.save(proto, str(path))
+
+
+def calibration_sample(train: FaceSet, n: int = CALIBRATION_FACES) -> np.ndarray:
+    """A seeded sample of training faces (uint8 (n, 48, 48)) to calibrate int8 activation ranges."""
+    pick = np.random.default_rng(0).choice(len(train), min(n, len(train)), replace=False)
+    return train.images[np.sort(pick)]
+
+
+def quantize_onnx(model: LoadedModel, path: str | os.PathLike, calibration: np.ndarray) -> Path:
+    """Write the model as int8 ONNX: weights quantised per channel, activation ranges calibrated on
+    ``calibration`` (uint8 faces (N, 48, 48), e.g. a sample of the training split). On CPUs with
+    VNNI this classifies about 3x faster than float32 (benchmarks/accuracy.py)."""
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    meta = model.meta
+
+    class Faces(CalibrationDataReader):
+        def __init__(self) -> None:
+            self.batches: Iterator[dict[str, np.ndarray]] = (
+                {"faces": normalize(calibration[i : i + 64], meta["mean"], meta["std"]).numpy()}
+                for i in range(0, len(calibration), 64)
+            )
+
+        def get_next(self) -> dict[str, np.ndarray] | None:
+            return next(self.batches, None)
+
+    path = Path(path)
+    with tempfile.TemporaryDirectory() as tmp:
+        fp32, prepared = Path(tmp) / "fp32.onnx", Path(tmp) / "prepared.onnx"
+        export_onnx(model, fp32)
+        quant_pre_process(str(fp32), str(prepared))  # shape inference and graph folding first
+        quantize_static(str(prepared), str(path), Faces(), quant_format=QuantFormat.QDQ, per_channel=True,
+                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)  # fmt: skip
+    set_metadata(path, meta)
     return path
 
 
@@ -57,7 +106,10 @@ class OnnxModel(nn.Module):
 
 
 def onnx_backend(model: LoadedModel) -> LoadedModel:
-    """The same model served by ONNX Runtime, exported once into the cache (keyed by its weights)."""
+    """The same model served by ONNX Runtime: the ONNX file it ships with (``fast``: int8), or else
+    exported once into the cache (keyed by its weights)."""
+    if model.onnx is not None:
+        return LoadedModel(OnnxModel(model.onnx), model.meta, model.history, f"{model.source} (onnx)")
     digest = hashlib.sha256()
     for name, tensor in sorted(model.model.state_dict().items()):
         digest.update(name.encode())

@@ -68,15 +68,18 @@ def read_image(source: ImageInput) -> np.ndarray:
 
 class EmotionRecognizer:
     """Emotions of every face in an image. ``model`` is a shipped model's name, a checkpoint file or a
-    run directory. ``backend="onnx"`` serves it with ONNX Runtime (exported once into the cache, and
-    faster on the CPU: benchmarks/pipeline_speed.py); ``"auto"`` uses ONNX Runtime where the export
-    works and PyTorch otherwise."""
+    run directory. ``backend="onnx"`` serves it with ONNX Runtime (the int8 file a model ships with, or
+    else exported once into the cache; faster on the CPU: benchmarks/pipeline_speed.py); ``"auto"``
+    uses ONNX Runtime where that works and PyTorch otherwise; the default (None) is the model's own
+    setting: ``auto`` for a model that ships an ONNX file (``fast``), PyTorch for the others."""
 
     def __init__(self, model: str | os.PathLike | LoadedModel = PHOTO_MODEL, detector: Detector | None = None,
-                 *, tta: bool = False, backend: str = "torch") -> None:  # fmt: skip
-        if backend not in BACKENDS:
+                 *, tta: bool = False, backend: str | None = None) -> None:  # fmt: skip
+        if backend is not None and backend not in BACKENDS:
             raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, not {backend!r}")
         self.model = model if isinstance(model, LoadedModel) else load_model(model)
+        if backend is None:
+            backend = "auto" if self.model.onnx is not None else "torch"
         if backend != "torch":
             from emotorch.export import onnx_backend
 

@@ -3,7 +3,9 @@
 ``emotorch/weights/manifest.json`` lists each shipped model's file and sha256; the file is an
 EmoTorch checkpoint (loadable with ``weights_only=True``) whose metadata carries the classes,
 input size, normalisation, architecture, recipe, data, val metrics, calibration temperature and
-the hardware and time that trained it. :func:`package` makes one from a training run.
+the hardware and time that trained it. A model may also ship an int8 ONNX file (``fast``), which
+the ONNX Runtime backend serves and its val metrics describe. :func:`package` makes one from a
+training run.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ WEIGHTS = Path(__file__).with_name("weights")
 MANIFEST = WEIGHTS / "manifest.json"
 PHOTO_MODEL = "accurate"  # photos: accuracy first
 STREAM_MODEL = "default"  # video, webcam and the server: one network, faster
+_SHA_KEYS = {"file": "sha256", "onnx": "onnx_sha256"}
 
 
 def shipped() -> dict[str, dict[str, Any]]:
@@ -38,10 +41,10 @@ def sha256(path: Path) -> str:
 
 
 @cache
-def _verified(name: str) -> Path:
+def _verified(name: str, key: str = "file") -> Path:
     entry = shipped()[name]
-    path = WEIGHTS / entry["file"]
-    if not path.is_file() or sha256(path) != entry["sha256"]:
+    path = WEIGHTS / entry[key]
+    if not path.is_file() or sha256(path) != entry[_SHA_KEYS[key]]:
         raise checkpoint.CheckpointError(f"shipped model {name!r} ({path}) is missing or damaged: reinstall emotorch")
     return path
 
@@ -54,7 +57,8 @@ def load_shipped(name: str) -> LoadedModel:
     path = _verified(name)
     ckpt = checkpoint.load(path)
     ckpt["model"] = {k: v.float() if v.is_floating_point() else v for k, v in ckpt["model"].items()}
-    return LoadedModel(checkpoint.build_model(ckpt), ckpt["meta"], ckpt.get("history", []), name)
+    onnx = _verified(name, "onnx") if "onnx" in shipped()[name] else None
+    return LoadedModel(checkpoint.build_model(ckpt), ckpt["meta"], ckpt.get("history", []), name, onnx)
 
 
 PREPROCESSING = ("classes", "input_size", "mean", "std")
@@ -89,24 +93,39 @@ def combine(runs: list[str | Path]) -> dict[str, Any]:
 
 
 def package(runs: str | Path | list[str | Path], name: str, *, data: str | Path, recipe: str,
-            tta: bool = False) -> dict[str, Any]:  # fmt: skip
-    """Ship a run's best checkpoint (or an ensemble of several runs) as ``name``: fit the temperature
-    on val, store fp16 weights. Returns the manifest entry; ``recipe`` is the command(s) that
-    reproduce the run(s).
+            tta: bool = False, int8: bool = False) -> dict[str, Any]:  # fmt: skip
+    """Ship a run's best checkpoint (or an ensemble of several runs) as ``name``: fp16 weights, and
+    with ``int8`` also an int8 ONNX file calibrated on training faces, which then is what the val
+    metrics and the temperature (fitted on val) describe. Returns the manifest entry; ``recipe`` is
+    the command(s) that reproduce the run(s).
     """
+    from emotorch.export import OnnxModel, calibration_sample, quantize_onnx, set_metadata
+
     ckpt = combine(runs if isinstance(runs, list) else [runs])
     state = {k: v.half() if v.is_floating_point() else v for k, v in ckpt["model"].items()}
     # measure what ships: the weights rounded to float16
     model = checkpoint.build_model(ckpt | {"model": {k: v.float() if v.is_floating_point() else v
                                                       for k, v in state.items()}})  # fmt: skip
     meta = dict(ckpt["meta"])
-    val = load_dataset(data, progress=False).split("val")
-    logits = predict_logits(model, val.images, meta, tta=tta)
+    faces = load_dataset(data, progress=False)
+    val = faces.split("val")
+    WEIGHTS.mkdir(exist_ok=True)
+    onnx_path = WEIGHTS / f"{name}.onnx"
+    onnx_path.unlink(missing_ok=True)  # a stale int8 file must not outlive the weights it came from
+    served, extra = model, {}
+    if int8:
+        sample = calibration_sample(faces.split("train"))
+        quantize_onnx(LoadedModel(model, meta, [], name), onnx_path, sample)
+        float_pred = predict_logits(model, val.images, meta, tta=tta).argmax(1)
+        served = OnnxModel(onnx_path)
+        extra = {"onnx": onnx_path.name, "calibration_faces": len(sample),
+                 "float_val_accuracy": compute_metrics(val.labels, float_pred)["accuracy"]}  # fmt: skip
+    logits = predict_logits(served, val.images, meta, tta=tta)
     temperature = fit_temperature(logits, val.labels)
     before = calibration(softmax(logits), val.labels)
     probs = softmax(logits, temperature)
     metrics = compute_metrics(val.labels, probs.argmax(1)) | calibration(probs, val.labels)
-    meta |= {
+    meta |= extra | {
         "name": name,
         "temperature": temperature,
         "tta": tta,
@@ -115,7 +134,6 @@ def package(runs: str | Path | list[str | Path], name: str, *, data: str | Path,
         "calibration": {"ece_before": before["ece"], "ece_after": metrics["ece"], "fitted_on": "val"},
         "licence": "MIT (weights trained by the EmoTorch project on FER2013, a research data set)",
     }
-    WEIGHTS.mkdir(exist_ok=True)
     path = WEIGHTS / f"{name}.pt"
     checkpoint.save({"format": checkpoint.FORMAT, "model": state, "meta": meta, "history": ckpt["history"]}, path)
     entry = {
@@ -128,7 +146,9 @@ def package(runs: str | Path | list[str | Path], name: str, *, data: str | Path,
         "tta": tta,
         "temperature": temperature,
     }
+    if int8:
+        set_metadata(onnx_path, meta)  # now with the temperature fitted on its own logits
+        entry |= {"onnx": onnx_path.name, "onnx_sha256": sha256(onnx_path)}
     MANIFEST.write_text(json.dumps(shipped() | {name: entry}, indent=2) + "\n")
     _verified.cache_clear()
     return entry
-

@@ -43,3 +43,25 @@ def test_onnx_backend_is_cached_and_agrees(tiny_run):
                                predict_proba(loaded.model, images, loaded.meta, tta=True), atol=1e-5)  # fmt: skip
     onnx_backend(loaded)
     assert len(list((cache_dir() / "onnx").glob("*.onnx"))) == 1  # exported once, then reused
+
+
+def test_cli_int8_export_is_quantised_and_close_to_float(tiny_run, tmp_path):
+    from emotorch.data import load_dataset
+
+    data = tiny_run.parent / "faces"
+    dest = tmp_path / "model-int8.onnx"
+    cmd = [sys.executable, "-m", "emotorch.cli", "-q", "export", "--model", str(tiny_run), "--out", str(dest), "--int8"]
+    missing = subprocess.run(cmd, capture_output=True, text=True)
+    assert missing.returncode == 2 and "--int8 needs --data" in missing.stderr and not dest.exists()
+    res = subprocess.run([*cmd, "--data", str(data)], capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    proto = onnx.load(str(dest))
+    ops = {node.op_type for node in proto.graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear"} <= ops
+    assert json.loads({p.key: p.value for p in proto.metadata_props}["emotorch"])["classes"][4] == "neutral"
+    loaded = load_model(tiny_run)
+    val = load_dataset(data, progress=False).split("val")
+    float_probs = predict_proba(loaded.model, val.images, loaded.meta)
+    int8_probs = predict_proba(OnnxModel(dest), val.images, loaded.meta)
+    assert np.abs(float_probs - int8_probs).mean() < 0.03
+    assert (float_probs.argmax(1) == int8_probs.argmax(1)).mean() >= 0.9

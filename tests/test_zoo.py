@@ -45,6 +45,31 @@ def test_damaged_or_unknown_shipped_model(tiny_run, weights_dir):
         zoo.load_shipped("tiny")
 
 
+def test_package_int8_ships_an_onnx_file_that_serves_by_default(tiny_run, weights_dir):
+    pytest.importorskip("onnxruntime")
+    from emotorch.export import OnnxModel
+    from emotorch.pipeline import EmotionRecognizer
+
+    entry = zoo.package(tiny_run, "tiny8", data=tiny_run.parent / "faces", recipe="r", int8=True)
+    assert entry["onnx"] == "tiny8.onnx" and entry["onnx_sha256"] == zoo.sha256(weights_dir / "tiny8.onnx")
+    shipped = load_model("tiny8")
+    assert shipped.onnx == weights_dir / "tiny8.onnx"
+    assert shipped.meta["calibration_faces"] == 112 and 0 <= shipped.meta["float_val_accuracy"] <= 1
+    assert isinstance(EmotionRecognizer("tiny8").model.model, OnnxModel)  # the model's own setting: int8
+    assert not isinstance(EmotionRecognizer("tiny8", backend="torch").model.model, OnnxModel)
+    zoo.package(tiny_run, "tiny8", data=tiny_run.parent / "faces", recipe="r")  # re-shipped without int8
+    assert not (weights_dir / "tiny8.onnx").exists() and load_model("tiny8").onnx is None
+
+
+def test_a_damaged_int8_file_is_refused(tiny_run, weights_dir):
+    pytest.importorskip("onnxruntime")
+    zoo.package(tiny_run, "tiny8", data=tiny_run.parent / "faces", recipe="r", int8=True)
+    with open(weights_dir / "tiny8.onnx", "ab") as fh:
+        fh.write(b"x")
+    with pytest.raises(CheckpointError, match="damaged"):
+        zoo.load_shipped("tiny8")
+
+
 @pytest.mark.parametrize("name", ["default", "accurate"])
 def test_the_shipped_models_read_the_sample_photo(name):
     from pathlib import Path
