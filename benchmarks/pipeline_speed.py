@@ -1,10 +1,11 @@
 """End-to-end speed of the face pipeline on 640x480 frames, per stage, printed as a table.
 
-    python benchmarks/pipeline_speed.py --model RUN_OR_CHECKPOINT [--frames 50]
+    python benchmarks/pipeline_speed.py [--model fast accurate RUN_OR_CHECKPOINT ...] [--frames 50]
 
 Frames are JPEG-encoded 640x480 scenes with one and with four faces (from scikit-image's
-astronaut photo); each frame is decoded, detected (YuNet), aligned and classified, with the
-PyTorch and the ONNX Runtime backend. Times are medians over ``--frames`` runs on this machine.
+astronaut photo); each frame is decoded, detected (YuNet), aligned and classified, by each model
+(default: every shipped one) with the PyTorch and the ONNX Runtime backend (``int8``: the file a
+model ships with). Times are medians over ``--frames`` runs on this machine.
 A second table times streams whose faces move, with the detector on every frame or on every
 2nd or 3rd frame and optical flow in between (``FaceFollower``, as ``emotorch webcam`` uses).
 """
@@ -22,6 +23,7 @@ import torch
 from PIL import Image
 from skimage.data import astronaut
 
+from emotorch import zoo
 from emotorch.detect import YuNetDetector, align
 from emotorch.evaluate import load_model, predict_proba
 from emotorch.export import onnx_backend
@@ -42,17 +44,21 @@ def scene(n_faces: int, shift: int = 0) -> bytes:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", required=True)
+    parser.add_argument("--model", nargs="+", default=list(zoo.shipped()), help="models (default: the shipped ones)")
     parser.add_argument("--frames", type=int, default=50)
     args = parser.parse_args()
-    torch_model = load_model(args.model)
-    backends = {"torch": torch_model, "onnx": onnx_backend(torch_model)}
+    runs = {}  # (model, backend) -> LoadedModel
+    for name in args.model:
+        model = load_model(name)
+        runs[name, "torch"] = model
+        runs[name, "int8" if model.onnx is not None else "onnx"] = onnx_backend(model)
     detector = YuNetDetector()
-    print(f"{args.model}, {torch.get_num_threads()} threads; median ms per 640x480 frame over {args.frames} frames")
-    print(f"{'faces':>5} {'backend':<8}{'decode':>8}{'detect':>8}{'align':>8}{'classify':>10}{'total':>8}{'FPS':>7}")
+    print(f"{torch.get_num_threads()} threads; median ms per 640x480 frame over {args.frames} frames")
+    print(f"{'faces':>5} {'model':<10}{'backend':<8}{'decode':>8}{'detect':>8}{'align':>8}{'classify':>10}"
+          f"{'total':>8}{'FPS':>7}")  # fmt: skip
     for n_faces in (1, 4):
         jpeg = scene(n_faces)
-        for name, model in backends.items():
+        for (name, backend), model in runs.items():
             stages: dict[str, list[float]] = {k: [] for k in ("decode", "detect", "align", "classify")}
             for _ in range(args.frames + 3):
                 t0 = time.perf_counter()
@@ -69,13 +75,13 @@ def main() -> None:
             assert len(faces) == n_faces, f"found {len(faces)} of {n_faces} faces"
             med = {k: statistics.median(v[3:]) for k, v in stages.items()}
             total = sum(med.values())
-            print(f"{n_faces:>5} {name:<8}{med['decode']:>8.2f}{med['detect']:>8.2f}{med['align']:>8.2f}"
+            print(f"{n_faces:>5} {name:<10}{backend:<8}{med['decode']:>8.2f}{med['detect']:>8.2f}{med['align']:>8.2f}"
                   f"{med['classify']:>10.2f}{total:>8.2f}{1000 / total:>7.0f}")  # fmt: skip
     print("\nstreams (faces drifting 3 px a frame; decode + FaceFollower), mean ms per frame")
-    print(f"{'faces':>5} {'backend':<8}{'detect every':>13}{'ms':>8}{'FPS':>7}")
+    print(f"{'faces':>5} {'model':<10}{'backend':<8}{'detect every':>13}{'ms':>8}{'FPS':>7}")
     for n_faces in (1, 4):
         clip = [scene(n_faces, shift=3 * (i % 60)) for i in range(args.frames + 3)]
-        for name, model in backends.items():
+        for (name, backend), model in runs.items():
             for every in (1, 2, 3):
                 follower = FaceFollower(EmotionRecognizer(model, detector), detect_every=every)
                 times = []
@@ -85,8 +91,7 @@ def main() -> None:
                     times.append((time.perf_counter() - t0) * 1000)
                     assert len(faces) == n_faces, f"found {len(faces)} of {n_faces} faces"
                 mean = statistics.fmean(times[3:])  # the mean: detection frames and flow frames alternate
-                print(f"{n_faces:>5} {name:<8}{every:>13}{mean:>8.2f}{1000 / mean:>7.0f}")
-
+                print(f"{n_faces:>5} {name:<10}{backend:<8}{every:>13}{mean:>8.2f}{1000 / mean:>7.0f}")
 
 if __name__ == "__main__":
     main()
