@@ -132,6 +132,9 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--detect-every", type=int, default=every, metavar="N",
                        help=f"run the face detector every N frames, following faces by optical flow in between "
                             f"(default: {every})")  # fmt: skip
+        p.add_argument("--detect-size", type=int, default=640, metavar="PX",
+                       help="detect faces on a copy at most PX pixels on its long side, boxes mapped back "
+                            "(default: 640; 320 detects about twice as fast but misses small faces)")  # fmt: skip
     for p, default in ((pr, None), (vid, "auto"), (cam, "auto")):
         p.add_argument("--backend", choices=["torch", "onnx", "auto"], default=default,
                        help="inference engine; auto: ONNX Runtime where it works (default: "
@@ -399,13 +402,14 @@ def cmd_predict(args: argparse.Namespace) -> None:
 def cmd_webcam(args: argparse.Namespace) -> None:
     import os
 
+    from emotorch.detect import YuNetDetector
     from emotorch.pipeline import EmotionRecognizer
     from emotorch.video import live
 
     source: str | int = int(args.camera) if args.camera.isdigit() else args.camera
     if not args.headless and sys.platform.startswith("linux") and not os.environ.get("DISPLAY"):
         raise ValueError("no display to open a window on (DISPLAY is not set); use --headless for JSON lines")
-    recognizer = EmotionRecognizer(args.model, backend=args.backend)
+    recognizer = EmotionRecognizer(args.model, YuNetDetector(max_side=args.detect_size), backend=args.backend)
     if args.headless:
         def emit(i, _rgb, faces, fps) -> None:
             doc = {"frame": i, "fps": round(fps, 1),
@@ -469,6 +473,7 @@ def cmd_export(args: argparse.Namespace) -> None:
 def cmd_video(args: argparse.Namespace) -> None:
     import numpy as np
 
+    from emotorch.detect import YuNetDetector
     from emotorch.pipeline import EmotionRecognizer
     from emotorch.video import process_video
 
@@ -476,7 +481,7 @@ def cmd_video(args: argparse.Namespace) -> None:
     existing = [str(p) for p in outputs if p.exists()]
     if existing and not args.force:
         raise FileExistsError(f"{', '.join(existing)} already exist(s); pass --force to overwrite")
-    recognizer = EmotionRecognizer(args.model, backend=args.backend)
+    recognizer = EmotionRecognizer(args.model, YuNetDetector(max_side=args.detect_size), backend=args.backend)
     tracker = process_video(recognizer, args.input, out=Path(args.out) if args.out else None,
                             csv_path=Path(args.csv) if args.csv else None,
                             plot_path=Path(args.plot) if args.plot else None,
