@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from emotorch import checkpoint
+from emotorch import checkpoint, zoo
 from emotorch.train import TrainConfig, augment_batch, config_from_preset, train
 
 TINY = dict(model="emonet", model_options={"width": 4}, batch_size=16, epochs=2, lr=0.02, warmup_epochs=0.5)
@@ -130,6 +130,10 @@ def test_presets_and_unknown_config_keys():
     assert config_from_preset("default").model == "emonet"
     # the accurate member recipe is the default one trained longer (the shipped second member's config)
     assert config_from_preset("accurate", seed=1) == config_from_preset("default", epochs=80, seed=1)
+    # the fast model: a narrower EmoNet distilled from the shipped ensemble (its teacher must exist)
+    fast = config_from_preset("fast")
+    assert (fast.model_options, fast.teacher, fast.epochs) == ({"width": 40}, "accurate", 60)
+    assert fast.teacher in zoo.shipped()
     with pytest.raises(ValueError, match="did you mean 'epochs'"):
         TrainConfig.from_dict({"epoch": 3})
     with pytest.raises(ValueError, match="balance must be one of"):

@@ -93,7 +93,8 @@ def test_webcam_headless_prints_json_lines(tiny_run, tmp_path):
     assert all(len(d["faces"]) == 2 and d["fps"] > 0 for d in lines)
     assert {f["id"] for d in lines for f in d["faces"]} == {1, 2}
     small = subprocess.run([sys.executable, "-m", "emotorch.cli", "-q", "webcam", "--camera", str(video), "--model",
-                            str(tiny_run), "--headless", "--detect-size", "320"], capture_output=True, text=True)  # fmt: skip
+                            str(tiny_run), "--headless", "--detect-size", "320"],
+                           capture_output=True, text=True)  # fmt: skip
     assert small.returncode == 0, small.stderr
     for full, half in zip(lines, map(json.loads, small.stdout.splitlines()), strict=True):
         # detected on a 320x180 copy, the boxes come back in the 640x360 frame's pixels
