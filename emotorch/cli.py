@@ -135,7 +135,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--detect-size", type=int, default=640, metavar="PX",
                        help="detect faces on a copy at most PX pixels on its long side, boxes mapped back "
                             "(default: 640; 320 detects about twice as fast but misses small faces)")  # fmt: skip
-    for p, default in ((pr, None), (vid, "auto"), (cam, "auto")):
+    for p, default in ((ev, None), (pr, None), (vid, "auto"), (cam, "auto")):
         p.add_argument("--backend", choices=["torch", "onnx", "auto"], default=default,
                        help="inference engine; auto: ONNX Runtime where it works (default: "
                             + (f"{default})" if default else "the model's own: auto for fast, torch for the others)"))
@@ -309,8 +309,9 @@ def cmd_train(args: argparse.Namespace) -> None:
 def cmd_evaluate(args: argparse.Namespace) -> None:
     from emotorch import plots
     from emotorch.evaluate import evaluate, load_model, load_split, predict_proba, write_predictions
+    from emotorch.export import serve_with
 
-    model = load_model(args.model)
+    model = serve_with(load_model(args.model), args.backend)
     split, faces = load_split(args.data, args.split, skip_bad=args.skip_bad, skip_unknown=args.skip_unknown)
     classes = model.meta["classes"]
     if args.predictions:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import tempfile
 from collections.abc import Iterator
@@ -16,6 +17,9 @@ from torch import Tensor, nn
 
 from emotorch.data import FaceSet, cache_dir, normalize
 from emotorch.evaluate import LoadedModel
+
+log = logging.getLogger(__name__)
+BACKENDS = ("torch", "onnx", "auto")
 
 METADATA_KEYS = ("model", "model_options", "classes", "input_size", "mean", "std", "temperature")
 CALIBRATION_FACES = 2048  # training faces that calibrate an int8 model's activation ranges
@@ -121,3 +125,22 @@ def onnx_backend(model: LoadedModel) -> LoadedModel:
         export_onnx(model, tmp)
         os.replace(tmp, path)
     return LoadedModel(OnnxModel(path), model.meta, model.history, f"{model.source} (onnx)")
+
+
+def serve_with(model: LoadedModel, backend: str | None = None) -> LoadedModel:
+    """The model on an inference engine: ``torch``; ``onnx`` (ONNX Runtime); ``auto`` (ONNX Runtime
+    where it loads, else PyTorch); None: the model's own setting, ``auto`` for a model that ships an
+    ONNX file (``fast``, whose val metrics are its int8 file's) and ``torch`` for the others."""
+    if backend is not None and backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, not {backend!r}")
+    if backend is None:
+        backend = "auto" if model.onnx is not None else "torch"
+    if backend == "torch":
+        return model
+    try:
+        return onnx_backend(model)
+    except Exception as e:  # auto: any failure to export or load falls back to PyTorch
+        if backend == "onnx":
+            raise
+        log.warning("ONNX Runtime unavailable (%s); serving with PyTorch", e)
+        return model

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -15,10 +14,9 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from emotorch.data import DataError, to_8bit
 from emotorch.detect import Detector, Face, YuNetDetector, align
 from emotorch.evaluate import LoadedModel, load_model, predict_proba
+from emotorch.export import serve_with
 from emotorch.zoo import PHOTO_MODEL
 
-log = logging.getLogger(__name__)
-BACKENDS = ("torch", "onnx", "auto")
 ImageInput = str | os.PathLike | Image.Image | np.ndarray
 
 
@@ -75,20 +73,7 @@ class EmotionRecognizer:
 
     def __init__(self, model: str | os.PathLike | LoadedModel = PHOTO_MODEL, detector: Detector | None = None,
                  *, tta: bool = False, backend: str | None = None) -> None:  # fmt: skip
-        if backend is not None and backend not in BACKENDS:
-            raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, not {backend!r}")
-        self.model = model if isinstance(model, LoadedModel) else load_model(model)
-        if backend is None:
-            backend = "auto" if self.model.onnx is not None else "torch"
-        if backend != "torch":
-            from emotorch.export import onnx_backend
-
-            try:
-                self.model = onnx_backend(self.model)
-            except Exception as e:  # auto: any failure to export or load falls back to PyTorch
-                if backend == "onnx":
-                    raise
-                log.warning("ONNX Runtime unavailable (%s); serving with PyTorch", e)
+        self.model = serve_with(model if isinstance(model, LoadedModel) else load_model(model), backend)
         self.detector = detector if detector is not None else YuNetDetector()
         self.tta = tta
         self.classes: list[str] = list(self.model.meta["classes"])

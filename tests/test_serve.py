@@ -47,7 +47,7 @@ def assert_problem(r: httpx.Response, status: int, words: str) -> None:
 
 
 def test_health_and_openapi(server):
-    assert httpx.get(f"{server}/healthz").json() == {"status": "ok", "model": "default", "version": "0.1.0"}
+    assert httpx.get(f"{server}/healthz").json() == {"status": "ok", "model": zoo.STREAM_MODEL, "version": "0.1.0"}
     spec = httpx.get(f"{server}/openapi.json").json()
     for path in ("/v1/emotions", "/v1/recommendations", "/v1/feedback", "/v1/catalog", "/v1/users/{user_id}"):
         assert path in spec["paths"]
@@ -67,8 +67,8 @@ def test_emotions_raw_multipart_and_base64_agree(server, photo):
     assert set(face["probabilities"]) == set(CLASSES) and abs(sum(face["probabilities"].values()) - 1) < 1e-3
     x, y, w, _ = face["box"]
     assert 150 < x < 220 and 30 < y < 100 and 60 < w < 130  # the astronaut's face in the 512x512 photo
-    assert bodies[0]["model"]["name"] == "default" and bodies[0]["model"]["classes"] == list(CLASSES)
-    assert bodies[0]["model"]["version"] == zoo.shipped()["default"]["sha256"]
+    assert bodies[0]["model"]["name"] == zoo.STREAM_MODEL == "fast" and bodies[0]["model"]["classes"] == list(CLASSES)
+    assert bodies[0]["model"]["version"] == zoo.shipped()["fast"]["sha256"]
     assert bodies[0]["inference_ms"] > 0 and bodies[0]["batch_size"] >= 1
     for other in bodies[1:]:
         assert other["faces"][0]["box"] == face["box"] and other["faces"][0]["emotion"] == "happy"

@@ -70,7 +70,7 @@ def test_a_damaged_int8_file_is_refused(tiny_run, weights_dir):
         zoo.load_shipped("tiny8")
 
 
-@pytest.mark.parametrize("name", ["default", "accurate"])
+@pytest.mark.parametrize("name", ["fast", "default", "accurate"])
 def test_the_shipped_models_read_the_sample_photo(name):
     from pathlib import Path
 
@@ -81,6 +81,7 @@ def test_the_shipped_models_read_the_sample_photo(name):
     model = load_model(name)  # sha256-checked
     assert model.meta["classes"][4] == "neutral" and model.meta["temperature"] > 0
     assert model.meta["val_metrics"]["accuracy"] > (0.70 if name == "accurate" else 0.69)
+    assert (model.onnx is not None) == (name == "fast")  # fast ships int8 ONNX, which its metrics describe
     sample = Path(zoo.__file__).with_name("samples") / "astronaut.jpg"
     faces = EmotionRecognizer(model).predict(sample)
     assert len(faces) == 1 and faces[0].emotion == "happy"
