@@ -1,4 +1,4 @@
-"""ONNX export and an ONNX Runtime backend that drops in where a PyTorch model is used."""
+"""ONNX export (float32, or int8 calibrated on training faces) and the engine a model is served with."""
 
 from __future__ import annotations
 
