@@ -26,7 +26,7 @@ import torch
 from emotorch import zoo
 from emotorch.data import load_dataset
 from emotorch.evaluate import LoadedModel, calibration, compute_metrics, load_model, predict_proba
-from emotorch.export import OnnxModel, onnx_backend, quantize_onnx
+from emotorch.export import OnnxModel, onnx_backend, quantize_onnx, serve_with
 from emotorch.models import count_parameters, create_model
 
 
@@ -80,7 +80,7 @@ def main() -> None:
     for name, (source, file) in models.items():
         model = load_model(source)
         served = onnx_backend(model)  # the shipped int8 file, or a float32 export
-        shipped = served if model.onnx is not None else model  # what the model's test-time setting runs
+        shipped = serve_with(model)  # what the model's test-time setting runs
         size = (model.onnx or file).stat().st_size / 1e6
         tta = bool(model.meta.get("tta", False))
         probs = predict_proba(shipped.model, val.images, model.meta, tta=tta)

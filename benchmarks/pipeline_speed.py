@@ -93,5 +93,6 @@ def main() -> None:
                 mean = statistics.fmean(times[3:])  # the mean: detection frames and flow frames alternate
                 print(f"{n_faces:>5} {name:<10}{backend:<8}{every:>13}{mean:>8.2f}{1000 / mean:>7.0f}")
 
+
 if __name__ == "__main__":
     main()

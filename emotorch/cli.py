@@ -54,8 +54,8 @@ def build_parser() -> argparse.ArgumentParser:
     tr = sub.add_parser("train", help="train a model into a run directory")
     tr.add_argument("--data", help="training data (any supported format); read from the run when resuming")
     tr.add_argument("--preset", default="default",
-                    help="seed (the hackathon recipe), default (the shipped default model's recipe) or accurate "
-                         "(a member of the accurate ensemble)")  # fmt: skip
+                    help="seed (the hackathon recipe), default (the shipped default model's recipe), accurate "
+                         "(a member of the accurate ensemble) or fast (width 40, distilled from accurate)")  # fmt: skip
     tr.add_argument("--model", help="registry name (see `emotorch models`)")
     tr.add_argument("--model-option", action="append", default=[], metavar="KEY=VALUE",
                     help="a model builder option, e.g. width=32 (repeatable)")

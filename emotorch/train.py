@@ -101,7 +101,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     # differ by --seed and are combined with `emotorch package RUN RUN ... --name accurate`.
     "accurate": dict(model="emonet", optimizer="sgd", lr=0.05, batch_size=128, epochs=80),
     # The shipped `fast` model: a narrower EmoNet distilled from the shipped `accurate` ensemble,
-    # then quantised to int8 for ONNX Runtime by `emotorch package RUN --name fast --quantize`.
+    # then quantised to int8 for ONNX Runtime by `emotorch package RUN --name fast --int8`.
     "fast": dict(model="emonet", model_options={"width": 40}, optimizer="sgd", lr=0.05, batch_size=128,
                  epochs=60, teacher="accurate"),
 }  # fmt: skip

@@ -51,13 +51,13 @@ def _verified(name: str, key: str = "file") -> Path:
 
 def load_shipped(name: str) -> LoadedModel:
     """A shipped model by name, its weights verified and turned back into float32."""
-    if name not in shipped():
-        known = ", ".join(shipped()) or "none"
+    manifest = shipped()
+    if name not in manifest:
+        known = ", ".join(manifest) or "none"
         raise checkpoint.CheckpointError(f"no shipped model {name!r} (shipped: {known}); or pass a checkpoint path")
-    path = _verified(name)
-    ckpt = checkpoint.load(path)
+    ckpt = checkpoint.load(_verified(name))
     ckpt["model"] = {k: v.float() if v.is_floating_point() else v for k, v in ckpt["model"].items()}
-    onnx = _verified(name, "onnx") if "onnx" in shipped()[name] else None
+    onnx = _verified(name, "onnx") if "onnx" in manifest[name] else None
     return LoadedModel(checkpoint.build_model(ckpt), ckpt["meta"], ckpt.get("history", []), name, onnx)
 
 
