@@ -69,6 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--label-smoothing", type=float)
     tr.add_argument("--val-split", help="split to validate on (default val; held out from train if absent)")
     tr.add_argument("--select", choices=["accuracy", "macro_f1"], help="val metric that picks best.pt")
+    tr.add_argument("--init", help="checkpoint or run directory whose weights start this run (warm restart)")
     tr.add_argument("--teacher", help="shipped model name, checkpoint or run directory to distil from")
     tr.add_argument("--seed", type=int)
     tr.add_argument("--no-amp", action="store_true", help="train in float32")
@@ -294,7 +295,8 @@ def cmd_train(args: argparse.Namespace) -> None:
             "data": args.data, "model": args.model, "pretrained": args.pretrained, "epochs": args.epochs,
             "batch_size": args.batch_size, "lr": args.lr, "optimizer": args.optimizer, "balance": args.balance,
             "augment": args.augment, "label_smoothing": args.label_smoothing, "val_split": args.val_split,
-            "select": args.select, "seed": args.seed, "teacher": args.teacher, "skip_bad": args.skip_bad or None,
+            "select": args.select, "seed": args.seed, "teacher": args.teacher, "init": args.init,
+            "skip_bad": args.skip_bad or None,
             "skip_unknown": args.skip_unknown or None, "amp": False if args.no_amp else None,
         }  # fmt: skip
         if args.model_option:

@@ -43,6 +43,7 @@ class TrainConfig:
     model_options: dict[str, Any] = field(default_factory=dict)  # builder options, e.g. width
     pretrained: str | None = None  # local ImageNet weights file for transfer models
     freeze_backbone: bool = False  # train only the head (applies when pretrained weights are given)
+    init: str | None = None  # checkpoint or run whose weights start this run (fine-tuning, warm restarts)
     epochs: int = 60
     batch_size: int = 128  # global batch, split across DDP ranks
     optimizer: str = "sgd"  # sgd (Nesterov) | adam | adamw
@@ -229,6 +230,15 @@ def _validate(model: nn.Module, images: Tensor, labels: Tensor, ctx, channels_la
     return sum(losses) / len(images), torch.cat(probs).numpy()
 
 
+def _load_init(model: nn.Module, cfg: TrainConfig) -> None:
+    """Start from the weights of an earlier run of the same architecture (``cfg.init``)."""
+    start = checkpoint.load(cfg.init)
+    arch, want = (start["meta"]["model"], start["meta"]["model_options"]), (cfg.model, cfg.model_options)
+    if arch != want:
+        raise ValueError(f"init {cfg.init} holds {arch[0]} {arch[1]}, not the {want[0]} {want[1]} this run trains")
+    model.load_state_dict(start["model"])
+
+
 def prepare_run_dir(out: Path, *, resume: bool, force: bool) -> None:
     """Refuse to overwrite a run unless asked; with ``force``, remove only a run's own files."""
     if resume:
@@ -290,6 +300,8 @@ def train(cfg: TrainConfig, out: str | os.PathLike, *, resume: bool = False, for
         else:
             for p in model.backbone.parameters():
                 p.requires_grad_(False)
+    if cfg.init is not None and ckpt is None:
+        _load_init(model, cfg)
     model.to(device)
     if cfg.channels_last:
         model.to(memory_format=torch.channels_last)

@@ -177,3 +177,22 @@ def test_distillation_from_a_teacher_checkpoint(tiny_folders, tmp_path):
     alone = torch.load(tmp_path / "alone" / "last.pt", weights_only=True)
     assert student["meta"]["config"]["teacher"] == str(tmp_path / "teacher")
     assert not torch.equal(student["model"]["head.3.weight"], alone["model"]["head.3.weight"])  # the teacher mattered
+
+
+def test_init_starts_from_an_earlier_runs_weights(tiny_folders, tmp_path, capsys):
+    from emotorch.cli import main
+
+    train(tiny_config(tiny_folders, epochs=1), tmp_path / "first", progress=False)
+    base = [
+        "-q", "train", "--data", str(tiny_folders), "--model-option", "width=4", "--batch-size", "16",
+        "--epochs", "1", "--lr", "1e-12", "--augment", "none", "--init", str(tmp_path / "first"),
+    ]  # fmt: skip
+    assert main([*base, "--out", str(tmp_path / "again")]) == 0
+    first = torch.load(tmp_path / "first" / "best.pt", weights_only=True)["model"]
+    again = torch.load(tmp_path / "again" / "best.pt", weights_only=True)
+    assert again["meta"]["config"]["init"] == str(tmp_path / "first")
+    for name, weight in first.items():  # with a vanishing learning rate the weights stay where --init put them
+        if "running" not in name and "num_batches" not in name:
+            torch.testing.assert_close(again["model"][name], weight)
+    assert main([*base, "--out", str(tmp_path / "wider"), "--model-option", "width=8"]) != 0
+    assert "holds emonet {'width': 4}, not the emonet {'width': 8}" in capsys.readouterr().err
