@@ -104,6 +104,8 @@ def build_parser() -> argparse.ArgumentParser:
     pk.add_argument("--data", required=True, help="data set whose val split fits the temperature")
     pk.add_argument("--recipe", required=True, help="the command that reproduces the run")
     pk.add_argument("--tta", action="store_true", help="the model's test-time setting uses TTA")
+    pk.add_argument("--precise-bn", action=argparse.BooleanOptionalAction, default=True,
+                    help="recompute batch-norm statistics on the clean training faces first (default: yes)")
     pk.add_argument("--int8", action="store_true", help="also ship an int8 ONNX file (calibrated on train faces), "
                                                         "which ONNX Runtime serves and the val metrics describe")
 
@@ -452,7 +454,8 @@ def cmd_webcam(args: argparse.Namespace) -> None:
 def cmd_package(args: argparse.Namespace) -> None:
     from emotorch.zoo import package
 
-    entry = package(args.run, args.name, data=args.data, recipe=args.recipe, tta=args.tta, int8=args.int8)
+    entry = package(args.run, args.name, data=args.data, recipe=args.recipe, tta=args.tta, int8=args.int8,
+                    precise_bn=args.precise_bn)
     print(json.dumps(entry, indent=2))
 
 

@@ -93,33 +93,39 @@ def combine(runs: list[str | Path]) -> dict[str, Any]:
 
 
 def package(runs: str | Path | list[str | Path], name: str, *, data: str | Path, recipe: str,
-            tta: bool = False, int8: bool = False) -> dict[str, Any]:  # fmt: skip
+            tta: bool = False, int8: bool = False, precise_bn: bool = True) -> dict[str, Any]:  # fmt: skip
     """Ship a run's best checkpoint (or an ensemble of several runs) as ``name``: fp16 weights, and
     with ``int8`` also an int8 ONNX file calibrated on training faces, which then is what the val
-    metrics and the temperature (fitted on val) describe. Returns the manifest entry; ``recipe`` is
-    the command(s) that reproduce the run(s).
+    metrics and the temperature (fitted on val) describe. With ``precise_bn`` the batch-norm
+    statistics are first recomputed on the clean training faces. Returns the manifest entry;
+    ``recipe`` is the command(s) that reproduce the run(s).
     """
     from emotorch.export import OnnxModel, calibration_sample, quantize_onnx, set_metadata
+    from emotorch.train import precise_batchnorm
 
     ckpt = combine(runs if isinstance(runs, list) else [runs])
+    meta = dict(ckpt["meta"])
+    faces = load_dataset(data, progress=False)
+    train, val = faces.split("train"), faces.split("val")
+    extra: dict[str, Any] = {"precise_bn_faces": len(train) if precise_bn else 0}
+    if precise_bn:
+        recalibrated = precise_batchnorm(checkpoint.build_model(ckpt), train.images, meta["mean"], meta["std"])
+        ckpt["model"] = recalibrated.state_dict()
     state = {k: v.half() if v.is_floating_point() else v for k, v in ckpt["model"].items()}
     # measure what ships: the weights rounded to float16
     model = checkpoint.build_model(ckpt | {"model": {k: v.float() if v.is_floating_point() else v
                                                       for k, v in state.items()}})  # fmt: skip
-    meta = dict(ckpt["meta"])
-    faces = load_dataset(data, progress=False)
-    val = faces.split("val")
     WEIGHTS.mkdir(exist_ok=True)
     onnx_path = WEIGHTS / f"{name}.onnx"
     onnx_path.unlink(missing_ok=True)  # a stale int8 file must not outlive the weights it came from
-    served, extra = model, {}
+    served = model
     if int8:
-        sample = calibration_sample(faces.split("train"))
+        sample = calibration_sample(train)
         quantize_onnx(LoadedModel(model, meta, [], name), onnx_path, sample)
         float_pred = predict_logits(model, val.images, meta, tta=tta).argmax(1)
         served = OnnxModel(onnx_path)
-        extra = {"onnx": onnx_path.name, "calibration_faces": len(sample),
-                 "float_val_accuracy": compute_metrics(val.labels, float_pred)["accuracy"]}  # fmt: skip
+        extra |= {"onnx": onnx_path.name, "calibration_faces": len(sample),
+                  "float_val_accuracy": compute_metrics(val.labels, float_pred)["accuracy"]}  # fmt: skip
     logits = predict_logits(served, val.images, meta, tta=tta)
     temperature = fit_temperature(logits, val.labels)
     before = calibration(softmax(logits), val.labels)

@@ -11,9 +11,12 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import synthetic_faces
 
 from emotorch import checkpoint, zoo
-from emotorch.train import TrainConfig, augment_batch, config_from_preset, train
+from emotorch.data import normalize
+from emotorch.models import create_model
+from emotorch.train import TrainConfig, augment_batch, config_from_preset, precise_batchnorm, train
 
 TINY = dict(model="emonet", model_options={"width": 4}, batch_size=16, epochs=2, lr=0.02, warmup_epochs=0.5)
 
@@ -196,3 +199,15 @@ def test_init_starts_from_an_earlier_runs_weights(tiny_folders, tmp_path, capsys
             torch.testing.assert_close(again["model"][name], weight)
     assert main([*base, "--out", str(tmp_path / "wider"), "--model-option", "width=8"]) != 0
     assert "holds emonet {'width': 4}, not the emonet {'width': 8}" in capsys.readouterr().err
+
+
+def test_precise_batchnorm_recomputes_statistics_on_clean_faces():
+    torch.manual_seed(0)
+    model = create_model("emonet", 7, width=4)
+    faces, _ = synthetic_faces(48)
+    bn = model.features[1]
+    assert isinstance(bn, torch.nn.BatchNorm2d) and torch.equal(bn.running_mean, torch.zeros(4))
+    assert precise_batchnorm(model, faces, batch_size=16) is model and not model.training
+    with torch.no_grad():  # three equal batches: the average of their means is the mean over all faces
+        expected = model.features[0](normalize(faces)).mean((0, 2, 3))
+    torch.testing.assert_close(bn.running_mean, expected, rtol=1e-4, atol=1e-5)

@@ -20,7 +20,7 @@ def weights_dir(tmp_path, monkeypatch):
 
 
 def test_package_and_load_by_name(tiny_run, weights_dir):
-    entry = zoo.package(tiny_run, "tiny", data=tiny_run.parent / "faces", recipe="emotorch train ...")
+    entry = zoo.package(tiny_run, "tiny", data=tiny_run.parent / "faces", recipe="emotorch train ...", precise_bn=False)
     assert entry["file"] == "tiny.pt" and len(entry["sha256"]) == 64 and entry["temperature"] > 0
     ckpt = torch.load(weights_dir / "tiny.pt", weights_only=True)
     assert all(v.dtype == torch.float16 for v in ckpt["model"].values() if v.is_floating_point())
@@ -33,6 +33,20 @@ def test_package_and_load_by_name(tiny_run, weights_dir):
     original = load_model(tiny_run)
     raw = predict_proba(original.model, images, original.meta | {"temperature": meta["temperature"]})
     np.testing.assert_allclose(probs, raw, atol=2e-2)  # float16 storage changes little
+
+
+def test_package_recomputes_batchnorm_statistics_on_the_training_faces(tiny_run, weights_dir):
+    from emotorch.cli import main
+
+    args = ["-q", "package", str(tiny_run), "--data", str(tiny_run.parent / "faces"), "--recipe", "r"]
+    assert main([*args, "--name", "precise"]) == 0 and main([*args, "--name", "raw", "--no-precise-bn"]) == 0
+    run = torch.load(tiny_run / "best.pt", weights_only=True)
+    precise, raw = (torch.load(weights_dir / f"{n}.pt", weights_only=True) for n in ("precise", "raw"))
+    assert precise["meta"]["precise_bn_faces"] == 112 and raw["meta"]["precise_bn_faces"] == 0
+    key = "features.1.running_mean"
+    torch.testing.assert_close(raw["model"][key].float(), run["model"][key], atol=1e-2, rtol=1e-2)
+    assert not torch.allclose(precise["model"][key].float(), run["model"][key], atol=1e-2, rtol=1e-2)
+    assert zoo.shipped()["precise"]["val_accuracy"] == precise["meta"]["val_metrics"]["accuracy"]
 
 
 def test_damaged_or_unknown_shipped_model(tiny_run, weights_dir):
