@@ -94,7 +94,7 @@ def test_the_shipped_models_read_the_sample_photo(name):
     assert name in zoo.shipped()
     model = load_model(name)  # sha256-checked
     assert model.meta["classes"][4] == "neutral" and model.meta["temperature"] > 0
-    assert model.meta["val_metrics"]["accuracy"] > (0.70 if name == "accurate" else 0.69)
+    assert model.meta["val_metrics"]["accuracy"] > (0.72 if name == "accurate" else 0.70)
     assert (model.onnx is not None) == (name == "fast")  # fast ships int8 ONNX, which its metrics describe
     sample = Path(zoo.__file__).with_name("samples") / "astronaut.jpg"
     faces = EmotionRecognizer(model).predict(sample)
@@ -115,7 +115,7 @@ def test_package_an_ensemble_of_runs(tiny_run, weights_dir, tmp_path):
     data = tiny_run.parent / "faces"
     other = tmp_path / "other"
     train(TrainConfig(data=str(data), model="baseline", batch_size=16, epochs=1, seed=3), other, progress=False)
-    entry = zoo.package([tiny_run, other], "pair", data=data, recipe="two runs")
+    entry = zoo.package([tiny_run, other], "pair", data=data, recipe="two runs", precise_bn=False)
     assert entry["architecture"] == "ensemble"
     shipped = load_model("pair")  # one checkpoint, weights_only
     assert [m["model"] for m in shipped.meta["model_options"]["members"]] == ["emonet", "baseline"]
