@@ -1,6 +1,6 @@
 """Accuracy and speed of every shipped model (and any run you name), printed as a table.
 
-    python benchmarks/accuracy.py [--data ../shared/fer2013] [--run seed=runs/seed-vgg19 ...]
+    python benchmarks/accuracy.py [--data ../shared/fer2013] [--model fast ...] [--run seed=runs/seed-vgg19 ...]
     python benchmarks/accuracy.py --widths 12 16 24 32 48   # speed only, of untrained EmoNets
 
 Accuracy and macro-F1 are on val (FER2013 PublicTest) with each model's shipped test-time
@@ -39,7 +39,7 @@ def speed(model: LoadedModel) -> tuple[float, float]:
         t0 = time.perf_counter()
         predict_proba(model.model, one, model.meta)
         singles.append(time.perf_counter() - t0)
-    for _ in range(12):
+    for _ in range(42):
         t0 = time.perf_counter()
         predict_proba(model.model, batch, model.meta)
         batches.append(time.perf_counter() - t0)
@@ -49,6 +49,7 @@ def speed(model: LoadedModel) -> tuple[float, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", default="../shared/fer2013")
+    parser.add_argument("--model", nargs="+", help="only these shipped models (default: all)")
     parser.add_argument("--run", action="append", default=[], metavar="NAME=PATH", help="a run or checkpoint to add")
     parser.add_argument("--widths", type=int, nargs="+", help="only time untrained EmoNets of these widths")
     args = parser.parse_args()
@@ -70,7 +71,8 @@ def main() -> None:
                       f"{q_ms:>9.2f}{q_fps:>10,.0f}")  # fmt: skip
         return
     val = load_dataset(args.data, progress=False).split("val")
-    models = {name: (name, zoo.WEIGHTS / entry["file"]) for name, entry in zoo.shipped().items()}
+    models = {name: (name, zoo.WEIGHTS / entry["file"]) for name, entry in zoo.shipped().items()
+              if not args.model or name in args.model}  # fmt: skip
     for item in args.run:
         name, _, path = item.partition("=")
         models[name] = (path, Path(path) / "best.pt" if Path(path).is_dir() else Path(path))
