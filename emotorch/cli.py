@@ -69,7 +69,8 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--label-smoothing", type=float)
     tr.add_argument("--val-split", help="split to validate on (default val; held out from train if absent)")
     tr.add_argument("--select", choices=["accuracy", "macro_f1"], help="val metric that picks best.pt")
-    tr.add_argument("--init", help="checkpoint or run directory whose weights start this run (warm restart)")
+    tr.add_argument("--init", metavar="RUN_OR_CHECKPOINT",
+                    help="start from the weights of this run or checkpoint (fine-tuning, warm restarts)")
     tr.add_argument("--teacher", help="shipped model name, checkpoint or run directory to distil from")
     tr.add_argument("--seed", type=int)
     tr.add_argument("--no-amp", action="store_true", help="train in float32")
