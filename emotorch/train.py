@@ -230,7 +230,6 @@ def _validate(model: nn.Module, images: Tensor, labels: Tensor, ctx, channels_la
     return sum(losses) / len(images), torch.cat(probs).numpy()
 
 
-@torch.no_grad()
 def precise_batchnorm(model: nn.Module, faces: np.ndarray, mean: float = FER_MEAN, std: float = FER_STD,
                       batch_size: int = 256) -> nn.Module:  # fmt: skip
     """Recompute every batch-norm layer's statistics as averages over clean faces (uint8 (N, 48, 48)).
