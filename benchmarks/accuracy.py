@@ -1,6 +1,6 @@
 """Accuracy and speed of every shipped model (and any run you name), printed as a table.
 
-    python benchmarks/accuracy.py [--data ../shared/fer2013] [--model fast ...] [--run seed=runs/seed-vgg19 ...]
+    python benchmarks/accuracy.py [--data ../shared/fer2013] [--model fast ...] [--run NAME=RUN ...]
     python benchmarks/accuracy.py --widths 12 16 24 32 48   # speed only, of untrained EmoNets
 
 Accuracy and macro-F1 are on val (FER2013 PublicTest) with each model's shipped test-time
@@ -8,8 +8,10 @@ setting (its int8 ONNX file for a model that ships one, ``fast``), then with fli
 ECE after its temperature. Speed is classification alone on 48x48 faces, on this machine's
 cores: the median milliseconds per face at batch 1 and faces per second at batch 64, with
 PyTorch (float32) and with ONNX Runtime (the shipped int8 file, else a float32 export).
-``--widths`` times untrained EmoNets of those widths instead (speed does not depend on the
-weights; int8 calibrated on random faces), to size a fast model.
+The seed recipe's row comes from its run (``emotorch train --data ../shared/fer2013 --preset seed
+--out runs/seed-vgg19``; ``--seed-run`` names another). ``--widths`` times untrained EmoNets of
+those widths instead (speed does not depend on the weights; int8 calibrated on random faces), to
+size a fast model.
 """
 
 from __future__ import annotations
@@ -51,6 +53,7 @@ def main() -> None:
     parser.add_argument("--data", default="../shared/fer2013")
     parser.add_argument("--model", nargs="+", help="only these shipped models (default: all)")
     parser.add_argument("--run", action="append", default=[], metavar="NAME=PATH", help="a run or checkpoint to add")
+    parser.add_argument("--seed-run", default="runs/seed-vgg19", help="the seed recipe's run, for its row")
     parser.add_argument("--widths", type=int, nargs="+", help="only time untrained EmoNets of these widths")
     args = parser.parse_args()
     if args.widths:
@@ -73,6 +76,12 @@ def main() -> None:
     val = load_dataset(args.data, progress=False).split("val")
     models = {name: (name, zoo.WEIGHTS / entry["file"]) for name, entry in zoo.shipped().items()
               if not args.model or name in args.model}  # fmt: skip
+    if not args.model:  # the whole table: every shipped model, then the seed recipe
+        seed_best = Path(args.seed_run) / "best.pt"
+        if seed_best.is_file():
+            args.run.insert(0, f"seed={args.seed_run}")
+        else:
+            print(f"no seed recipe row: no {seed_best} (emotorch train --preset seed --out {args.seed_run})")
     for item in args.run:
         name, _, path = item.partition("=")
         models[name] = (path, Path(path) / "best.pt" if Path(path).is_dir() else Path(path))
