@@ -15,7 +15,6 @@ import argparse
 import itertools
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from emotorch import checkpoint
@@ -43,9 +42,8 @@ def main() -> None:
         for tta in (False, True):
             logprobs[name, tta] = torch.from_numpy(predict_logits(model, val.images, meta, tta=tta)).log_softmax(-1)
 
-    def score(members: tuple[str, ...], tta: bool) -> dict[str, float]:
-        pred = torch.stack([logprobs[m, tta] for m in members]).mean(0).argmax(1).numpy()
-        return compute_metrics(val.labels, pred.astype(np.int64))
+    def score(members: tuple[str, ...], tta: bool) -> dict:
+        return compute_metrics(val.labels, torch.stack([logprobs[m, tta] for m in members]).mean(0).argmax(1).numpy())
 
     print(f"val: {len(val)} faces of {args.data}; members with precise BN, float16 weights")
     width = max(len(" + ".join(names)), 7)
