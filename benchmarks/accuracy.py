@@ -76,13 +76,14 @@ def main() -> None:
     val = load_dataset(args.data, progress=False).split("val")
     models = {name: (name, zoo.WEIGHTS / entry["file"]) for name, entry in zoo.shipped().items()
               if not args.model or name in args.model}  # fmt: skip
+    runs = list(args.run)
     if not args.model:  # the whole table: every shipped model, then the seed recipe
         seed_best = Path(args.seed_run) / "best.pt"
         if seed_best.is_file():
-            args.run.insert(0, f"seed={args.seed_run}")
+            runs.insert(0, f"seed={args.seed_run}")
         else:
             print(f"no seed recipe row: no {seed_best} (emotorch train --preset seed --out {args.seed_run})")
-    for item in args.run:
+    for item in runs:
         name, _, path = item.partition("=")
         models[name] = (path, Path(path) / "best.pt" if Path(path).is_dir() else Path(path))
     print(f"val: {len(val)} faces of {args.data}; speed on {torch.get_num_threads()} threads")
