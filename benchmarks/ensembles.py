@@ -1,12 +1,14 @@
 """Val accuracy of every ensemble of the runs you name, to choose the members that `emotorch package` ships.
 
-    python benchmarks/ensembles.py runs/default-emonet runs/emonet-w48-s1 runs/emonet-w48-s2 runs/fast-w40
+    python benchmarks/ensembles.py runs/default-emonet runs/emonet-w48-s1 runs/emonet-w48-s2 runs/fast-w40 \
+        runs/emonet-w48-e200 --tta-pads 4 2
 
 Each run's best checkpoint is prepared as `emotorch package` ships it (precise batch-norm statistics
 on the clean training faces, weights rounded to float16), then every set of one or more runs is
 averaged in log-probability, as the ``ensemble`` model does, and scored on val (FER2013 PublicTest)
-without and with flip + ten-crop TTA. Picking the best set on val flatters it: compare sets that
-differ by more than the spread between them (one face in val is 0.028 points).
+without and with flip + ten-crop TTA (``--tta-pads 2 4`` compares crops shifted by 2 and 4 pixels).
+Picking the best set on val flatters it: compare sets that differ by more than the spread between
+them (one face in val is 0.028 points).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import torch
 
 from emotorch import checkpoint
 from emotorch.data import load_dataset
-from emotorch.evaluate import compute_metrics, predict_logits
+from emotorch.evaluate import TTA_PAD, compute_metrics, predict_logits
 from emotorch.train import precise_batchnorm
 
 DEFAULT_DATA = Path(__file__).parents[1] / ".." / "shared" / "fer2013"
@@ -29,30 +31,35 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("runs", nargs="+", help="runs or checkpoints (a run's best.pt)")
     parser.add_argument("--data", default=str(DEFAULT_DATA))
+    parser.add_argument("--tta-pads", type=int, nargs="+", default=[TTA_PAD], metavar="PX",
+                        help=f"ten-crop shifts to score (default: {TTA_PAD}, what `--tta` uses)")
     args = parser.parse_args()
+    if min(args.tta_pads) < 1:
+        parser.error("--tta-pads: shifts are whole pixels, 1 or more")
     faces = load_dataset(args.data, progress=False)
     train, val = faces.split("train"), faces.split("val")
     names = [str(run).rstrip("/") for run in args.runs]
-    logprobs: dict[tuple[str, bool], torch.Tensor] = {}
+    logprobs: dict[tuple[str, int], torch.Tensor] = {}  # (run, TTA pad; 0 for none) -> val log-probs
     for name, run in zip(names, args.runs, strict=True):
         ckpt = checkpoint.load(run)
         meta = ckpt["meta"]
         model = precise_batchnorm(checkpoint.build_model(ckpt), train.images, meta["mean"], meta["std"])
         model.half().float()  # what ships: float16 weights
-        for tta in (False, True):
-            logprobs[name, tta] = torch.from_numpy(predict_logits(model, val.images, meta, tta=tta)).log_softmax(-1)
+        for pad in (0, *args.tta_pads):
+            logits = predict_logits(model, val.images, meta, tta=pad > 0, tta_pad=pad)
+            logprobs[name, pad] = torch.from_numpy(logits).log_softmax(-1)
 
-    def score(members: tuple[str, ...], tta: bool) -> dict:
-        return compute_metrics(val.labels, torch.stack([logprobs[m, tta] for m in members]).mean(0).argmax(1).numpy())
+    def score(members: tuple[str, ...], pad: int) -> dict:
+        return compute_metrics(val.labels, torch.stack([logprobs[m, pad] for m in members]).mean(0).argmax(1).numpy())
 
     print(f"val: {len(val)} faces of {args.data}; members with precise BN, float16 weights")
     width = max(len(" + ".join(names)), 7)
-    print(f"{'members':<{width}}{'n':>3}{'acc':>8}{'F1':>7}{'acc+TTA':>9}")
+    print(f"{'members':<{width}}{'n':>3}{'acc':>8}{'F1':>7}" + "".join(f"{f'TTA {p}px':>9}" for p in args.tta_pads))
     for k in range(1, len(names) + 1):
         for members in itertools.combinations(names, k):
-            plain, tta = score(members, False), score(members, True)
+            plain = score(members, 0)
             print(f"{' + '.join(members):<{width}}{k:>3}{plain['accuracy']:>8.2%}{plain['macro_f1']:>7.3f}"
-                  f"{tta['accuracy']:>9.2%}")  # fmt: skip
+                  + "".join(f"{score(members, p)['accuracy']:>9.2%}" for p in args.tta_pads))  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -98,8 +98,8 @@ PRESETS: dict[str, dict[str, Any]] = {
                  freeze_backbone=True),
     # Our best recipe on 2 CPU cores: EmoNet, SGD + cosine, label smoothing, augmentation.
     "default": dict(model="emonet", optimizer="sgd", lr=0.05, batch_size=128, epochs=60),
-    # One member of the shipped `accurate` ensemble: the default recipe, trained longer. Members
-    # differ by --seed and are combined with `emotorch package RUN RUN ... --name accurate`.
+    # A member of the shipped `accurate` ensemble: the default recipe, trained longer. Members differ
+    # by --seed (and --epochs 200 for one) and are combined by `emotorch package RUN RUN --name accurate`.
     "accurate": dict(model="emonet", optimizer="sgd", lr=0.05, batch_size=128, epochs=80),
     # The shipped `fast` model: a narrower EmoNet distilled from the shipped `accurate` ensemble,
     # then quantised to int8 for ONNX Runtime by `emotorch package RUN --name fast --int8`.

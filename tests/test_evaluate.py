@@ -38,6 +38,9 @@ def test_tta_views_are_ten_48x48_crops():
     assert len(views) == 10 and all(v.shape == x.shape for v in views)
     torch.testing.assert_close(views[4], x)  # the centre crop of the padded copy is the input
     torch.testing.assert_close(views[9], x.flip(-1))
+    top_left = tta_views(x, pad=2)[0]  # the image moved 2 px right and down, reflected into the border
+    torch.testing.assert_close(top_left[..., 2:, 2:], x[..., :-2, :-2])
+    torch.testing.assert_close(top_left[..., 0, 2:], x[..., 2, :-2])
 
 
 def test_evaluate_json_on_a_folder_with_some_classes(tiny_run, tmp_path):

@@ -94,7 +94,7 @@ def test_the_shipped_models_read_the_sample_photo(name):
     assert name in zoo.shipped()
     model = load_model(name)  # sha256-checked
     assert model.meta["classes"][4] == "neutral" and model.meta["temperature"] > 0
-    assert model.meta["val_metrics"]["accuracy"] > (0.72 if name == "accurate" else 0.70)
+    assert model.meta["val_metrics"]["accuracy"] >= (0.73 if name == "accurate" else 0.70)  # the targets
     assert (model.onnx is not None) == (name == "fast")  # fast ships int8 ONNX, which its metrics describe
     sample = Path(zoo.__file__).with_name("samples") / "astronaut.jpg"
     faces = EmotionRecognizer(model).predict(sample)
