@@ -6,7 +6,7 @@
 Each run's best checkpoint is prepared as `emotorch package` ships it (precise batch-norm statistics
 on the clean training faces, weights rounded to float16), then every set of one or more runs is
 averaged in log-probability, as the ``ensemble`` model does, and scored on val (FER2013 PublicTest)
-without and with flip + ten-crop TTA (``--tta-pads 2 4`` compares crops shifted by 2 and 4 pixels).
+without and with flip + ten-crop TTA (``--tta-pads 4 2`` compares crops shifted by 4 and 2 pixels).
 Picking the best set on val flatters it: compare sets that differ by more than the spread between
 them (one face in val is 0.028 points).
 """
