@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import time
 from pathlib import Path
 
 import cv2
@@ -66,6 +67,15 @@ def text(driver, element_id: str) -> str:
     return driver.find_element(By.ID, element_id).get_attribute("textContent").strip()
 
 
+def top_bar_matches_its_share(driver) -> bool:
+    """Whether the top bar's rendered fill is its probability's share of the track (within 1% + 3 px)."""
+    top = driver.find_element(By.CSS_SELECTOR, "#bars li.top")
+    share = float(top.find_element(By.CSS_SELECTOR, ".value").text.rstrip("%")) / 100
+    track = top.find_element(By.CSS_SELECTOR, ".track").rect["width"]
+    fill = top.find_element(By.CSS_SELECTOR, ".fill").rect["width"]
+    return share > 0.3 and track > 100 and abs(fill - share * track) <= 0.01 * track + 3
+
+
 def test_consent_then_live_emotion_and_recommendations(server, tmp_path):
     driver = browser(tmp_path, face_video(tmp_path / "face.y4m"))
     try:
@@ -73,7 +83,10 @@ def test_consent_then_live_emotion_and_recommendations(server, tmp_path):
         assert driver.find_element(By.ID, "consent").is_displayed()
         assert not driver.find_element(By.ID, "live").is_displayed()
         assert driver.find_element(By.ID, "stop").is_displayed() and driver.find_element(By.ID, "forget").is_displayed()
-        assert "Nothing is stored" in text(driver, "consent")
+        consent = " ".join(text(driver, "consent").split())  # exactly what is kept: feedback, no images or emotions
+        assert "Nothing is stored" not in consent
+        assert "What is never stored: camera frames and photos" in consent and "Your emotions" in consent
+        assert "opened or liked" in consent and "until you press Forget me" in consent
         assert driver.execute_script("return window.__cameraCalls") == 0  # no camera before consent
 
         # keyboard only: the consent button has the focus; Enter starts the camera
@@ -87,6 +100,7 @@ def test_consent_then_live_emotion_and_recommendations(server, tmp_path):
         wait.until(lambda d: float(text(d, "fps")) > 0)
         bars = driver.find_elements(By.CSS_SELECTOR, "#bars li")
         assert [b.get_attribute("data-emotion") for b in bars] == list(CLASSES)
+        wait.until(lambda d: top_bar_matches_its_share(d))
         reasons = [r.text for r in driver.find_elements(By.CSS_SELECTOR, "#recs .reason")]
         assert all(reasons) and any("happy" in r for r in reasons)
         shots = Path(os.environ.get("EMOTORCH_SCREENSHOTS", tmp_path))
@@ -128,6 +142,7 @@ def test_without_a_camera_on_a_phone_sized_screen(server, tmp_path):
         WebDriverWait(driver, 30).until(lambda d: "error" in status.get_attribute("class"))
         assert "no camera was found" in text(driver, "status").lower(), text(driver, "status")
         assert "upload a photo" in text(driver, "status").lower()
+        assert "once the camera or a photo shows a face" in text(driver, "recs-note")  # not an empty card
         # selfie mode instead: upload one photo
         photo = tmp_path / "me.jpg"
         cv2.imwrite(str(photo), cv2.cvtColor(skdata.astronaut(), cv2.COLOR_RGB2BGR))
@@ -136,5 +151,27 @@ def test_without_a_camera_on_a_phone_sized_screen(server, tmp_path):
         assert "1 face(s) found" in text(driver, "status")
         assert driver.execute_script("return document.documentElement.scrollWidth <= window.innerWidth")
         driver.save_screenshot(str(Path(os.environ.get("EMOTORCH_SCREENSHOTS", tmp_path)) / "page_phone.png"))
+    finally:
+        driver.quit()
+
+
+def test_api_docs_render_with_no_network(server, tmp_path):
+    """/docs (Swagger UI) and /redoc render from assets the server itself serves: no CDN."""
+    driver = browser(tmp_path, camera=None)
+    try:
+        wait = WebDriverWait(driver, 30)
+        driver.get(server + "/docs")
+        wait.until(lambda d: "EmoTorch" in d.execute_script(
+            "const t = document.querySelector('.swagger-ui .info .title'); return t ? t.textContent : ''"))
+        wait.until(lambda d: "/v1/emotions" in d.find_element(By.TAG_NAME, "body").text)
+        driver.get(server + "/redoc")
+        wait.until(lambda d: "/v1/emotions" in d.find_element(By.TAG_NAME, "body").get_attribute("textContent"))
+        for page in ("/docs", "/redoc"):  # every fetch is local, or blocked by the docs' CSP (ReDoc's logo)
+            driver.get(server + page)
+            time.sleep(1)
+            fetched = driver.execute_script("return performance.getEntriesByType('resource').map(e => e.name)")
+            blocked = " ".join(e["message"] for e in driver.get_log("browser") if "has been blocked" in e["message"])
+            assert any(url.startswith(server + "/static-offline-docs/") for url in fetched), fetched
+            assert all(url.startswith(server) or url in blocked for url in fetched), (fetched, blocked)
     finally:
         driver.quit()

@@ -13,6 +13,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
+from fastapi_offline import FastAPIOffline
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -24,6 +25,9 @@ from emotorch.serve.ratelimit import RateLimiter
 from emotorch.zoo import STREAM_MODEL
 
 ENV = "EMOTORCH_SERVE_SETTINGS"  # JSON settings handed to each worker process
+DOCS_PAGES = ("/docs", "/redoc")
+DOCS_POLICY = ("default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'; "
+               "script-src 'self' 'unsafe-inline'; worker-src 'self' blob:")  # fmt: skip
 
 
 @dataclass
@@ -148,8 +152,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await batcher.stop()
             app.state.recommender.engine.dispose()
 
-    app = FastAPI(title="EmoTorch", version=__version__, lifespan=lifespan,
-                  description="Facial emotion recognition and emotion-aware recommendations.")  # fmt: skip
+    # /docs and /redoc load Swagger UI and ReDoc from fastapi-offline's copies, not from a CDN
+    app = FastAPIOffline(title="EmoTorch", version=__version__, lifespan=lifespan,
+                         description="Facial emotion recognition and emotion-aware recommendations.",
+                         swagger_ui_parameters={"validatorUrl": None})  # fmt: skip
     app.state.settings, app.state.metrics = settings, metrics
     limiter = RateLimiter(settings.rate_limit, settings.rate_burst) if settings.rate_limit > 0 else None
     # added first, so it runs inside the middleware below: a refused client uploads nothing
@@ -169,6 +175,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         path = getattr(route, "path", "unmatched")
         metrics.requests.labels(path, request.method, str(response.status_code)).inc()
         metrics.latency.labels(path).observe(time.perf_counter() - start)
+        if path in DOCS_PAGES:  # ReDoc would fetch its logo from a CDN: keep every fetch on this server
+            response.headers["Content-Security-Policy"] = DOCS_POLICY
         return response
 
     @app.exception_handler(Problem)

@@ -38,6 +38,9 @@ function showApp() {
   $("consent").hidden = true;
   $("live").hidden = false;
   $("recs-panel").hidden = false;
+  if (state.shownEmotion === null) {
+    $("recs-note").textContent = "No mood read yet: suggestions appear here once the camera or a photo shows a face.";
+  }
 }
 
 // --- camera -------------------------------------------------------------------------------
@@ -74,7 +77,7 @@ async function startCamera() {
   liveLoop();
 }
 
-function stopCamera(message = "Camera stopped. Nothing was kept.") {
+function stopCamera(message = "Camera stopped. No frame was kept.") {
   state.running = false;
   if (state.stream) state.stream.getTracks().forEach((t) => t.stop());
   state.stream = null;
