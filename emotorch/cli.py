@@ -6,6 +6,7 @@ import argparse
 import difflib
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,9 @@ from typing import Any
 from emotorch.checkpoint import CheckpointError
 from emotorch.data import CLASSES, DataError
 from emotorch.zoo import PHOTO_MODEL, STREAM_MODEL
+
+EXIT_FAILED = 1  # an input (photo, video, data set, checkpoint) could not be read or used
+EXIT_USAGE = 2  # bad options or arguments, or an output that exists without --force
 
 
 class _Parser(argparse.ArgumentParser):
@@ -362,7 +366,17 @@ def _image_files(inputs: list[str]) -> list[Path]:
     return files
 
 
-def cmd_predict(args: argparse.Namespace) -> None:
+def _annotated_paths(files: list[Path], out: Path) -> list[Path]:
+    """Where each photo's annotated copy goes: its path relative to the inputs' common folder, mirrored
+    under ``out``, so ``a/x.jpg`` and ``b/x.jpg`` do not overwrite each other."""
+    if not files:
+        return []
+    resolved = [f.resolve() for f in files]
+    common = Path(os.path.commonpath([f.parent for f in resolved]))
+    return [out / f.relative_to(common).with_name(f"{f.stem}.annotated.png") for f in resolved]
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
     import csv
 
     from tqdm import tqdm
@@ -373,26 +387,30 @@ def cmd_predict(args: argparse.Namespace) -> None:
     recognizer = EmotionRecognizer(args.model, tta=args.tta, backend=args.backend)
     files = _image_files(args.inputs)
     out = Path(args.out) if args.out else None
+    annotated = _annotated_paths(files, out) if out is not None else []
     if out is not None:
-        clash = [f.name for f in files if (out / f"{f.stem}.annotated.png").exists()] + (
-            ["summary.csv"] if (out / "summary.csv").exists() else [])  # fmt: skip
+        clash = [str(p) for p in dict.fromkeys([*annotated, out / "summary.csv"]) if p.exists()]
         if clash and not args.force:
-            raise FileExistsError(f"{out} already holds {', '.join(clash[:3])}; pass --force to overwrite")
+            more = f" and {len(clash) - 3} more" if len(clash) > 3 else ""
+            raise FileExistsError(f"{out} already holds {', '.join(clash[:3])}{more}; pass --force to overwrite")
         out.mkdir(parents=True, exist_ok=True)
-    results, rows = [], []
-    for f in tqdm(files, desc="photos", unit=" img", disable=None if len(files) > 1 and not args.quiet else True):
+    results, rows, failed = [], [], 0
+    for k, f in enumerate(tqdm(files, desc="photos", unit=" img",
+                               disable=None if len(files) > 1 and not args.quiet else True)):  # fmt: skip
         try:
             rgb = read_image(f)
             faces = recognizer.predict(rgb)
         except DataError as e:
             print(f"emotorch: error: {e}", file=sys.stderr)
             results.append({"path": str(f), "error": str(e), "faces": []})
+            failed += 1
             continue
         results.append({"path": str(f), "faces": [face.to_dict() for face in faces]})
         rows += [[str(f), i, *face.to_dict()["box"], face.emotion, *face.probabilities.values()]
                  for i, face in enumerate(faces)]  # fmt: skip
         if out is not None:
-            annotate(rgb, faces).save(out / f"{f.stem}.annotated.png")
+            annotated[k].parent.mkdir(parents=True, exist_ok=True)
+            annotate(rgb, faces).save(annotated[k])
         if not args.json:
             summary = ", ".join(f"{face.emotion} {face.probabilities[face.emotion]:.0%}" for face in faces)
             print(f"{f}: {len(faces)} face(s){': ' + summary if faces else ''}")
@@ -403,11 +421,12 @@ def cmd_predict(args: argparse.Namespace) -> None:
             writer.writerows(rows)
     if args.json:
         print(json.dumps(results))
+    if failed:
+        print(f"emotorch: {failed} of {len(files)} input(s) failed", file=sys.stderr)
+    return EXIT_FAILED if failed else 0
 
 
 def cmd_webcam(args: argparse.Namespace) -> None:
-    import os
-
     from emotorch.detect import YuNetDetector
     from emotorch.pipeline import EmotionRecognizer
     from emotorch.video import live
@@ -508,7 +527,7 @@ def _mood(args: argparse.Namespace):
 
         faces = EmotionRecognizer(args.model).predict(args.image)  # the photo is read, never stored
         if not faces:
-            raise ValueError(f"{args.image}: no face found")
+            raise DataError(f"{args.image}: no face found")
         largest = max(faces, key=lambda f: f.box[2] * f.box[3])
         return mood(probs=largest.probabilities)
     if args.emotion is None and args.probs is None:
@@ -580,8 +599,6 @@ def cmd_user(args: argparse.Namespace) -> None:
 
 
 def cmd_serve(args: argparse.Namespace) -> None:
-    import os
-
     import uvicorn
 
     from emotorch.serve.app import ENV, Settings
@@ -613,6 +630,7 @@ COMMANDS = {
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one command; exit status 0 on success, 1 when an input failed, 2 for a usage error."""
     args = build_parser().parse_args(argv)
     # EmoTorch's own log lines go to stderr; other libraries keep their default (warnings only)
     handler = logging.StreamHandler(sys.stderr)
@@ -622,14 +640,16 @@ def main(argv: list[str] | None = None) -> int:
     ours.setLevel(logging.WARNING if args.quiet else logging.INFO)
     ours.propagate = False
     try:
-        COMMANDS[args.command](args)
-    except (DataError, CheckpointError, ValueError, FileExistsError, FileNotFoundError) as e:
+        return COMMANDS[args.command](args) or 0
+    except (DataError, CheckpointError, FileNotFoundError) as e:  # an input could not be read or used
         print(f"emotorch: error: {e}", file=sys.stderr)
-        return 2
+        return EXIT_FAILED
+    except (ValueError, FileExistsError) as e:  # the command asked for something it cannot do
+        print(f"emotorch: error: {e}", file=sys.stderr)
+        return EXIT_USAGE
     except KeyboardInterrupt:
         print("emotorch: interrupted", file=sys.stderr)
         return 130
-    return 0
 
 
 if __name__ == "__main__":

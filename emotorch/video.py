@@ -132,11 +132,15 @@ def follow(face: Face, previous: np.ndarray, gray: np.ndarray) -> Face | None:
 
 
 def frames(source: str | int) -> Iterator[tuple[int, np.ndarray, float]]:
-    """(index, RGB frame, fps) from a video file or a camera index."""
+    """(index, RGB frame, fps) from a video file or a camera index; a file that yields no frame is a DataError."""
+    what = f"camera {source}" if isinstance(source, int) else str(source)
     cap = cv2.VideoCapture(source)
     if not cap.isOpened():
-        what = f"camera {source}" if isinstance(source, int) else f"{source}: not a readable video"
-        raise DataError(f"cannot open {what}")
+        raise DataError(f"cannot open camera {source}" if isinstance(source, int) else
+                        f"{source}: not a readable video (no video format recognised)")  # fmt: skip
+    if int(cap.get(cv2.CAP_PROP_FOURCC)).to_bytes(4, "little") == b"ansi":  # FFmpeg "plays" any text file
+        cap.release()
+        raise DataError(f"{source}: not a readable video (it is text)")
     fps = cap.get(cv2.CAP_PROP_FPS) or 30.0
     i = 0
     try:
@@ -148,6 +152,8 @@ def frames(source: str | int) -> Iterator[tuple[int, np.ndarray, float]]:
             i += 1
     finally:
         cap.release()
+    if i == 0:
+        raise DataError(f"{what}: not a readable video (no frame could be decoded)")
 
 
 def process_video(recognizer: EmotionRecognizer, source: str | os.PathLike, *, out: Path | None = None,

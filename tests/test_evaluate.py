@@ -73,7 +73,7 @@ def test_predictions_for_unlabeled_kaggle_test_csv(tiny_run, tmp_path):
     again = emotorch(*args, "--predictions", str(dest))
     assert again.returncode == 2 and "--force" in again.stderr  # never overwritten without asking
     nolabels = emotorch(*args, "--json")
-    assert nolabels.returncode == 2 and "no labels" in nolabels.stderr
+    assert nolabels.returncode == 1 and "no labels" in nolabels.stderr
 
 
 def test_predict_proba_uses_the_checkpoint_preprocessing(tiny_run):
@@ -94,7 +94,7 @@ def test_bad_checkpoint_is_a_clear_error(tmp_path):
     bad = tmp_path / "model.pt"
     bad.write_bytes(b"not a checkpoint")
     res = emotorch("evaluate", "--model", str(bad), "--data", str(tmp_path))
-    assert res.returncode == 2 and "model.pt" in res.stderr and "Traceback" not in res.stderr
+    assert res.returncode == 1 and "model.pt" in res.stderr and "Traceback" not in res.stderr
 
 
 def test_temperature_scaling_recovers_a_known_temperature():

@@ -78,12 +78,37 @@ def test_cli_predict_goes_on_past_a_bad_file(tiny_run, tmp_path):
            str(tmp_path / "truncated.jpg"), str(tmp_path / "coffee.png"), "--model", str(tiny_run), "--json",
            "--out", str(out)]  # fmt: skip
     res = subprocess.run(cmd, capture_output=True, text=True)
-    assert res.returncode == 0, res.stderr
+    assert res.returncode == 1, res.stderr  # some input failed: not a success
     doc = json.loads(res.stdout)
     assert [len(r["faces"]) for r in doc] == [1, 0, 0]
     assert "truncated.jpg" in doc[1]["error"] and "truncated.jpg" in res.stderr
+    assert "1 of 3 input(s) failed" in res.stderr
     face = doc[0]["faces"][0]
     assert len(face["box"]) == 4 and face["emotion"] in face["probabilities"]
     assert (out / "astronaut.annotated.png").is_file() and (out / "summary.csv").read_text().count("\n") == 2
     again = subprocess.run(cmd, capture_output=True, text=True)
     assert again.returncode == 2 and "--force" in again.stderr
+    assert str(out / "astronaut.annotated.png") in again.stderr  # names the output, not the input
+
+
+def test_cli_predict_a_missing_file_fails(tiny_run, tmp_path):
+    cmd = [sys.executable, "-m", "emotorch.cli", "-q", "predict", str(tmp_path / "nope.jpg"), "--model", str(tiny_run)]
+    res = subprocess.run(cmd, capture_output=True, text=True)
+    assert res.returncode == 1 and "nope.jpg: no such file" in res.stderr and "Traceback" not in res.stderr
+
+
+def test_cli_predict_out_mirrors_folders(tiny_run, tmp_path):
+    for name in ("a", "b"):
+        (tmp_path / "in" / name).mkdir(parents=True)
+        Image.fromarray(skdata.astronaut()[:, ::-1] if name == "b" else skdata.astronaut()).save(
+            tmp_path / "in" / name / "x.jpg")
+    out = tmp_path / "out"
+    for inputs in ([str(tmp_path / "in")], [str(tmp_path / "in" / "a" / "x.jpg"), str(tmp_path / "in" / "b" / "x.jpg")]):
+        cmd = [sys.executable, "-m", "emotorch.cli", "-q", "predict", *inputs, "--model", str(tiny_run),
+               "--out", str(out), "--force"]  # fmt: skip
+        res = subprocess.run(cmd, capture_output=True, text=True)
+        assert res.returncode == 0, res.stderr
+        written = sorted(p.relative_to(out).as_posix() for p in out.rglob("*.png"))
+        assert written == ["a/x.annotated.png", "b/x.annotated.png"]
+        a, b = (np.asarray(Image.open(out / n / "x.annotated.png")) for n in ("a", "b"))
+        assert not np.array_equal(a, b)  # two photos, two files: neither overwrote the other

@@ -278,7 +278,7 @@ def test_cli_recommend_from_a_photo(db_url, tmp_path):
 
     Image.new("RGB", (200, 200), (120, 120, 120)).save(blank)
     res = subprocess.run([*cmd[:5], str(blank), *cmd[6:]], capture_output=True, text=True)
-    assert res.returncode == 2 and "no face found" in res.stderr
+    assert res.returncode == 1 and "no face found" in res.stderr
 
 
 def test_concurrent_first_requests_of_one_user_do_not_collide(any_db):

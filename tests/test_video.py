@@ -80,7 +80,14 @@ def test_unreadable_video_is_a_clear_error(tiny_run, tmp_path):
     bad.write_bytes(b"not a video at all")
     res = subprocess.run([sys.executable, "-m", "emotorch.cli", "-q", "video", str(bad), "--model", str(tiny_run)],
                          capture_output=True, text=True)  # fmt: skip
-    assert res.returncode == 2 and "clip.mp4" in res.stderr and "Traceback" not in res.stderr
+    assert res.returncode == 1 and "clip.mp4" in res.stderr and "Traceback" not in res.stderr
+    text = tmp_path / "notes.mp4"  # FFmpeg decodes any text as "ANSI art" frames
+    text.write_text("not a video, only words\n" * 50)
+    csv_path = tmp_path / "notes.csv"
+    res = subprocess.run([sys.executable, "-m", "emotorch.cli", "-q", "video", str(text), "--model", str(tiny_run),
+                          "--csv", str(csv_path)], capture_output=True, text=True)  # fmt: skip
+    assert res.returncode == 1 and "notes.mp4: not a readable video" in res.stderr, res.stderr
+    assert not csv_path.exists()
 
 
 def test_webcam_headless_prints_json_lines(tiny_run, tmp_path):
@@ -108,7 +115,7 @@ def test_webcam_without_camera_or_display_says_so(tiny_run):
     res = subprocess.run(cmd, capture_output=True, text=True, env=env)
     assert res.returncode == 2 and "--headless" in res.stderr
     res = subprocess.run([*cmd, "--camera", "7", "--headless"], capture_output=True, text=True)
-    assert res.returncode == 2 and "cannot open camera 7" in res.stderr
+    assert res.returncode == 1 and "cannot open camera 7" in res.stderr
 
 
 def test_follower_tracks_moving_faces_between_detections(tmp_path):
