@@ -1,6 +1,6 @@
 """Offline evaluation of the recommender: simulated users whose taste depends on their mood.
 
-    python benchmarks/recommend_sim.py [--rounds 3000] [--users 100] [--seed 0]
+    python benchmarks/recommend_sim.py [--rounds 3000] [--users 100] [--seed 0] [--seeds 1]
 
 The user model (seeded, so every run prints the same table):
 - each item has a hidden appeal q ~ N(0, 0.6), shared by everyone;
@@ -12,9 +12,13 @@ The user model (seeded, so every run prints the same table):
   user clicks each with probability sigmoid(-3 + 3 closeness + q + 1.2 [a favourite tag]).
 
 Policies: random items; the static mood mapping (the Recommender's ``auto`` strategy with no
-feedback); and the learning Recommender (the same, plus impressions and clicks fed back: LinUCB
-over the emotion vector and per-user tag affinity). Repeat suppression is off (recent_hours=0)
-so all three choose from the same items every round. Prints click-through per block of rounds.
+feedback); the learning Recommender (the same, plus impressions and clicks fed back: LinUCB
+over the emotion vector, per-user tag affinity, strategies learned from clicks); and, for
+comparison, the learning Recommender without shrinkage (``unshrunk``: a ridge of 1 on each
+item's arm, one pseudo-impression per tag, strategies chosen before any click), which lets a
+single like outweigh the mood. Repeat suppression is off (recent_hours=0) so all choose from
+the same items every round. Prints click-through per block of rounds; with ``--seeds N`` the
+mean over N seeds (users and rounds drawn anew) and each policy's spread across them.
 """
 
 from __future__ import annotations
@@ -51,16 +55,20 @@ class Users:
         return float(1 / (1 + np.exp(-logit)))
 
 
-def simulate(policy: str, args: argparse.Namespace, db: str) -> list[float]:
-    rng = np.random.default_rng(args.seed)  # the same users and rounds for every policy
-    rec = Recommender(db, recent_hours=0.0)
+POLICIES = {"random": {}, "static": {}, "learning": {},
+            "unshrunk": {"arm_prior": 1.0, "tag_prior": 1.0, "min_strategy_clicks": 0}}  # fmt: skip
+
+
+def simulate(policy: str, args: argparse.Namespace, db: str, seed: int) -> list[float]:
+    rng = np.random.default_rng(seed)  # the same users and rounds for every policy
+    rec = Recommender(db, recent_hours=0.0, **POLICIES[policy])
     for u in range(args.users):  # simulated users consent to storing their emotion context
         rec.set_user(f"user{u}", opted_in=True)
     items = list_items(rec.engine)
     by_category = {c: [it for it in items if it["category"] == c] for c in CATEGORIES}
     users = Users(args.users, items, rng)
-    click_rng = np.random.default_rng(args.seed + 1)
-    pick_rng = np.random.default_rng(args.seed + 2)
+    click_rng = np.random.default_rng(seed + 1)
+    pick_rng = np.random.default_rng(seed + 2)
     clicks = np.zeros(args.rounds)
     for t in range(args.rounds):
         u = int(rng.integers(args.users))
@@ -70,17 +78,17 @@ def simulate(policy: str, args: argparse.Namespace, db: str) -> list[float]:
         probs[e] += top
         category = CATEGORIES[int(rng.integers(len(CATEGORIES)))]
         current = mood(probs=probs.tolist())
+        learning = policy in ("learning", "unshrunk")
         if policy == "random":
             shown = [by_category[category][i] for i in pick_rng.choice(len(by_category[category]), 5, replace=False)]
         else:
-            learning = policy == "learning"
             recs = rec.recommend(current, categories=category, n=5, user_id=f"user{u}" if learning else None,
                                  record=learning)  # fmt: skip
             shown = [r.item for r in recs]
         for item in shown:
             if click_rng.random() < users.click_prob(u, CLASSES[e], item):
                 clicks[t] += 1
-                if policy == "learning":
+                if learning:
                     rec.feedback(item["id"], "click", current, user_id=f"user{u}")
     return [float(b.sum() / (5 * len(b))) for b in np.array_split(clicks, args.blocks)]
 
@@ -91,17 +99,23 @@ def main() -> None:
     parser.add_argument("--users", type=int, default=100)
     parser.add_argument("--blocks", type=int, default=5)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seeds", type=int, default=1, help="average over this many seeds from --seed on")
     args = parser.parse_args()
-    results = {}
+    results = {p: [] for p in POLICIES}
     with tempfile.TemporaryDirectory(prefix="emotorch-sim-") as tmp:
-        for policy in ("random", "static", "learning"):
-            results[policy] = simulate(policy, args, f"sqlite:///{Path(tmp) / policy}.db")
+        for seed in range(args.seed, args.seed + args.seeds):
+            for policy in POLICIES:
+                db = f"sqlite:///{Path(tmp) / f'{policy}-{seed}'}.db"
+                results[policy].append(simulate(policy, args, db, seed * 10))
     size = args.rounds // args.blocks
     header = "".join(f"{f'rounds {i * size + 1}-{(i + 1) * size}':>18}" for i in range(args.blocks))
-    print(f"click-through rate per shown item, {args.users} users, {args.rounds} rounds of 5 items")
-    print(f"{'policy':<12}{header}{'overall':>10}")
-    for policy, ctr in results.items():
-        print(f"{policy:<12}" + "".join(f"{c:>18.3f}" for c in ctr) + f"{np.mean(ctr):>10.3f}")
+    print(f"click-through rate per shown item, {args.users} users, {args.rounds} rounds of 5 items, "
+          f"{args.seeds} seed(s)")  # fmt: skip
+    print(f"{'policy':<12}{header}{'overall':>10}{'min-max over seeds':>22}")
+    for policy, runs in results.items():
+        ctr, overall = np.mean(runs, 0), np.mean(runs, 1)
+        spread = f"{overall.min():.3f}-{overall.max():.3f}"
+        print(f"{policy:<12}" + "".join(f"{c:>18.3f}" for c in ctr) + f"{overall.mean():>10.3f}{spread:>22}")
 
 
 if __name__ == "__main__":

@@ -13,10 +13,21 @@ from typing import Any
 
 from emotorch.checkpoint import CheckpointError
 from emotorch.data import CLASSES, DataError
+from emotorch.recommend.engine import FEEDBACK_KINDS, STRATEGIES
 from emotorch.zoo import PHOTO_MODEL, STREAM_MODEL
 
 EXIT_FAILED = 1  # an input (photo, video, data set, checkpoint) could not be read or used
 EXIT_USAGE = 2  # bad options or arguments, or an output that exists without --force
+
+
+class _HelpFormatter(argparse.HelpFormatter):
+    """Adds each option's default to its help, unless the help already says it or there is none."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if action.default not in (None, False, [], argparse.SUPPRESS) and "default" not in text:
+            text += " (default: %(default)s)"
+        return text
 
 
 class _Parser(argparse.ArgumentParser):
@@ -24,6 +35,7 @@ class _Parser(argparse.ArgumentParser):
 
     def __init__(self, *args, **kwargs) -> None:
         kwargs.setdefault("allow_abbrev", False)
+        kwargs.setdefault("formatter_class", _HelpFormatter)
         super().__init__(*args, **kwargs)
 
     def parse_known_args(self, args=None, namespace=None):  # type: ignore[override]
@@ -34,6 +46,14 @@ class _Parser(argparse.ArgumentParser):
                 hint = difflib.get_close_matches(extra.split("=")[0], options, n=1)
                 self.error(f"unknown option {extra}" + (f"; did you mean {hint[0]}?" if hint else ""))
         return ns, extras
+
+
+def _model_help(default: str | None = None) -> str:
+    """Help for a --model option, naming the shipped models."""
+    from emotorch.zoo import shipped
+
+    names = ", ".join(sorted(shipped()))
+    return f"shipped model ({names}), checkpoint file or run directory" + (f" (default: {default})" if default else "")
 
 
 def _add_data_flags(p: argparse.ArgumentParser) -> None:
@@ -53,7 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
     stats.add_argument("--json", action="store_true", help="print one JSON object")
 
     models = sub.add_parser("models", help="list the registered models with parameter counts")
-    models.add_argument("--json", action="store_true")
+    models.add_argument("--json", action="store_true", help="print one JSON list instead of a table")
 
     tr = sub.add_parser("train", help="train a model into a run directory")
     tr.add_argument("--data", help="training data (any supported format); read from the run when resuming")
@@ -64,19 +84,20 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--model-option", action="append", default=[], metavar="KEY=VALUE",
                     help="a model builder option, e.g. width=32 (repeatable)")
     tr.add_argument("--pretrained", help="local ImageNet weights file for vgg16/vgg19/resnet50/densenet121")
-    tr.add_argument("--epochs", type=int)
-    tr.add_argument("--batch-size", type=int)
-    tr.add_argument("--lr", type=float)
-    tr.add_argument("--optimizer", choices=["sgd", "adam", "adamw"])
+    tr.add_argument("--epochs", type=int, help="epochs to train (default: the preset's)")
+    tr.add_argument("--batch-size", type=int, help="faces per step (default: the preset's)")
+    tr.add_argument("--lr", type=float, help="peak learning rate (default: the preset's)")
+    tr.add_argument("--optimizer", choices=["sgd", "adam", "adamw"], help="optimizer (default: the preset's)")
     tr.add_argument("--balance", choices=["none", "sampler", "loss"], help="class-imbalance handling")
-    tr.add_argument("--augment", choices=["none", "flip", "standard"])
-    tr.add_argument("--label-smoothing", type=float)
+    tr.add_argument("--augment", choices=["none", "flip", "standard"],
+                    help="training augmentation: none, flips, or the standard set (default: the preset's)")
+    tr.add_argument("--label-smoothing", type=float, help="label smoothing, 0-1 (default: the preset's)")
     tr.add_argument("--val-split", help="split to validate on (default val; held out from train if absent)")
     tr.add_argument("--select", choices=["accuracy", "macro_f1"], help="val metric that picks best.pt")
     tr.add_argument("--init", metavar="RUN_OR_CHECKPOINT",
                     help="start from the weights of this run or checkpoint (fine-tuning, warm restarts)")
-    tr.add_argument("--teacher", help="shipped model name, checkpoint or run directory to distil from")
-    tr.add_argument("--seed", type=int)
+    tr.add_argument("--teacher", help="model to distil from: " + _model_help())
+    tr.add_argument("--seed", type=int, help="random seed: data order, augmentation and init (default: the preset's)")
     tr.add_argument("--no-amp", action="store_true", help="train in float32")
     tr.add_argument("--out", help="run directory (default: runs/train/<preset>-<model>[-N])")
     tr.add_argument("--resume", action="store_true", help="continue the run in --out from its last.pt")
@@ -84,8 +105,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_flags(tr)
 
     ev = sub.add_parser("evaluate", help="metrics (or predictions) of a model on a data set")
-    ev.add_argument("--model", required=True, help="checkpoint file or run directory")
-    ev.add_argument("--data", required=True)
+    ev.add_argument("--model", required=True, help=_model_help())
+    ev.add_argument("--data", required=True, help="data set to evaluate on (any supported format)")
     ev.add_argument("--split", help="split to evaluate (default: val, else test, else the only one)")
     ev.add_argument("--tta", action="store_true", help="horizontal flip and ten-crop test-time augmentation")
     ev.add_argument("--json", action="store_true", help="print exactly one JSON object on stdout")
@@ -95,13 +116,13 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_flags(ev)
 
     pr = sub.add_parser("predict", help="emotions of every face in photos or folders of photos")
-    pr.add_argument("inputs", nargs="+", metavar="IMAGE_OR_FOLDER")
-    pr.add_argument("--model", default=PHOTO_MODEL, help=f"shipped model name, checkpoint file or run directory "
-                                                      f"(default: {PHOTO_MODEL})")
+    pr.add_argument("inputs", nargs="+", metavar="IMAGE_OR_FOLDER", help="photos, or folders searched recursively")
+    pr.add_argument("--model", default=PHOTO_MODEL, help=_model_help(PHOTO_MODEL))
     pr.add_argument("--json", action="store_true", help="print one JSON document: a list of {path, faces}")
     pr.add_argument("--out", help="write annotated images and summary.csv here")
     pr.add_argument("--force", action="store_true", help="overwrite files already in --out")
-    pr.add_argument("--tta", action="store_true")
+    pr.add_argument("--tta", action="store_true",
+                    help="average flipped and shifted views of each face (slower, slightly more accurate)")
 
     pk = sub.add_parser("package", help="ship a run's best checkpoint inside the package (maintainers)")
     pk.add_argument("run", nargs="+", help="run directory or checkpoint; several make an averaged ensemble")
@@ -115,8 +136,8 @@ def build_parser() -> argparse.ArgumentParser:
                                                         "which ONNX Runtime serves and the val metrics describe")
 
     ex = sub.add_parser("export", help="export a model (ONNX, with its metadata)")
-    ex.add_argument("--model", required=True, help="checkpoint file or run directory")
-    ex.add_argument("--format", choices=["onnx"], default="onnx")
+    ex.add_argument("--model", required=True, help=_model_help())
+    ex.add_argument("--format", choices=["onnx"], default="onnx", help="file format")
     ex.add_argument("--out", required=True, help="file to write, e.g. emonet.onnx")
     ex.add_argument("--force", action="store_true", help="overwrite an existing --out file")
     ex.add_argument("--int8", action="store_true", help="quantise to int8 (about 3x faster on CPUs with VNNI)")
@@ -124,16 +145,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     vid = sub.add_parser("video", help="emotions over time in a video: tracked faces, smoothed labels")
     vid.add_argument("input", help="video file")
-    vid.add_argument("--model", default=STREAM_MODEL, help=f"shipped model name, checkpoint file or run directory "
-                                                        f"(default: {STREAM_MODEL})")
+    vid.add_argument("--model", default=STREAM_MODEL, help=_model_help(STREAM_MODEL))
     vid.add_argument("--out", help="annotated video to write (.mp4)")
     vid.add_argument("--csv", help="per-frame results: frame, time, track id, box, emotion, probabilities")
     vid.add_argument("--plot", help="emotion-over-time plot per tracked face (.png)")
     vid.add_argument("--force", action="store_true", help="overwrite existing output files")
     cam = sub.add_parser("webcam", help="live emotions from a camera: a window, or JSON lines with --headless")
-    cam.add_argument("--camera", default="0", help="camera index, or a video file or stream URL")
-    cam.add_argument("--model", default=STREAM_MODEL, help=f"shipped model name, checkpoint file or run directory "
-                                                        f"(default: {STREAM_MODEL})")
+    cam.add_argument("--camera", default="0", help="camera index, or a video file or stream URL (default: 0)")
+    cam.add_argument("--model", default=STREAM_MODEL, help=_model_help(STREAM_MODEL))
     cam.add_argument("--headless", action="store_true", help="print one JSON line per frame instead of a window")
     cam.add_argument("--max-frames", type=int, help="stop after this many frames")
     for p, every in ((vid, 1), (cam, 2)):
@@ -152,56 +171,60 @@ def build_parser() -> argparse.ArgumentParser:
     cat = sub.add_parser("catalog", help="the recommendation catalog").add_subparsers(
         dest="catalog_command", required=True, parser_class=_Parser)  # fmt: skip
     imp = cat.add_parser("import", help="validate and import a CSV or JSON catalog in one transaction")
-    imp.add_argument("file")
+    imp.add_argument("file", help="a .csv or .json catalog (see the README for the fields)")
     imp.add_argument("--replace", action="store_true", help="also remove items the file does not list")
     exp = cat.add_parser("export", help="write the catalog as CSV or JSON")
-    exp.add_argument("--format", choices=["csv", "json"], default="csv")
+    exp.add_argument("--format", choices=["csv", "json"], default="csv", help="file format")
     exp.add_argument("--out", help="file to write (default: stdout)")
     exp.add_argument("--force", action="store_true", help="overwrite an existing --out file")
     lst = cat.add_parser("list", help="list catalog items")
-    lst.add_argument("--category")
-    lst.add_argument("--json", action="store_true")
+    lst.add_argument("--category", help="only this category (product, place, food, song or movie; plurals too)")
+    lst.add_argument("--json", action="store_true", help="print one JSON list")
     for p in (imp, exp, lst):
         p.add_argument("--db", help=db_help)
 
     rec = sub.add_parser("recommend", help="recommendations for an emotion or a probability vector")
     mood_args = rec.add_mutually_exclusive_group(required=True)
-    mood_args.add_argument("--emotion", choices=list(CLASSES))
+    mood_args.add_argument("--emotion", choices=list(CLASSES), help="the mood, as one emotion")
     mood_args.add_argument("--probs", help='probabilities as JSON, e.g. \'{"sad": 0.7, "neutral": 0.3}\'')
     mood_args.add_argument("--image", help="a photo: the largest face's emotion probabilities drive the list")
-    rec.add_argument("--model", default=PHOTO_MODEL, help="with --image: shipped model, checkpoint or run")
-    rec.add_argument("--category", action="append", help="product, place, food, song or movie (repeatable)")
+    rec.add_argument("--model", default=PHOTO_MODEL, help="with --image: " + _model_help(PHOTO_MODEL))
+    rec.add_argument("--category", action="append",
+                     help="product, place, food, song or movie; plurals too (repeatable)")
     rec.add_argument("-n", type=int, default=5, help="how many items")
-    rec.add_argument("--strategy", choices=["auto", "match", "uplift"], default="auto")
+    rec.add_argument("--strategy", choices=STRATEGIES, default="auto",
+                     help="match the mood, lift it, or auto: the user's or learned choice per category")
     rec.add_argument("--json", action="store_true", help="print one JSON object with a list `items`")
 
     fb = sub.add_parser("feedback", help="record an impression, click or like")
     fb.add_argument("item", help="catalog item id")
-    fb.add_argument("--kind", choices=["impression", "click", "like"], required=True)
+    fb.add_argument("--kind", choices=FEEDBACK_KINDS, required=True, help="what the viewer did with the item")
+    fb.add_argument("--json", action="store_true", help="print the recorded event as one JSON object")
     fb_mood = fb.add_mutually_exclusive_group()
-    fb_mood.add_argument("--emotion", choices=list(CLASSES))
-    fb_mood.add_argument("--probs")
+    fb_mood.add_argument("--emotion", choices=list(CLASSES), help="the viewer's mood at the time")
+    fb_mood.add_argument("--probs", help="the viewer's mood as probabilities in JSON (as for recommend)")
 
     usr = sub.add_parser("user", help="a user's consent and per-category strategies")
-    usr.add_argument("user_id")
+    usr.add_argument("user_id", help="the user to show or change")
     consent = usr.add_mutually_exclusive_group()
     consent.add_argument("--opt-in", action="store_true", help="allow storing emotion context with feedback")
-    consent.add_argument("--opt-out", action="store_true")
+    consent.add_argument("--opt-out", action="store_true", help="withdraw that consent (stored context is kept "
+                                                                 "until `forget`)")
     usr.add_argument("--prefer", action="append", default=[], metavar="CATEGORY=STRATEGY",
-                     help="strategy (match or uplift) that `auto` uses for a category")
+                     help="strategy (match or uplift) that `auto` uses for a category, e.g. songs=uplift")
+    usr.add_argument("--json", action="store_true", help="print the user's stored settings as one JSON object")
 
     fg = sub.add_parser("forget", help="delete everything stored about a user")
-    fg.add_argument("--user", required=True)
+    fg.add_argument("--user", required=True, help="the user whose events, preferences and taste are deleted")
     for p in (rec, fb):
         who = p.add_mutually_exclusive_group()
         who.add_argument("--user", help="user id (recent items are not repeated)")
         who.add_argument("--session", help="anonymous session id")
     srv = sub.add_parser("serve", help="the REST API and the camera page (FastAPI + uvicorn)")
     srv.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: every interface)")
-    srv.add_argument("--port", type=int, default=8000)
+    srv.add_argument("--port", type=int, default=8000, help="port to listen on")
     srv.add_argument("--workers", type=int, default=1, help="server processes, each with its own model")
-    srv.add_argument("--model", default=STREAM_MODEL, help=f"shipped model name, checkpoint file or run directory "
-                                                        f"(default: {STREAM_MODEL})")
+    srv.add_argument("--model", default=STREAM_MODEL, help=_model_help(STREAM_MODEL))
     srv.add_argument("--backend", choices=["torch", "onnx", "auto"], default="auto", help="inference engine")
     srv.add_argument("--max-upload-mb", type=float, default=10.0, help="bigger request bodies get 413")
     srv.add_argument("--rate-limit", type=float, default=0.0, metavar="PER_SECOND",
@@ -585,17 +608,44 @@ def cmd_recommend(args: argparse.Namespace) -> None:
 def cmd_feedback(args: argparse.Namespace) -> None:
     from emotorch.recommend import Recommender
 
-    Recommender(args.db).feedback(args.item, args.kind, _mood(args), user_id=args.user, session_id=args.session)
+    current = _mood(args)
+    Recommender(args.db).feedback(args.item, args.kind, current, user_id=args.user, session_id=args.session)
+    event = {"item": args.item, "kind": args.kind, "user": args.user, "session": args.session,
+             "emotion": current.emotion if current else None}  # fmt: skip
+    if args.json:
+        print(json.dumps(event))
+        return
+    who = f" by user {args.user}" if args.user else f" in session {args.session}" if args.session else ""
+    print(f"recorded {args.kind} of {args.item}{who}" + (f" (mood: {current.emotion})" if current else ""))
 
 
 def cmd_user(args: argparse.Namespace) -> None:
     from emotorch.recommend import Recommender
+    from emotorch.recommend.db import canonical_category
 
     prefs = dict(p.split("=", 1) for p in args.prefer if "=" in p)
     if len(prefs) != len(args.prefer):
         raise ValueError("--prefer takes CATEGORY=STRATEGY, e.g. song=uplift")
     consent = True if args.opt_in else False if args.opt_out else None
-    Recommender(args.db).set_user(args.user_id, opted_in=consent, strategies=prefs)
+    recommender = Recommender(args.db)
+    if consent is not None or prefs:
+        recommender.set_user(args.user_id, opted_in=consent, strategies=prefs)
+    info = recommender.user(args.user_id)
+    if args.json:
+        print(json.dumps(info or {"user_id": args.user_id, "known": False}))
+        return
+    if info is None:
+        print(f"user {args.user_id}: nothing stored (give --opt-in, --opt-out or --prefer to create the user)")
+        return
+    if consent is not None or prefs:
+        changed = ([f"consent {'given' if consent else 'withdrawn'}"] if consent is not None else []) + [
+            f"{canonical_category(c)} -> {s}" for c, s in prefs.items()]  # fmt: skip
+        print(f"user {args.user_id}: updated ({', '.join(changed)})")
+    strategies = ", ".join(f"{c}={s}" for c, s in info["strategies"].items()) or "none (auto learns or defaults)"
+    consent_text = "opted in (emotion context stored with feedback)" if info["opted_in"] else (
+        "not opted in (no emotion context stored)")  # fmt: skip
+    events = ", ".join(f"{n} {k}(s)" for k, n in info["events"].items())
+    print(f"user {args.user_id}: {consent_text}\n  preferred strategies: {strategies}\n  stored events: {events}")
 
 
 def cmd_serve(args: argparse.Namespace) -> None:

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+from matplotlib.figure import Figure
 
 from emotorch.annotate import COLORS, annotate
 from emotorch.data import DataError
@@ -186,7 +187,9 @@ def process_video(recognizer: EmotionRecognizer, source: str | os.PathLike, *, o
             w.writerow(["frame", "time_s", "track", "x", "y", "w", "h", "emotion", *recognizer.classes])
             w.writerows(rows)
     if plot_path is not None:
-        _plot(tracker, recognizer.classes, plot_path)
+        from emotorch import plots
+
+        plots.save(emotion_timeline(tracker, recognizer.classes), plot_path)
     return tracker
 
 
@@ -195,11 +198,13 @@ def _with_smoothed(face: FaceResult, track: Track, classes: list[str]) -> FaceRe
     return FaceResult(face.box, face.landmarks, face.detection_score, max(probs, key=probs.get), probs)
 
 
-def _plot(tracker: FaceTracker, classes: list[str], path: Path) -> None:
+def emotion_timeline(tracker: FaceTracker, classes: list[str]) -> Figure:
+    """Smoothed probabilities over time, one panel per tracked face, with one legend above the panels."""
     from emotorch import plots
 
     tracks = tracker.all_tracks()
-    fig, axes = plots.plt.subplots(max(1, len(tracks)), 1, figsize=(9, 2.4 * max(1, len(tracks))), squeeze=False)
+    rows = max(1, len(tracks))
+    fig, axes = plots.plt.subplots(rows, 1, figsize=(9, 0.6 + 2.4 * rows), squeeze=False)
     for ax, track in zip(axes[:, 0], tracks, strict=False):
         t = [f for f, _ in track.history]
         probs = np.stack([p for _, p in track.history])
@@ -209,9 +214,12 @@ def _plot(tracker: FaceTracker, classes: list[str], path: Path) -> None:
         ax.set_ylim(0, 1)
         ax.set_ylabel("probability")
     axes[-1, 0].set_xlabel("frame")
-    axes[0, 0].legend(ncol=7, fontsize=7, loc="upper right")
-    fig.tight_layout()
-    plots.save(fig, path)
+    handles, labels = axes[0, 0].get_legend_handles_labels()
+    top = 1 - 0.5 / (0.6 + 2.4 * rows)  # the legend gets its own strip, so it never covers a curve
+    fig.tight_layout(rect=(0, 0, 1, top))
+    if handles:
+        fig.legend(handles, labels, ncol=len(labels), fontsize=8, loc="upper center", frameon=False)
+    return fig
 
 
 def live(recognizer: EmotionRecognizer, source: str | int, *, on_frame, max_frames: int | None = None,

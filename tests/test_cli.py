@@ -1,10 +1,13 @@
 from __future__ import annotations
 
+import argparse
 import json
 import subprocess
 import sys
 
 from conftest import pixels_text, synthetic_faces, write_image_folders
+
+from emotorch.cli import build_parser
 
 
 def emotorch(*args: str) -> subprocess.CompletedProcess:
@@ -49,3 +52,23 @@ def test_data_stats_reports_unknown_class_folders(tmp_path):
     (root / "train" / "bored").mkdir()
     res = emotorch("data", "stats", str(root))
     assert res.returncode == 0 and "bored" in res.stdout
+
+
+def _options(parser: argparse.ArgumentParser, name: str = "emotorch"):
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub, subparser in action.choices.items():
+                yield from _options(subparser, f"{name} {sub}")
+        elif not isinstance(action, argparse._HelpAction):
+            yield name, parser, action
+
+
+def test_every_option_has_help_and_shows_its_default():
+    for name, parser, action in _options(build_parser()):
+        flag = f"{name} {'/'.join(action.option_strings) or action.dest}"
+        assert action.help, f"{flag} has no help text"
+        shown = parser._get_formatter()._get_help_string(action)
+        if action.default not in (None, False, [], argparse.SUPPRESS):
+            assert "default" in shown, f"{flag} hides its default {action.default!r}"
+        if action.dest in ("model", "teacher") and "checkpoint" in shown:  # a model to load names the shipped ones
+            assert "accurate" in shown and "fast" in shown, f"{flag}: {shown}"

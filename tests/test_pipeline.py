@@ -103,7 +103,8 @@ def test_cli_predict_out_mirrors_folders(tiny_run, tmp_path):
         Image.fromarray(skdata.astronaut()[:, ::-1] if name == "b" else skdata.astronaut()).save(
             tmp_path / "in" / name / "x.jpg")
     out = tmp_path / "out"
-    for inputs in ([str(tmp_path / "in")], [str(tmp_path / "in" / "a" / "x.jpg"), str(tmp_path / "in" / "b" / "x.jpg")]):
+    photos = [str(tmp_path / "in" / name / "x.jpg") for name in ("a", "b")]
+    for inputs in ([str(tmp_path / "in")], photos):
         cmd = [sys.executable, "-m", "emotorch.cli", "-q", "predict", *inputs, "--model", str(tiny_run),
                "--out", str(out), "--force"]  # fmt: skip
         res = subprocess.run(cmd, capture_output=True, text=True)

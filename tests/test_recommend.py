@@ -59,6 +59,18 @@ def test_starter_catalog_has_sixty_items_per_category(rec):
     assert all(-1 <= it["valence"] <= 1 and -1 <= it["arousal"] <= 1 and it["tags"] for it in items)
 
 
+def test_probabilities_are_checked_not_silently_renormalised():
+    assert mood(probs={"sad": 0.97, "happy": 0.02}).probs[5] == pytest.approx(0.97 / 0.99)  # close to 1: renormalised
+    for bad, message in (({"sad": 2}, "within \\[0, 1\\]"), ({"sad": 0.5}, "sum to 0.5"),
+                         ({"sad": 0.9, "happy": 0.9}, "sum to 1.8"), ({"sad": float("nan")}, "within"),
+                         ({"sad": 1e308, "happy": 1e308}, "within")):  # fmt: skip
+        with pytest.raises(ValueError, match=message):
+            mood(probs=bad)
+    res = subprocess.run([sys.executable, "-m", "emotorch.cli", "recommend", "--probs", '{"sad": 2}'],
+                         capture_output=True, text=True)  # fmt: skip
+    assert res.returncode == 2 and "within [0, 1]" in res.stderr
+
+
 def test_different_emotions_give_different_lists(rec):
     lists = {e: set(titles(rec.recommend(mood(e), categories="song", n=5, strategy="match", record=False)))
              for e in ("happy", "sad", "angry", "neutral")}  # fmt: skip
@@ -77,7 +89,7 @@ def test_uplift_for_sad_differs_from_match_and_lifts_valence(rec):
 
 
 def test_low_confidence_falls_back_near_neutral(rec):
-    unsure = rec.recommend(mood(probs=[1, 1, 1, 1, 1, 1, 1]), categories="food", n=5, record=False)
+    unsure = rec.recommend(mood(probs=[1 / 7] * 7), categories="food", n=5, record=False)
     assert all("hard to read" in r.reason for r in unsure)
     assert all(abs(r.item["arousal"]) <= 0.6 for r in unsure)
 
@@ -149,8 +161,40 @@ def test_auto_uses_the_users_preference(rec):
     rec.set_user("u", strategies={"song": "uplift"})
     mine = rec.recommend(mood("sad"), categories="song", n=3, user_id="u", record=False)
     assert all(r.strategy == "uplift" for r in mine)
-    with pytest.raises(ValueError, match="CATEGORY=match"):
+    with pytest.raises(ValueError, match="unknown strategy 'sideways'"):
         rec.set_user("u", strategies={"song": "sideways"})
+    rec.set_user("u", strategies={"Movies": "uplift"})  # singular or plural, any case
+    assert rec.user("u")["strategies"] == {"movie": "uplift", "song": "uplift"}
+    with pytest.raises(ValueError, match="unknown category 'tunes'"):
+        rec.set_user("u", strategies={"tunes": "match"})
+
+
+def test_new_sessions_get_the_default_strategy_until_there_are_clicks(rec):
+    """Impressions alone are no evidence: without clicks, ``auto`` never leaves the category default."""
+    for i in range(30):
+        for category, default in (("song", "match"), ("food", "uplift")):
+            recs = rec.recommend(mood("sad"), categories=category, n=5, session_id=f"new-{i}")
+            assert {r.strategy for r in recs} == {default}, (i, category)
+
+
+def test_one_like_does_not_dominate_and_reasons_are_true(rec):
+    item = "song:lean-on-me-bill-withers"
+    ranked = rec.recommend(mood("sad"), categories="song", n=60, user_id="alice", record=False)
+    before = {r.id: r.score for r in ranked}
+    rec.feedback(item, "like", mood("sad"), user_id="alice")  # a like with no recorded impression
+    ranked = rec.recommend(mood("sad"), categories="song", n=60, user_id="alice", record=False)
+    after = {r.id: r.score for r in ranked}
+    others = sorted((s for i, s in after.items() if i != item), reverse=True)
+    assert after[item] - before[item] < 0.8  # a nudge: less than the range of the mood fit (0-1)
+    assert after[item] < others[0]  # a song that does not match the mood does not jump to the top
+    assert not any("often" in r.reason for r in ranked)  # one pick is not "often"
+    for _ in range(4):  # repeated picks of the same kind of song do show, and are then "often"
+        for r in rec.recommend(mood("sad"), categories="song", n=5, user_id="alice"):
+            if "warm" in r.item["tags"]:
+                rec.feedback(r.id, "click", mood("sad"), user_id="alice")
+        rec.feedback(item, "click", mood("sad"), user_id="alice")
+    ranked = rec.recommend(mood("sad"), categories="song", n=10, user_id="alice", record=False)
+    assert any("you often pick warm" in r.reason for r in ranked)
 
 
 def test_import_with_one_bad_row_changes_nothing(any_db, tmp_path):
@@ -168,6 +212,18 @@ def test_import_with_one_bad_row_changes_nothing(any_db, tmp_path):
     with pytest.raises(CatalogError, match=r"row 2 \(line 3\), field 'valence': 1.7 is outside \[-1, 1\]"):
         import_file(rec.engine, path)
     assert export(rec.engine) == before
+
+
+def test_import_error_lists_every_bad_row_up_to_a_limit(rec, tmp_path):
+    path = tmp_path / "many.csv"
+    lines = ["category,title,valence,arousal"] + [f"song,Song {i},{2 if i % 2 else 0},0" for i in range(50)]
+    path.write_text("\n".join(lines) + "\n")
+    with pytest.raises(CatalogError) as err:
+        import_file(rec.engine, path)
+    message = str(err.value)
+    assert "25 bad row(s), nothing imported" in message
+    assert "row 2 (line 3), field 'valence'" in message and "row 4 (line 5)" in message
+    assert message.count("field 'valence'") == 20 and "... and 5 more" in message
 
 
 @pytest.mark.parametrize(
@@ -232,6 +288,25 @@ def test_database_survives_a_kill_mid_import(db_url, tmp_path):
     assert count_items(engine) == 300
 
 
+def cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "emotorch.cli", *args], capture_output=True, text=True)
+
+
+def test_cli_feedback_and_user_say_what_they_did(db_url):
+    res = cli("user", "alice", "--opt-in", "--prefer", "songs=uplift", "--db", db_url)
+    assert res.returncode == 0, res.stderr
+    assert "updated (consent given, song -> uplift)" in res.stdout and "song=uplift" in res.stdout
+    res = cli("feedback", "song:lean-on-me-bill-withers", "--kind", "like", "--emotion", "sad", "--user", "alice",
+              "--db", db_url)  # fmt: skip
+    assert res.returncode == 0 and "recorded like of song:lean-on-me-bill-withers by user alice" in res.stdout
+    shown = cli("user", "alice", "--db", db_url)
+    assert "opted in" in shown.stdout and "song=uplift" in shown.stdout and "1 like(s)" in shown.stdout
+    doc = json.loads(cli("user", "alice", "--json", "--db", db_url).stdout)
+    assert doc == {"user_id": "alice", "opted_in": True, "strategies": {"song": "uplift"},
+                   "events": {"impression": 0, "click": 0, "like": 1}}  # fmt: skip
+    assert "nothing stored" in cli("user", "bob", "--db", db_url).stdout
+
+
 def test_cli_recommend_json(db_url):
     res = subprocess.run([sys.executable, "-m", "emotorch.cli", "recommend", "--emotion", "happy", "--category",
                           "songs", "-n", "5", "--strategy", "uplift", "--json", "--db", db_url],
@@ -248,8 +323,8 @@ def test_auto_learns_a_users_strategy(any_db):
     rec.set_user("cheer-me-up", opted_in=True)
     first = rec.recommend(mood("sad"), categories="song", n=5, user_id="cheer-me-up", record=False)
     assert all(r.strategy == "match" for r in first)  # the default for songs
-    for _ in range(8):
-        for r in rec.recommend(mood("sad"), categories=["song", "movie"], n=5, user_id="cheer-me-up"):
+    for _ in range(8):  # food is shown to lift the mood by default; songs and movies to match it
+        for r in rec.recommend(mood("sad"), categories=["song", "movie", "food"], n=6, user_id="cheer-me-up"):
             if r.strategy == "uplift":  # this user only ever clicks what cheers them up
                 rec.feedback(r.id, "click", mood("sad"), user_id="cheer-me-up")
     final = rec.recommend(mood("sad"), categories="song", n=5, user_id="cheer-me-up", record=False)

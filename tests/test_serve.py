@@ -147,7 +147,7 @@ def test_recommendations_feedback_catalog_and_forget(server):
         f"{server}/v1/recommendations",
         json={
             "probabilities": {"happy": 0.7, "surprise": 0.3},
-            "categories": ["song"],
+            "categories": ["songs"],  # singular or plural, as everywhere
             "count": 3,
             "strategy": "match",
         },
@@ -163,7 +163,14 @@ def test_recommendations_feedback_catalog_and_forget(server):
     assert_problem(httpx.post(f"{server}/v1/recommendations", json={"emotion": "sad", "count": 0}), 422, "count")
     assert_problem(httpx.post(f"{server}/v1/recommendations", json={"emotion": "sad", "categories": ["cars"]}), 422,
                    "body.categories.0: Input should be 'product'")  # fmt: skip
-    assert_problem(httpx.post(f"{server}/v1/recommendations", json={"probabilities": {"sad": 0}}), 422, "not all zero")
+    assert_problem(httpx.post(f"{server}/v1/recommendations", json={"probabilities": {"sad": 0}}), 422, "must sum to 1")
+    for hostile in ({"sad": 1e308, "happy": 1e308}, {"sad": 2}):  # out of range or overflowing: refused, not "angry"
+        assert_problem(httpx.post(f"{server}/v1/recommendations", json={"probabilities": hostile}), 422,
+                       "less than or equal to 1")  # fmt: skip
+        assert_problem(httpx.post(f"{server}/v1/feedback", json={"item_id": item, "kind": "click",
+                                                                 "probabilities": hostile}), 422, "less than or equal")
+    assert_problem(httpx.post(f"{server}/v1/recommendations", content=b'{"probabilities": {"sad": NaN}}',
+                              headers={"Content-Type": "application/json"}), 422, "probabilities")  # fmt: skip
     assert_problem(httpx.get(f"{server}/v1/catalog", params={"category": "cars"}), 422, "query.category")
     page = httpx.get(f"{server}/v1/catalog", params={"category": "movie", "limit": 7, "offset": 7}).json()
     assert page["total"] == 60 and len(page["items"]) == 7 and {i["category"] for i in page["items"]} == {"movie"}

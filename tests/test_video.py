@@ -15,7 +15,7 @@ skdata = pytest.importorskip("skimage.data", reason="scikit-image ships the test
 pytest.importorskip("yuface", reason="the YuNet detector package is not installed")
 
 from emotorch.pipeline import FaceResult  # noqa: E402
-from emotorch.video import FaceTracker, iou  # noqa: E402
+from emotorch.video import FaceTracker, emotion_timeline, iou  # noqa: E402
 
 CLASSES = ["angry", "disgust", "fear", "happy", "neutral", "sad", "surprise"]
 
@@ -56,6 +56,19 @@ def test_tracker_keeps_ids_and_smooths_flicker():
     assert labels.count("happy") == 10  # the smoothed label does not flicker
     tracker.update(30, [fake_face((100, 50, 80, 80), 0.9)])  # long gone: a new track
     assert [t.id for t in tracker.all_tracks()] == [1, 2, 3]
+
+
+def test_timeline_legend_covers_no_curve():
+    tracker = FaceTracker(CLASSES)
+    for frame in range(20):
+        tracker.update(frame, [fake_face((100, 50, 80, 80), 0.9), fake_face((400, 60, 80, 80), 0.6)])
+    fig = emotion_timeline(tracker, list(CLASSES))
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    legend = fig.legends[0].get_window_extent(renderer)
+    assert len(fig.legends[0].get_texts()) == len(CLASSES)
+    for ax in fig.axes:  # the legend sits in its own strip, above every panel's plotting area
+        assert legend.y0 >= ax.get_window_extent(renderer).y1 and not ax.get_legend()
 
 
 def test_cli_video_writes_video_csv_and_plot(tiny_run, tmp_path):

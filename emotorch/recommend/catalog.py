@@ -21,6 +21,9 @@ FIELDS = ("id", "category", "title", "description", "tags", "valence", "arousal"
           "locale")  # fmt: skip
 
 
+MAX_LISTED = 20  # bad rows an import error lists (it counts them all)
+
+
 class CatalogError(ValueError):
     """A catalog file is invalid; the message names the file, row and field."""
 
@@ -109,13 +112,22 @@ def import_file(engine: Engine, path: str | Path, *, replace: bool = False) -> I
     """Validate every row, then apply all of them in one transaction (or none on any error)."""
     path = Path(path)
     items: dict[str, dict[str, Any]] = {}
+    problems: list[str] = []
     first_line = 2 if path.suffix.lower() == ".csv" else None
     for i, raw in enumerate(read_rows(path), start=1):
         where = f"{path}, row {i}" + (f" (line {i + first_line - 1})" if first_line else "")
-        item = validate(raw, where)
-        if item["id"] in items:
-            raise CatalogError(f"{where}, field 'id': {item['id']!r} repeats an earlier row")
+        try:
+            item = validate(raw, where)
+            if item["id"] in items:
+                raise CatalogError(f"{where}, field 'id': {item['id']!r} repeats an earlier row")
+        except CatalogError as e:
+            problems.append(str(e))
+            continue
         items[item["id"]] = item
+    if problems:
+        listed = "\n".join(f"  {p}" for p in problems[:MAX_LISTED])
+        more = f"\n  ... and {len(problems) - MAX_LISTED} more" if len(problems) > MAX_LISTED else ""
+        raise CatalogError(f"{path}: {len(problems)} bad row(s), nothing imported:\n{listed}{more}")
     report = ImportReport()
     with Session(engine) as session, session.begin():
         existing = {it.id: it for it in session.scalars(select(Item))}

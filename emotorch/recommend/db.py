@@ -20,6 +20,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 MIGRATIONS = Path(__file__).with_name("migrations")
 CATEGORIES = ("product", "place", "food", "song", "movie")
+CATEGORY_NAMES = CATEGORIES + tuple(f"{c}s" for c in CATEGORIES)  # what users may write: singular or plural
 
 
 def canonical_category(name: str) -> str | None:

@@ -28,6 +28,7 @@ from emotorch.data import CLASSES
 from emotorch.recommend.catalog import STARTER_CATALOG, import_file, item_dict
 from emotorch.recommend.db import (
     CATEGORIES,
+    CATEGORY_NAMES,
     BanditArm,
     Event,
     Item,
@@ -58,15 +59,29 @@ AS_ADJECTIVE = {"angry": "angry", "disgust": "disgusted", "fear": "afraid", "hap
 NOUN = {"product": "pick", "place": "place to visit", "food": "dish", "song": "song", "movie": "film"}
 DEFAULT_STRATEGY = {"product": "uplift", "place": "uplift", "food": "uplift", "song": "match", "movie": "match"}
 STRATEGIES = ("auto", "match", "uplift")
+LEARNED_STRATEGIES = ("match", "uplift")  # what ``auto`` chooses between, per category
 FEEDBACK_KINDS = ("impression", "click", "like")
+SUM_TOLERANCE = 0.05  # probabilities summing this close to 1 are renormalised; others are refused
 LOW_CONFIDENCE = 0.35  # below this top probability the mood counts as unclear
 SIGMA = 0.35  # width of the closeness kernel in the valence/arousal plane
 PRIOR_STRENGTH = 10.0  # how many of a user's own impressions weigh as much as everyone's rate
+MIN_STRATEGY_CLICKS = 3  # clicks in a category before ``auto`` may depart from its default strategy
+TAG_PRIOR = 5.0  # pseudo-impressions at the viewer's overall rate that each tag's click rate starts from
+OFTEN_CLICKS = 3  # picks of a tag before a reason may say "you often pick" it
+ARM_PRIOR = 5.0  # ridge strength of an item's bandit arm: pseudo-impressions without a click
 NEAR_DUPLICATE = 0.75  # tag Jaccard similarity at which two items count as near-duplicates
 
 
 class ItemNotFound(ValueError):
     """Feedback named an item that is not in the catalog."""
+
+
+def _category(name: str) -> str:
+    """The canonical category for a name users may write (``songs``, ``Song``); ValueError for others."""
+    category = canonical_category(name)
+    if category is None:
+        raise ValueError(f"unknown category {name!r}; expected one of {', '.join(CATEGORY_NAMES)}")
+    return category
 
 
 @dataclass(frozen=True)
@@ -113,9 +128,11 @@ def mood(emotion: str | None = None, probs: Mapping[str, float] | Sequence[float
         values = [float(p) for p in probs]
         if len(values) != len(CLASSES):
             raise ValueError(f"a probability vector has {len(CLASSES)} values ({', '.join(CLASSES)})")
-    if any(v < 0 or not np.isfinite(v) for v in values) or sum(values) <= 0:
-        raise ValueError("probabilities must be finite, non-negative and not all zero")
+    if not all(np.isfinite(v) and 0.0 <= v <= 1.0 for v in values):
+        raise ValueError("each probability must be a number within [0, 1]")
     total = sum(values)
+    if abs(total - 1.0) > SUM_TOLERANCE:
+        raise ValueError(f"probabilities sum to {total:.4g}; they must sum to 1 (within {SUM_TOLERANCE})")
     return Mood(tuple(v / total for v in values))
 
 
@@ -142,11 +159,14 @@ class Recommender:
     """Recommendations, feedback and privacy operations over one catalog database."""
 
     def __init__(self, engine: Engine | str | None = None, *, alpha: float = 0.3, learned_weight: float = 2.0,
-                 taste_weight: float = 2.0, recent_hours: float = 24.0, diversity: float = 0.5) -> None:  # fmt: skip
+                 taste_weight: float = 2.0, recent_hours: float = 24.0, diversity: float = 0.5,
+                 arm_prior: float = ARM_PRIOR, tag_prior: float = TAG_PRIOR,
+                 min_strategy_clicks: int = MIN_STRATEGY_CLICKS) -> None:  # fmt: skip
         self.engine = engine if isinstance(engine, Engine) else open_database(engine)
         self.alpha = alpha  # LinUCB exploration weight
         self.learned_weight = learned_weight  # weight of the bandit's expected click rate
         self.taste_weight = taste_weight  # weight of the user's own tag affinities
+        self.arm_prior, self.tag_prior, self.min_strategy_clicks = arm_prior, tag_prior, min_strategy_clicks
         self.recent = timedelta(hours=recent_hours)
         self.diversity = diversity
 
@@ -211,11 +231,7 @@ class Recommender:
         if categories is None:
             return list(CATEGORIES)
         names = [categories] if isinstance(categories, str) else list(categories)
-        out = [canonical_category(name) for name in names]
-        for name, c in zip(names, out, strict=True):
-            if c is None:
-                raise ValueError(f"unknown category {name!r}; expected one of {', '.join(CATEGORIES)}")
-        return out
+        return [_category(name) for name in names]
 
     def _recently_seen(self, session: Session, user_id: str | None, session_id: str | None) -> set[str]:
         who = self._who(user_id, session_id)
@@ -240,31 +256,41 @@ class Recommender:
         rows = session.scalars(select(Preference).where(Preference.user_id == user_id))
         return {p.category: p.strategy for p in rows}
 
-    @staticmethod
-    def _learned_strategies(session: Session, user_id: str | None, current: Mood) -> dict[str, str]:
+    def _learned_strategies(self, session: Session, user_id: str | None, current: Mood) -> dict[str, str]:
         """The strategy per category that earned more clicks in moods of this sign (valence < 0 or not).
 
-        Everyone's counts in the category form the prior; an opted-in user's own counts (over all
-        categories: someone who wants cheering up when sad wants it in songs and food alike) refine it. Each strategy
-        scores its posterior click rate plus a UCB1 exploration bonus, so both keep being tried.
+        Only clicks are evidence: until a category has ``min_strategy_clicks`` of them (everyone's,
+        or the user's own), ``auto`` keeps the category default, however many impressions there were.
+        Each strategy's click rate is shrunk toward the category's pooled rate, so a strategy nobody
+        has tried ties with the default (which then wins) instead of looking promising. Everyone's
+        counts in the category form the prior; an opted-in user's own counts (over all categories:
+        someone who wants cheering up when sad wants it in songs and food alike) refine it, and only a
+        user who has clicked gets a UCB1 exploration bonus, so the alternative keeps being tried for them.
         """
         scopes = ["*"] + ([user_id] if user_id else [])
         rows = session.scalars(select(StrategyStat).where(StrategyStat.scope.in_(scopes),
                                                           StrategyStat.negative == current.negative))  # fmt: skip
         stats = {(r.scope != "*", r.category, r.strategy): (r.impressions, r.clicks) for r in rows}
+        mine = {s: stats.get((True, "*", s), (0, 0)) for s in LEARNED_STRATEGIES}  # a user's taste spans categories
+        own_clicks = sum(c for _, c in mine.values())
         learned = {}
         for category in CATEGORIES:
-            score, seen = {}, 0
-            for s in ("match", "uplift"):
-                n_all, c_all = stats.get((False, category, s), (0, 0))
-                n_me, c_me = stats.get((True, "*", s), (0, 0))  # a user's taste spans categories
-                prior = (c_all + 1) / (n_all + 2)
-                score[s] = ((c_me + PRIOR_STRENGTH * prior) / (n_me + PRIOR_STRENGTH), n_all + n_me)
-                seen += n_all + n_me
-            if seen:
-                learned[category] = max(
-                    score, key=lambda s: score[s][0] + 0.3 * np.sqrt(np.log(seen + 1) / (score[s][1] + 1))
-                )
+            everyone = {s: stats.get((False, category, s), (0, 0)) for s in LEARNED_STRATEGIES}
+            if sum(c for _, c in everyone.values()) + own_clicks < self.min_strategy_clicks:
+                continue
+            pooled = (sum(c for _, c in everyone.values()) + 1) / (sum(n for n, _ in everyone.values()) + 2)
+            seen = sum(n for n, _ in everyone.values()) + sum(n for n, _ in mine.values())
+            value = {}
+            for s in LEARNED_STRATEGIES:
+                (n_all, c_all), (n_me, c_me) = everyone[s], mine[s]
+                prior = (c_all + PRIOR_STRENGTH * pooled) / (n_all + PRIOR_STRENGTH)
+                rate = (c_me + PRIOR_STRENGTH * prior) / (n_me + PRIOR_STRENGTH)
+                bonus = 0.3 * np.sqrt(np.log(seen + 1) / (n_all + n_me + 1)) if own_clicks else 0.0
+                value[s] = rate + bonus
+            default = DEFAULT_STRATEGY[category]
+            best = max(LEARNED_STRATEGIES, key=lambda s: (value[s], s == default))
+            if best != default:
+                learned[category] = best
         return learned
 
     @staticmethod
@@ -272,8 +298,13 @@ class Recommender:
         return {a.item_id: a for a in session.scalars(select(BanditArm).where(BanditArm.item_id.in_(item_ids)))}
 
     def _tag_affinity(self, session: Session, user_id: str | None,
-                      session_id: str | None) -> tuple[dict[str, float], float]:  # fmt: skip
-        """Per-tag click rate of this user or session (smoothed), and their overall rate."""
+                      session_id: str | None) -> tuple[dict[str, tuple[float, int]], float]:  # fmt: skip
+        """Per-tag (click rate, clicks) of this user or session, and their overall click rate.
+
+        A click or like counts as shown even without a recorded impression, and each tag's rate is
+        shrunk toward the viewer's overall rate by ``tag_prior`` pseudo-impressions, so one like
+        moves a tag a little and only repeated picks make it stand out.
+        """
         who = self._who(user_id, session_id)
         if who is None:
             return {}, 0.0
@@ -282,27 +313,30 @@ class Recommender:
         for kind, tags in rows:
             for tag in filter(None, tags.split(",")):
                 (shown if kind == "impression" else clicked)[tag] += 1
-        total_shown = sum(1 for kind, _ in rows if kind == "impression")
         total_clicked = sum(1 for kind, _ in rows if kind != "impression")
+        total_shown = max(sum(1 for kind, _ in rows if kind == "impression"), total_clicked)
         base = (total_clicked + 1) / (total_shown + 2)
-        return {t: (clicked[t] + base) / (shown[t] + 1) for t in shown | clicked}, base
+        k = self.tag_prior
+        return {t: ((clicked[t] + k * base) / (max(shown[t], clicked[t]) + k), clicked[t])
+                for t in shown | clicked}, base  # fmt: skip
 
     @staticmethod
-    def _tag_bonus(item: Item, affinity: dict[str, float], base: float) -> tuple[float, str | None]:
-        rates = [(affinity[t], t) for t in item.tag_set if t in affinity]
+    def _tag_bonus(item: Item, affinity: dict[str, tuple[float, int]], base: float) -> tuple[float, str | None]:
+        """How much more than usual this viewer picks the item's tags, and a tag they *often* pick (or None)."""
+        rates = [(affinity[t][0], affinity[t][1], t) for t in item.tag_set if t in affinity]
         if not rates:
             return 0.0, None
-        best_rate, best_tag = max(rates)
-        bonus = float(np.mean([r for r, _ in rates]) - base)
-        return bonus, best_tag if best_rate > base + 0.15 else None
+        bonus = float(np.mean([r for r, _, _ in rates]) - base)
+        often = [(r, t) for r, clicks, t in rates if clicks >= OFTEN_CLICKS and r > base + 0.15]
+        return bonus, max(often)[1] if often else None
 
     def _ucb(self, arm: BanditArm | None, x: np.ndarray) -> float:
-        """LinUCB: expected reward in this context plus an exploration bonus."""
-        if arm is None:
-            return self.alpha * float(np.sqrt(x @ x))
-        a_inv = np.linalg.inv(np.asarray(arm.a))
-        theta = a_inv @ np.asarray(arm.b)
-        return float(self.learned_weight * theta @ x + self.alpha * np.sqrt(x @ a_inv @ x))
+        """LinUCB: expected click rate in this context (ridge-shrunk toward 0 by ``arm_prior``
+        pseudo-impressions, :data:`ARM_PRIOR`, and clipped to [0, 1]) plus an exploration bonus."""
+        a = np.asarray(arm.a) if arm is not None else np.eye(len(x))
+        a_inv = np.linalg.inv(a + (self.arm_prior - 1) * np.eye(len(x)))  # stored arms start from the identity
+        expected = float(np.clip(a_inv @ np.asarray(arm.b) @ x, 0.0, 1.0)) if arm is not None else 0.0
+        return float(self.learned_weight * expected + self.alpha * np.sqrt(x @ a_inv @ x))
 
     def _diverse_top(self, scored: list, n: int) -> list:
         """Greedy selection: each pick pays for tag overlap with the picks before it."""
@@ -341,7 +375,8 @@ class Recommender:
         with Session(self.engine) as session:
             if session.get(Item, item_id) is None:
                 raise ItemNotFound(f"no item {item_id!r} in the catalog")
-        self._record(current or mood(probs=[1.0] * len(CLASSES)), [(item_id, None)], kind, user_id, session_id)
+        unknown = mood(probs=[1 / len(CLASSES)] * len(CLASSES))  # no mood given: every emotion equally likely
+        self._record(current or unknown, [(item_id, None)], kind, user_id, session_id)
 
     def _record(self, current: Mood, shown: list[tuple[str, str | None]], kind: str, user_id: str | None,
                 session_id: str | None) -> None:  # fmt: skip
@@ -358,16 +393,17 @@ class Recommender:
             arms = self._arms(session, item_ids)
             scopes = ["*"] + ([user_id] if keep_context else [])  # per-user learning only with consent
             for item_id, strategy in shown:
+                was_shown = kind == "impression"
                 if kind != "impression":  # credit the strategy that showed this item to this viewer
-                    strategy = self._shown_by(session, item_id, user_id, session_id)
+                    was_shown, strategy = self._shown_by(session, item_id, user_id, session_id)
                 session.add(Event(user_id=user_id, session_id=session_id, item_id=item_id, kind=kind,
                                   strategy=strategy, context=list(current.probs) if keep_context else None))
                 if strategy is not None:
                     self._count(session, scopes, item_id, current.negative, strategy, kind)
                 arm = arms.get(item_id) or BanditArm(item_id=item_id, a=np.eye(len(x)).tolist(), b=[0.0] * len(x))
-                if kind == "impression":
+                if kind == "impression" or not was_shown:  # a click on an unrecorded showing: it was seen too
                     arm.a = (np.asarray(arm.a) + np.outer(x, x)).tolist()
-                else:
+                if kind != "impression":
                     arm.b = (np.asarray(arm.b) + x).tolist()
                 session.add(arm)
 
@@ -385,13 +421,16 @@ class Recommender:
                 if attempt == attempts - 1:
                     raise
 
-    def _shown_by(self, session: Session, item_id: str, user_id: str | None, session_id: str | None) -> str | None:
+    def _shown_by(self, session: Session, item_id: str, user_id: str | None,
+                  session_id: str | None) -> tuple[bool, str | None]:  # fmt: skip
+        """Whether this viewer has a recorded impression of the item, and the strategy that showed it."""
         who = self._who(user_id, session_id)
         if who is None:
-            return None
-        query = (select(Event.strategy).where(who, Event.item_id == item_id, Event.kind == "impression")
+            return False, None
+        query = (select(Event.id, Event.strategy).where(who, Event.item_id == item_id, Event.kind == "impression")
                  .order_by(Event.id.desc()).limit(1))  # fmt: skip
-        return session.scalar(query)
+        row = session.execute(query).first()
+        return (True, row.strategy) if row else (False, None)
 
     @staticmethod
     def _count(session: Session, scopes: list[str], item_id: str, negative: bool, strategy: str, kind: str) -> None:
@@ -411,18 +450,31 @@ class Recommender:
     def set_user(self, user_id: str, *, opted_in: bool | None = None,
                  strategies: Mapping[str, str] | None = None) -> None:  # fmt: skip
         """Create or update a user: consent to storing emotion context, per-category strategies."""
-        for category, strat in (strategies or {}).items():
-            if category not in CATEGORIES or strat not in ("match", "uplift"):
-                raise ValueError(f"a preference is CATEGORY=match|uplift with a category of {', '.join(CATEGORIES)}")
+        prefs = {_category(category): strat for category, strat in (strategies or {}).items()}
+        for category, strat in prefs.items():
+            if strat not in LEARNED_STRATEGIES:
+                raise ValueError(f"unknown strategy {strat!r} for {category}; expected match or uplift")
+
         def work(session: Session) -> None:
             user = session.get(User, user_id) or User(id=user_id, opted_in=False)
             if opted_in is not None:
                 user.opted_in = opted_in
             session.add(user)
-            for category, strat in (strategies or {}).items():
+            for category, strat in prefs.items():
                 session.merge(Preference(user_id=user_id, category=category, strategy=strat))
 
         self._write(work)
+
+    def user(self, user_id: str) -> dict[str, Any] | None:
+        """What is stored about a user: consent, per-category strategies and event counts (None if unknown)."""
+        with Session(self.engine) as session:
+            user = session.get(User, user_id)
+            if user is None:
+                return None
+            prefs = self._preferences(session, user_id)
+            kinds = Counter(session.scalars(select(Event.kind).where(Event.user_id == user_id)))
+        return {"user_id": user_id, "opted_in": bool(user.opted_in), "strategies": dict(sorted(prefs.items())),
+                "events": {k: kinds.get(k, 0) for k in FEEDBACK_KINDS}}  # fmt: skip
 
     def forget(self, user_id: str) -> int:
         """Delete everything stored about a user; returns the number of events removed."""

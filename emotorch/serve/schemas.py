@@ -4,12 +4,16 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+
+from emotorch.recommend.db import CATEGORY_NAMES, canonical_category
+from emotorch.recommend.engine import FEEDBACK_KINDS, STRATEGIES, SUM_TOLERANCE
 
 Id = Field(default=None, min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.:-]+$")
 Emotion = Literal["angry", "disgust", "fear", "happy", "neutral", "sad", "surprise"]
-Category = Literal["product", "place", "food", "song", "movie"]
-Probabilities = dict[Emotion, Annotated[float, Field(ge=0)]]
+# singular or plural ("song", "songs"), always handed on as the singular
+Category = Annotated[Literal[CATEGORY_NAMES], AfterValidator(canonical_category)]
+Probabilities = dict[Emotion, Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)]]
 
 
 class ProblemOut(BaseModel):
@@ -53,7 +57,9 @@ class EmotionsOut(BaseModel):
 class MoodIn(BaseModel):
     emotion: Emotion | None = Field(default=None, description="an emotion label; or give probabilities")
     probabilities: Probabilities | None = Field(
-        default=None, min_length=1, description="probabilities keyed by emotion, not all zero"
+        default=None, min_length=1,
+        description=f"probabilities keyed by emotion, each within [0, 1], summing to 1 (within {SUM_TOLERANCE}; "
+        "renormalised)",
     )
 
 
@@ -62,7 +68,7 @@ class RecommendIn(MoodIn):
 
     categories: list[Category] | None = Field(default=None, description="default: all five")
     count: int = Field(default=5, ge=1, le=50)
-    strategy: Literal["auto", "match", "uplift"] = "auto"
+    strategy: Literal[STRATEGIES] = "auto"
     user_id: str | None = Id
     session_id: str | None = Id
 
@@ -96,7 +102,7 @@ class RecommendationsOut(BaseModel):
 
 class FeedbackIn(MoodIn):
     item_id: str = Field(min_length=1, max_length=120)
-    kind: Literal["impression", "click", "like"]
+    kind: Literal[FEEDBACK_KINDS]
     user_id: str | None = Id
     session_id: str | None = Id
 
