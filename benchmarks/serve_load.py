@@ -1,11 +1,16 @@
 """Load on `emotorch serve`: N concurrent clients on loopback posting face photos, as a table.
 
-    python benchmarks/serve_load.py [--url http://127.0.0.1:8000] [--seconds 10] [--clients 1 8 32]
+    python benchmarks/serve_load.py [--url http://127.0.0.1:8000] [--seconds 10] [--clients 1 8 32] [--mixed 16]
 
 Without ``--url`` it starts ``emotorch serve`` (shipped default model, a throw-away SQLite
 catalog) on a free port. Each client posts a 640x480 JPEG with one face (from scikit-image's
 astronaut photo) to /v1/emotions in a loop for ``--seconds``; the table gives requests per
 second, latency percentiles, errors (any non-200 or transport failure) and the mean micro-batch.
+
+The mixed row (``--mixed N`` clients, 0 to skip) has each client loop over a photo, a request for
+recommendations under its own session id and a click on one of them, as the page does. It
+reports 5xx answers, and lost updates: every acknowledged impression and click compared with
+what the items' bandit arms counted in the server's database (only for a server this starts).
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -39,6 +45,7 @@ def face_frame() -> bytes:
 
 @contextmanager
 def local_server(model: str):
+    """``emotorch serve`` on a free port with a throw-away SQLite catalog: yields (URL, database URL)."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -56,7 +63,7 @@ def local_server(model: str):
                     time.sleep(0.2)
             else:
                 raise RuntimeError("emotorch serve did not start")
-            yield url
+            yield url, f"sqlite:///{Path(tmp) / 'catalog.db'}"
         finally:
             proc.terminate()
             proc.wait()
@@ -92,15 +99,68 @@ async def load(url: str, clients: int, seconds: float, body: bytes) -> dict[str,
             "batch": float(np.mean(batches)), "n": len(latencies)}  # fmt: skip
 
 
+async def mixed(url: str, clients: int, seconds: float, body: bytes) -> dict[str, float]:
+    """Photos, recommendations and clicks from ``clients`` sessions at once; what was acknowledged."""
+    shown, clicked, statuses = Counter(), Counter(), Counter()
+    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
+    async with httpx.AsyncClient(base_url=url, limits=limits, timeout=60) as http:
+        stop = time.perf_counter() + seconds
+
+        async def client(i: int) -> None:
+            rounds = 0
+            while time.perf_counter() < stop:
+                r = await http.post("/v1/emotions", content=body, headers={"content-type": "image/jpeg"})
+                statuses[r.status_code] += 1
+                probs = r.json()["faces"][0]["probabilities"] if r.status_code == 200 else {"neutral": 1.0}
+                r = await http.post("/v1/recommendations", json={"probabilities": probs, "count": 3,
+                                                                 "session_id": f"load-{i}-{rounds // 20}"})
+                statuses[r.status_code] += 1
+                if r.status_code != 200:
+                    continue
+                items = [it["item"]["id"] for it in r.json()["items"]]
+                shown.update(items)
+                r = await http.post("/v1/feedback", json={"item_id": items[rounds % len(items)], "kind": "click",
+                                                          "session_id": f"load-{i}-{rounds // 20}"})
+                statuses[r.status_code] += 1
+                if r.status_code == 204:
+                    clicked[items[rounds % len(items)]] += 1
+                rounds += 1
+
+        began = time.perf_counter()
+        await asyncio.gather(*(client(i) for i in range(clients)))
+        elapsed = time.perf_counter() - began
+    return {"rps": statuses.total() / elapsed, "5xx": sum(n for s, n in statuses.items() if s >= 500),
+            "shown": shown, "clicked": clicked, "n": statuses.total()}  # fmt: skip
+
+
+def lost_updates(db: str, shown: Counter, clicked: Counter) -> int:
+    """Acknowledged impressions and clicks that the items' bandit arms did not count (or counted twice)."""
+    from sqlalchemy import create_engine, select
+    from sqlalchemy.orm import Session
+
+    from emotorch.recommend.db import BanditArm
+
+    with Session(create_engine(db)) as session:
+        arms = {a.item_id: a for a in session.scalars(select(BanditArm))}
+    lost = 0
+    for item in shown | clicked:
+        arm = arms.get(item)
+        counted_shown = round(arm.a[-1][-1] - 1) if arm else 0  # the bias term: 1 + impressions
+        counted_clicks = round(arm.b[-1]) if arm else 0
+        lost += abs(counted_shown - shown[item]) + abs(counted_clicks - clicked[item])
+    return lost
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--url", help="a running server (default: start one)")
     parser.add_argument("--model", default="default", help="model for the server this starts")
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--clients", type=int, nargs="+", default=[1, 8, 32])
+    parser.add_argument("--mixed", type=int, default=16, metavar="N", help="clients in the mixed row (0: none)")
     args = parser.parse_args()
     body = face_frame()
-    with local_server(args.model) if args.url is None else _given(args.url) as url:
+    with local_server(args.model) if args.url is None else _given(args.url) as (url, db):
         asyncio.run(load(url, 2, 2.0, body))  # warm-up
         print(f"{url}, {args.seconds:g} s per row, 640x480 JPEG with one face ({len(body) / 1024:.0f} KiB)")
         print(f"{'clients':>7}{'requests':>10}{'req/s':>8}{'p50 ms':>8}{'p95 ms':>8}{'p99 ms':>8}{'errors':>8}"
@@ -109,11 +169,17 @@ def main() -> None:
             r = asyncio.run(load(url, n, args.seconds, body))
             print(f"{n:>7}{r['n']:>10}{r['rps']:>8.1f}{r['p50']:>8.1f}{r['p95']:>8.1f}{r['p99']:>8.1f}"
                   f"{r['errors']:>8}{r['batch']:>7.1f}")  # fmt: skip
+        if args.mixed:
+            m = asyncio.run(mixed(url, args.mixed, args.seconds, body))
+            lost = lost_updates(db, m["shown"], m["clicked"]) if db else "n/a"
+            print(f"mixed load, {args.mixed} clients (photo, recommendations, click): {m['n']} requests, "
+                  f"{m['rps']:.1f} req/s, {m['5xx']} answers 5xx, {sum(m['clicked'].values())} clicks and "
+                  f"{sum(m['shown'].values())} impressions acknowledged, lost updates: {lost}")
 
 
 @contextmanager
 def _given(url: str):
-    yield url
+    yield url, None  # a server this did not start: its database is not ours to read
 
 
 if __name__ == "__main__":

@@ -3,10 +3,13 @@
 A checkpoint holds ``model`` (the state dict), ``meta`` (everything needed to rebuild the model
 and its preprocessing: name, options, classes, input size, mean/std, data summary, metrics,
 versions) and ``history``; ``last.pt`` also holds the optimizer, scheduler and epoch to resume.
+``weights_sha256`` (written since 0.1.0's hardening) lets :func:`load` tell damaged weights from
+good ones; for older files it checks that every weight is finite.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import platform
 import sys
@@ -21,6 +24,7 @@ import emotorch
 from emotorch.models import create_model
 
 FORMAT = "emotorch.checkpoint/1"
+META_KEYS = ("model", "model_options", "classes", "input_size", "mean", "std")  # what rebuilding a model needs
 
 
 class CheckpointError(ValueError):
@@ -36,9 +40,21 @@ def versions() -> dict[str, str]:
     }
 
 
+def weights_digest(state: dict[str, torch.Tensor]) -> str:
+    """sha256 over a state dict's names, dtypes, shapes and bytes."""
+    digest = hashlib.sha256()
+    for name in sorted(state):
+        t = state[name].detach().cpu().contiguous()
+        digest.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        digest.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
 def save(obj: dict[str, Any], path: str | Path) -> None:
-    """Write atomically: a kill mid-write leaves the previous file intact."""
+    """Write atomically (a kill mid-write leaves the previous file intact), with the weights' sha256."""
     path = Path(path)
+    if isinstance(obj.get("model"), dict):
+        obj = {**obj, "weights_sha256": weights_digest(obj["model"])}
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     with open(tmp, "wb") as fh:
         torch.save(obj, fh)
@@ -60,14 +76,36 @@ def load(path: str | Path) -> dict[str, Any]:
         raise CheckpointError(f"{path}: not a readable checkpoint ({type(e).__name__}: {e})") from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not an EmoTorch checkpoint (no {FORMAT!r} format tag)")
+    check(ckpt, path)
     return ckpt
 
 
-def build_model(ckpt: dict[str, Any]) -> nn.Module:
+def check(ckpt: dict[str, Any], source: str | Path) -> None:
+    """Raise :class:`CheckpointError` for damaged weights (a sha256 mismatch, NaN or infinite
+    values) or metadata that cannot rebuild the model."""
+    state, meta = ckpt.get("model"), ckpt.get("meta")
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise CheckpointError(f"{source}: damaged checkpoint (no weights)")
+    if not isinstance(meta, dict) or any(k not in meta for k in META_KEYS):
+        missing = [k for k in META_KEYS if not isinstance(meta, dict) or k not in meta]
+        raise CheckpointError(f"{source}: damaged checkpoint (metadata lacks {', '.join(missing)})")
+    recorded = ckpt.get("weights_sha256")
+    if recorded is not None and recorded != weights_digest(state):
+        raise CheckpointError(f"{source}: damaged checkpoint (the weights do not match their recorded sha256)")
+    bad = [k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+    if bad:
+        raise CheckpointError(f"{source}: damaged checkpoint ({bad[0]} holds NaN or infinite values)")
+
+
+def build_model(ckpt: dict[str, Any], source: str | Path = "checkpoint") -> nn.Module:
     """Rebuild the model a checkpoint describes and load its weights, in eval mode."""
     meta = ckpt["meta"]
-    model = create_model(meta["model"], len(meta["classes"]), **meta["model_options"])
-    model.load_state_dict(ckpt["model"])
+    try:
+        model = create_model(meta["model"], len(meta["classes"]), **meta["model_options"])
+        model.load_state_dict(ckpt["model"])
+    except (RuntimeError, KeyError, TypeError, ValueError) as e:  # shapes, names or options that do not fit
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise CheckpointError(f"{source}: the weights do not fit the model {meta['model']!r} ({first})") from None
     return model.eval()
 
 

@@ -11,8 +11,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy.exc import SQLAlchemyError
+
 from emotorch.checkpoint import CheckpointError
 from emotorch.data import CLASSES, DataError
+from emotorch.recommend.catalog import CatalogBusy, CatalogError
+from emotorch.recommend.db import DatabaseUnavailable, default_url, describe
 from emotorch.recommend.engine import FEEDBACK_KINDS, STRATEGIES
 from emotorch.zoo import PHOTO_MODEL, STREAM_MODEL
 
@@ -230,11 +234,18 @@ def build_parser() -> argparse.ArgumentParser:
     srv.add_argument("--rate-limit", type=float, default=0.0, metavar="PER_SECOND",
                      help="requests a second per client on /v1/ (0: no limit)")
     srv.add_argument("--rate-burst", type=float, help="requests a client may make at once (default: 2x the rate)")
+    srv.add_argument("--read-timeout", type=float, default=15.0, metavar="SECONDS",
+                     help="a request whose body stalls this long gets 408 and is closed")
     srv.add_argument("--batch-window-ms", type=float, default=3.0,
                      help="how long a request waits for others to share its model call")
     for p in (rec, fb, usr, fg, srv):
         p.add_argument("--db", help=db_help)
     return parser
+
+
+def _json(obj: Any, **kwargs: Any) -> str:
+    """JSON for stdout; NaN or infinity (not JSON) is an error rather than invalid output."""
+    return json.dumps(obj, allow_nan=False, **kwargs)
 
 
 def _parse_option(text: str) -> tuple[str, Any]:
@@ -268,7 +279,7 @@ def cmd_data_stats(args: argparse.Namespace) -> None:
         "unknown_class_folders": ds.unknown_classes,
     }
     if args.json:
-        print(json.dumps(report, indent=2))
+        print(_json(report, indent=2))
         return
     print(f"{ds.path} ({ds.format})")
     header = f"{'split':<10}{'faces':>8}" + "".join(f"{c:>9}" for c in CLASSES) + f"{'bad':>6}"
@@ -292,7 +303,7 @@ def cmd_models(args: argparse.Namespace) -> None:
 
     rows = [(m.name, count_parameters(create_model(m.name)), m.description) for m in list_models()]
     if args.json:
-        print(json.dumps([{"name": n, "parameters": p, "description": d} for n, p, d in rows], indent=2))
+        print(_json([{"name": n, "parameters": p, "description": d} for n, p, d in rows], indent=2))
         return
     print(f"{'model':<13}{'parameters':>12}  description")
     for name, params, desc in rows:
@@ -335,7 +346,7 @@ def cmd_train(args: argparse.Namespace) -> None:
     out = Path(args.out) if args.out else _default_run_dir(args.preset, cfg.model)
     result = train(cfg, out, resume=args.resume, force=args.force, progress=not args.quiet)
     if result:
-        print(json.dumps({k: result[k] for k in ("run_dir", "best_epoch", "accuracy", "macro_f1", "n")}))
+        print(_json({k: result[k] for k in ("run_dir", "best_epoch", "accuracy", "macro_f1", "n")}))
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
@@ -366,7 +377,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
         if model.history:
             plots.save(plots.training_curves(model.history), out / "curves.png")
     if args.json:
-        print(json.dumps(metrics))
+        print(_json(metrics))
         return
     print(f"{model.source} on {args.data} [{split}], {metrics['n']} faces{' (TTA)' if args.tta else ''}")
     print(f"accuracy {metrics['accuracy']:.4f}   macro-F1 {metrics['macro_f1']:.4f}   "
@@ -443,7 +454,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
             writer.writerow(["path", "face", "x", "y", "w", "h", "emotion", *recognizer.classes])
             writer.writerows(rows)
     if args.json:
-        print(json.dumps(results))
+        print(_json(results))
     if failed:
         print(f"emotorch: {failed} of {len(files)} input(s) failed", file=sys.stderr)
     return EXIT_FAILED if failed else 0
@@ -462,7 +473,7 @@ def cmd_webcam(args: argparse.Namespace) -> None:
         def emit(i, _rgb, faces, fps) -> None:
             doc = {"frame": i, "fps": round(fps, 1),
                    "faces": [{"id": t.id} | face.to_dict() for t, face in faces]}  # fmt: skip
-            print(json.dumps(doc), flush=True)
+            print(_json(doc), flush=True)
 
         live(recognizer, source, on_frame=emit, max_frames=args.max_frames, detect_every=args.detect_every)
         return
@@ -499,7 +510,7 @@ def cmd_package(args: argparse.Namespace) -> None:
 
     entry = package(args.run, args.name, data=args.data, recipe=args.recipe, tta=args.tta, int8=args.int8,
                     precise_bn=args.precise_bn)
-    print(json.dumps(entry, indent=2))
+    print(_json(entry, indent=2))
 
 
 def cmd_export(args: argparse.Namespace) -> None:
@@ -582,7 +593,7 @@ def cmd_catalog(args: argparse.Namespace) -> None:
     else:
         items = list_items(engine, args.category)
         if args.json:
-            print(json.dumps(items, ensure_ascii=False))
+            print(_json(items, ensure_ascii=False))
             return
         for it in items:
             print(f"{it['id']:<55} {it['valence']:+.2f} {it['arousal']:+.2f}  {', '.join(it['tags'])}")
@@ -598,7 +609,7 @@ def cmd_recommend(args: argparse.Namespace) -> None:
     if args.json:
         items = [{"id": r.id, "category": r.category, "title": r.title, "score": r.score, "reason": r.reason,
                   "strategy": r.strategy} for r in recs]  # fmt: skip
-        print(json.dumps({"emotion": current.emotion, "confidence": current.confidence, "items": items},
+        print(_json({"emotion": current.emotion, "confidence": current.confidence, "items": items},
                          ensure_ascii=False))  # fmt: skip
         return
     for r in recs:
@@ -613,7 +624,7 @@ def cmd_feedback(args: argparse.Namespace) -> None:
     event = {"item": args.item, "kind": args.kind, "user": args.user, "session": args.session,
              "emotion": current.emotion if current else None}  # fmt: skip
     if args.json:
-        print(json.dumps(event))
+        print(_json(event))
         return
     who = f" by user {args.user}" if args.user else f" in session {args.session}" if args.session else ""
     print(f"recorded {args.kind} of {args.item}{who}" + (f" (mood: {current.emotion})" if current else ""))
@@ -632,7 +643,7 @@ def cmd_user(args: argparse.Namespace) -> None:
         recommender.set_user(args.user_id, opted_in=consent, strategies=prefs)
     info = recommender.user(args.user_id)
     if args.json:
-        print(json.dumps(info or {"user_id": args.user_id, "known": False}))
+        print(_json(info or {"user_id": args.user_id, "known": False}))
         return
     if info is None:
         print(f"user {args.user_id}: nothing stored (give --opt-in, --opt-out or --prefer to create the user)")
@@ -651,13 +662,18 @@ def cmd_user(args: argparse.Namespace) -> None:
 def cmd_serve(args: argparse.Namespace) -> None:
     import uvicorn
 
+    from emotorch.evaluate import load_model
+    from emotorch.recommend import open_database
     from emotorch.serve.app import ENV, Settings
 
     if args.workers < 1 or not 0 <= args.port <= 65535:
         raise ValueError("--workers must be at least 1 and --port within 0-65535")
+    load_model(args.model)  # a missing or damaged model, or an unusable database: one line, before any worker
+    open_database(args.db).dispose()
     settings = Settings(model=args.model, backend=args.backend, db=args.db,
                         max_upload_bytes=int(args.max_upload_mb * 1024 * 1024), rate_limit=args.rate_limit,
-                        rate_burst=args.rate_burst, batch_window_ms=args.batch_window_ms)  # fmt: skip
+                        rate_burst=args.rate_burst, batch_window_ms=args.batch_window_ms,
+                        read_timeout_s=args.read_timeout)  # fmt: skip
     os.environ[ENV] = settings.to_env()  # each worker process builds its app from these settings
     uvicorn.run("emotorch.serve:create_app", factory=True, host=args.host, port=args.port, workers=args.workers,
                 log_level="warning" if args.quiet else "info")
@@ -691,8 +707,11 @@ def main(argv: list[str] | None = None) -> int:
     ours.propagate = False
     try:
         return COMMANDS[args.command](args) or 0
-    except (DataError, CheckpointError, FileNotFoundError) as e:  # an input could not be read or used
-        print(f"emotorch: error: {e}", file=sys.stderr)
+    except (DataError, CheckpointError, CatalogError, FileNotFoundError, CatalogBusy, DatabaseUnavailable) as e:
+        print(f"emotorch: error: {e}", file=sys.stderr)  # an input, file or database could not be used
+        return EXIT_FAILED
+    except SQLAlchemyError as e:  # a database that opened but then failed (read-only, gone, locked)
+        print(f"emotorch: error: {describe(getattr(args, 'db', None) or default_url(), e)}", file=sys.stderr)
         return EXIT_FAILED
     except (ValueError, FileExistsError) as e:  # the command asked for something it cannot do
         print(f"emotorch: error: {e}", file=sys.stderr)

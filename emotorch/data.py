@@ -11,6 +11,7 @@ import csv
 import hashlib
 import json
 import os
+import re
 import sys
 from collections import Counter
 from dataclasses import dataclass, field
@@ -228,14 +229,17 @@ def _parse_csv(path: Path, progress: bool) -> dict[str, FaceSet]:
             i_use = header.index("usage") if "usage" in header else None
             lines = tqdm(reader, desc=f"reading {path.name}", unit=" rows", disable=None if progress else True,
                          file=sys.stderr, leave=False)
+            end = reader.line_num  # the last line read so far
             for row in lines:
-                line = reader.line_num
+                line, end = end + 1, reader.line_num  # a row starts after the last; a quoted field may span lines
                 where = f"{path}, line {line}"
                 if not row or all(not c.strip() for c in row):
                     continue
                 split = default_split
                 problem = None
-                if len(row) != len(header):
+                if end > line:
+                    problem = f"a quote opened on this line is not closed until line {end}"
+                elif len(row) != len(header):
                     problem = f"has {len(row)} fields, expected {len(header)} ({','.join(header)})"
                 elif i_use is not None:
                     usage = row[i_use].strip()
@@ -245,7 +249,7 @@ def _parse_csv(path: Path, progress: bool) -> dict[str, FaceSet]:
                 label = UNLABELED
                 if problem is None and i_emo is not None:
                     code = row[i_emo].strip()
-                    if not code.isdigit() or int(code) >= len(CSV_CODE_TO_CLASS):
+                    if not (code.isascii() and code.isdigit()) or int(code) >= len(CSV_CODE_TO_CLASS):
                         problem = f"unknown emotion code {code!r}; expected an integer 0-6"
                     else:
                         label = CLASSES.index(CSV_CODE_TO_CLASS[int(code)])
@@ -271,15 +275,24 @@ def _parse_csv(path: Path, progress: bool) -> dict[str, FaceSet]:
     return out
 
 
+PIXEL_TEXT = re.compile(r"[-0-9 \t\r\n]*")  # only ASCII digits are numbers: int() would read "٣" as 3
+INTEGER = re.compile(r"-?[0-9]+")
+
+
 def _parse_pixels(text: str, n_pixels: int) -> tuple[np.ndarray | None, str | None]:
     tokens = text.split()
     if len(tokens) != n_pixels:
         return None, f"pixels has {len(tokens)} values, expected {n_pixels} ({IMAGE_SIZE}x{IMAGE_SIZE})"
     try:
+        if not PIXEL_TEXT.fullmatch(text):
+            raise ValueError
         values = np.array(tokens, dtype=np.int64)
     except ValueError:
-        pos, tok = next((i, t) for i, t in enumerate(tokens) if not t.lstrip("-").isdigit())
-        return None, f"pixel {pos} is {tok!r}, not an integer"
+        bad = next(((i, t) for i, t in enumerate(tokens) if not INTEGER.fullmatch(t)), None)
+        if bad is None:  # the tokens are fine: a separator is not a space, tab or newline
+            char = next(c for c in text if not PIXEL_TEXT.fullmatch(c))
+            return None, f"pixels are separated by {char!r}, not spaces"
+        return None, f"pixel {bad[0]} is {bad[1]!r}, not an integer"
     if values.min() < 0 or values.max() > 255:
         pos = int(np.flatnonzero((values < 0) | (values > 255))[0])
         return None, f"pixel {pos} is {values[pos]}, outside 0-255"

@@ -57,8 +57,8 @@ class YuNetDetector:
     def __call__(self, rgb: np.ndarray) -> list[Face]:
         h, w = rgb.shape[:2]
         scale = min(1.0, self.max_side / max(h, w))
-        small = rgb if scale == 1.0 else cv2.resize(rgb, (round(w * scale), round(h * scale)),
-                                                     interpolation=cv2.INTER_AREA)  # fmt: skip
+        size = (max(1, round(w * scale)), max(1, round(h * scale)))  # a 1300x1 strip stays 1 pixel high
+        small = rgb if scale == 1.0 else cv2.resize(rgb, size, interpolation=cv2.INTER_AREA)
         bgr = np.ascontiguousarray(small[..., ::-1])
         scores, boxes, landmarks = self._detect(bgr, conf=self.score_threshold)
         faces = []

@@ -46,7 +46,7 @@ def load_model(name_or_path: str | os.PathLike) -> LoadedModel:
             f"{name_or_path}: no such checkpoint file, run directory or shipped model (shipped: {known})"
         )
     ckpt = checkpoint.load(path)
-    return LoadedModel(checkpoint.build_model(ckpt), ckpt["meta"], ckpt.get("history", []), str(path))
+    return LoadedModel(checkpoint.build_model(ckpt, path), ckpt["meta"], ckpt.get("history", []), str(path))
 
 
 def tta_views(x: Tensor, pad: int = TTA_PAD) -> list[Tensor]:

@@ -117,14 +117,17 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+SERVERS: dict[str, tuple[subprocess.Popen, Path]] = {}  # base URL -> the server's process and log file
+
+
 @contextmanager
-def run_server(workdir: Path, *args: str, cache: Path | None = None) -> Iterator[str]:
-    """``emotorch serve`` in a subprocess on a free loopback port; yields its base URL."""
+def run_server(workdir: Path, *args: str, cache: Path | None = None, db: str | None = None) -> Iterator[str]:
+    """``emotorch serve`` in a subprocess on a free loopback port; yields its base URL (see :data:`SERVERS`)."""
     port = free_port()
     env = os.environ | {"EMOTORCH_CACHE": str(cache or workdir / "cache"), "OMP_NUM_THREADS": "1"}
     log = open(workdir / "server.log", "wb")  # noqa: SIM115 - closed below, after the process
     cmd = [sys.executable, "-m", "emotorch", "serve", "--port", str(port), "--db",
-           f"sqlite:///{workdir / 'catalog.db'}", *args]  # fmt: skip
+           db or f"sqlite:///{workdir / 'catalog.db'}", *args]  # fmt: skip
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
     url = f"http://127.0.0.1:{port}"
     try:
@@ -133,15 +136,17 @@ def run_server(workdir: Path, *args: str, cache: Path | None = None) -> Iterator
             if proc.poll() is not None:
                 raise RuntimeError(f"emotorch serve exited: {(workdir / 'server.log').read_text()[-3000:]}")
             try:
-                if httpx.get(f"{url}/healthz", timeout=2).status_code == 200:
+                if httpx.get(f"{url}/healthz", timeout=2).status_code in (200, 503):  # 503: up, database down
                     break
             except httpx.TransportError:
                 pass
             if time.monotonic() > deadline:
                 raise RuntimeError("emotorch serve did not come up within 180 s")
             time.sleep(0.3)
+        SERVERS[url] = (proc, workdir / "server.log")
         yield url
     finally:
+        SERVERS.pop(url, None)
         proc.terminate()
         try:
             proc.wait(15)

@@ -54,6 +54,12 @@ def test_kaggle_pair_has_unlabeled_test(tmp_path):
         (" ".join(["7"] * 2303 + ["x"]), "0", "Training", "pixel 2303 is 'x', not an integer"),
         (" ".join(["7"] * 2303 + ["256"]), "0", "Training", "pixel 2303 is 256, outside 0-255"),
         (" ".join(["7"] * 2304), "9", "Training", "unknown emotion code '9'"),
+        (" ".join(["7"] * 2303 + ["²"]), "0", "Training", "pixel 2303 is '²', not an integer"),  # str.isdigit says yes
+        (" ".join(["7"] * 2303 + ["--5"]), "0", "Training", "pixel 2303 is '--5', not an integer"),
+        (" ".join(["7"] * 2303 + ["٣"]), "0", "Training", "pixel 2303 is '٣', not an integer"),  # int() reads 3
+        ("\u00a0".join(["7"] * 2304), "0", "Training", "pixels are separated by '\\xa0', not spaces"),
+        (" ".join(["7"] * 2304), "²", "Training", "unknown emotion code '²'"),
+        (" ".join(["7"] * 2304), "٣", "Training", "unknown emotion code '٣'"),
         (" ".join(["7"] * 2304), "0", "Validation", "unknown Usage 'Validation'"),
     ],
 )
@@ -144,6 +150,15 @@ def test_shared_fer2013_counts():
     assert len(ds.split("train")) == 28709 and len(ds.split("val")) == 3589
     assert ds.split("train").class_counts()["disgust"] == 436
     assert ds.split("val").class_counts()["happy"] == 895
+
+
+def test_unterminated_quote_is_reported_where_it_opens(tmp_path):
+    good = pixels_text(synthetic_faces(1)[0][0])
+    lines = ["emotion,pixels,Usage", *[f"0,{good},Training"] * 2, f'0,"{good},Training', *[f"0,{good},Training"] * 15]
+    path = tmp_path / "fer2013.csv"
+    path.write_text("\n".join(lines) + "\n")
+    with pytest.raises(DataError, match=r"fer2013.csv, line 4: a quote opened on this line is not closed"):
+        load_dataset(path)
 
 
 @pytest.mark.parametrize(

@@ -4,12 +4,14 @@ import csv
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from conftest import pixels_text, synthetic_faces, write_image_folders
 
+import emotorch as emotorch_pkg
 from emotorch.data import CLASSES
 from emotorch.evaluate import compute_metrics, predict_proba, tta_views
 
@@ -95,6 +97,48 @@ def test_bad_checkpoint_is_a_clear_error(tmp_path):
     bad.write_bytes(b"not a checkpoint")
     res = emotorch("evaluate", "--model", str(bad), "--data", str(tmp_path))
     assert res.returncode == 1 and "model.pt" in res.stderr and "Traceback" not in res.stderr
+
+
+def damaged_checkpoints(run, tmp_path) -> dict[str, str]:
+    """Copies of a run's best.pt, each damaged in one way, and the words its error must contain."""
+    good = run / "best.pt"
+    ckpt = torch.load(good, weights_only=True)
+    first = next(k for k, v in ckpt["model"].items() if v.is_floating_point())
+    data = bytearray(good.read_bytes())
+    middle = len(data) // 2
+    data[middle : middle + 4096] = np.random.default_rng(0).integers(0, 256, 4096, dtype=np.uint8).tobytes()
+    (tmp_path / "noise.pt").write_bytes(bytes(data))
+
+    def variant(name: str, model=None, meta=None, keep_digest: bool = True) -> None:
+        changed = {**ckpt, "model": model or ckpt["model"], "meta": meta or ckpt["meta"]}
+        if not keep_digest:
+            changed.pop("weights_sha256")
+        torch.save(changed, tmp_path / name)
+
+    variant("nan.pt", {**ckpt["model"], first: torch.full_like(ckpt["model"][first], float("nan"))}, keep_digest=False)
+    variant("tampered.pt", {**ckpt["model"], first: ckpt["model"][first] + 0.01})
+    variant("shapes.pt", meta={**ckpt["meta"], "model_options": {"width": 8}})
+    variant("no-meta.pt", meta={k: v for k, v in ckpt["meta"].items() if k != "classes"})
+    return {"noise.pt": "noise.pt", "nan.pt": "NaN or infinite", "tampered.pt": "recorded sha256",
+            "shapes.pt": "do not fit the model", "no-meta.pt": "metadata lacks classes"}  # fmt: skip
+
+
+def test_damaged_checkpoints_are_one_line_errors(tiny_run, tmp_path):
+    from emotorch.checkpoint import CheckpointError
+    from emotorch.evaluate import load_model
+
+    sample = str(Path(emotorch_pkg.__file__).with_name("samples") / "astronaut.jpg")
+    for name, words in damaged_checkpoints(tiny_run, tmp_path).items():
+        with pytest.raises(CheckpointError, match=words):
+            load_model(tmp_path / name)
+        res = emotorch("predict", sample, "--model", str(tmp_path / name), "--json")
+        assert res.returncode == 1 and words in res.stderr and res.stdout == "", (name, res.stderr)
+        assert len(res.stderr.strip().splitlines()) == 1, res.stderr  # one line, no traceback
+    res = subprocess.run([sys.executable, "-m", "emotorch.cli", "serve", "--model", str(tmp_path / "nan.pt"),
+                          "--db", f"sqlite:///{tmp_path / 'db.sqlite'}", "--port", "1"],
+                         capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert res.returncode == 1 and res.stderr.strip().splitlines() == [res.stderr.strip()], res.stderr
+    assert "NaN or infinite" in res.stderr
 
 
 def test_temperature_scaling_recovers_a_known_temperature():

@@ -47,7 +47,8 @@ def assert_problem(r: httpx.Response, status: int, words: str) -> None:
 
 
 def test_health_and_openapi(server):
-    assert httpx.get(f"{server}/healthz").json() == {"status": "ok", "model": zoo.STREAM_MODEL, "version": "0.1.0"}
+    assert httpx.get(f"{server}/healthz").json() == {"status": "ok", "model": zoo.STREAM_MODEL, "version": "0.1.0",
+                                                 "database": "ok"}
     spec = httpx.get(f"{server}/openapi.json").json()
     for path in ("/v1/emotions", "/v1/recommendations", "/v1/feedback", "/v1/catalog", "/v1/users/{user_id}"):
         assert path in spec["paths"]
@@ -227,6 +228,24 @@ def test_micro_batcher_groups_requests_and_passes_errors_back():
     results, after = asyncio.run(scenario())
     assert [r[0] for r in results] == [0, 2, 4, 6, 8] and {r[1] for r in results} == {5}
     assert calls[0] == [0, 1, 2, 3, 4] and after[0] == 20
+
+
+def test_micro_batcher_fails_only_the_bad_input_of_a_batch():
+    def fn(items):
+        if "bad" in items:
+            raise ValueError("bad input")
+        return [i * 2 for i in items]
+
+    async def scenario():
+        batcher = MicroBatcher(fn, window=0.05, max_batch=8)
+        await batcher.start()
+        results = await asyncio.gather(*(batcher.submit(i) for i in [1, 2, "bad", 3]), return_exceptions=True)
+        await batcher.stop()
+        return results
+
+    results = asyncio.run(scenario())
+    assert [r[0] for r in results if not isinstance(r, Exception)] == [2, 4, 6]
+    assert isinstance(results[2], ValueError)
 
 
 def test_rate_limiter_refills():

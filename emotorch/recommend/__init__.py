@@ -1,9 +1,10 @@
 """Emotion-aware recommendations (products, places, food, songs, movies) over a catalog database."""
 
-from emotorch.recommend.catalog import CatalogError, ImportReport, export, import_file, list_items
+from emotorch.recommend.catalog import CatalogBusy, CatalogError, ImportReport, export, import_file, list_items
 from emotorch.recommend.engine import Mood, Recommendation, Recommender, mood, open_database
 
 __all__ = [
+    "CatalogBusy",
     "CatalogError",
     "ImportReport",
     "Mood",

@@ -12,9 +12,10 @@ from typing import Any
 
 from sqlalchemy import delete, select
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session
 
-from emotorch.recommend.db import CATEGORIES, Item, canonical_category
+from emotorch.recommend.db import CATEGORIES, Item, canonical_category, writing
 
 STARTER_CATALOG = Path(__file__).with_name("starter_catalog.csv")
 FIELDS = ("id", "category", "title", "description", "tags", "valence", "arousal", "price", "url", "image_url",
@@ -26,6 +27,10 @@ MAX_LISTED = 20  # bad rows an import error lists (it counts them all)
 
 class CatalogError(ValueError):
     """A catalog file is invalid; the message names the file, row and field."""
+
+
+class CatalogBusy(RuntimeError):
+    """Another import changed the catalog at the same moment; this one changed nothing."""
 
 
 @dataclass
@@ -129,24 +134,30 @@ def import_file(engine: Engine, path: str | Path, *, replace: bool = False) -> I
         more = f"\n  ... and {len(problems) - MAX_LISTED} more" if len(problems) > MAX_LISTED else ""
         raise CatalogError(f"{path}: {len(problems)} bad row(s), nothing imported:\n{listed}{more}")
     report = ImportReport()
-    with Session(engine) as session, session.begin():
-        existing = {it.id: it for it in session.scalars(select(Item))}
-        for item_id, values in items.items():
-            current = existing.get(item_id)
-            if current is None:
-                session.add(Item(**values))
-                report.added += 1
-            elif any(getattr(current, k) != v for k, v in values.items()):
-                for k, v in values.items():
-                    setattr(current, k, v)
-                report.updated += 1
-            else:
-                report.unchanged += 1
-        if replace:
-            gone = [i for i in existing if i not in items]
-            if gone:
-                session.execute(delete(Item).where(Item.id.in_(gone)))
-            report.removed = len(gone)
+    try:
+        with writing(engine) as session:
+            existing = {it.id: it for it in session.scalars(select(Item))}
+            for item_id, values in items.items():
+                current = existing.get(item_id)
+                if current is None:
+                    session.add(Item(**values))
+                    report.added += 1
+                elif any(getattr(current, k) != v for k, v in values.items()):
+                    for k, v in values.items():
+                        setattr(current, k, v)
+                    report.updated += 1
+                else:
+                    report.unchanged += 1
+            if replace:
+                gone = [i for i in existing if i not in items]
+                if gone:
+                    session.execute(delete(Item).where(Item.id.in_(gone)))
+                report.removed = len(gone)
+    except (IntegrityError, OperationalError) as e:
+        if isinstance(e, OperationalError) and "locked" not in str(e.orig):
+            raise
+        raise CatalogBusy(f"{path}: the catalog was being changed by another process at the same time; "
+                          "nothing was imported (run it again)") from None
     return report
 
 

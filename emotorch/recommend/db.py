@@ -7,18 +7,21 @@ with Alembic, so an existing database keeps its data across versions.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
 import platformdirs
-from sqlalchemy import JSON, Boolean, DateTime, Float, ForeignKey, Integer, String, Text, create_engine, event
+from sqlalchemy import JSON, Boolean, DateTime, Float, ForeignKey, Integer, String, Text, create_engine, event, text
 from sqlalchemy.engine import Engine
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
 MIGRATIONS = Path(__file__).with_name("migrations")
+BUSY_TIMEOUT_S = 10.0  # how long a SQLite writer waits for another writer before giving up
 CATEGORIES = ("product", "place", "food", "song", "movie")
 CATEGORY_NAMES = CATEGORIES + tuple(f"{c}s" for c in CATEGORIES)  # what users may write: singular or plural
 
@@ -122,28 +125,77 @@ def default_url() -> str:
     return f"sqlite:///{path}"
 
 
+class DatabaseUnavailable(RuntimeError):
+    """The database cannot be opened, read or written; the message names it and says why, in one line."""
+
+
+def describe(engine_or_url: Engine | str, error: BaseException) -> DatabaseUnavailable:
+    """A one-line :class:`DatabaseUnavailable` for ``error`` (the driver's own message, password hidden)."""
+    url = engine_or_url.url if isinstance(engine_or_url, Engine) else engine_or_url
+    name = url.render_as_string(hide_password=True) if hasattr(url, "render_as_string") else str(url)
+    cause = getattr(error, "orig", None) or error
+    reason = str(cause).strip().splitlines()[0] if str(cause).strip() else type(cause).__name__
+    return DatabaseUnavailable(f"database {name}: {reason}")
+
+
 def connect(url: str | None = None, *, revision: str = "head",
             on_create: Callable[[Engine], None] | None = None) -> Engine:  # fmt: skip
     """An engine on ``url`` whose schema has been upgraded to ``revision`` (default: newest).
 
     ``on_create`` runs once, right after a database is created (to load the starter catalog).
+    A database that cannot be opened or upgraded raises :class:`DatabaseUnavailable`.
     """
     logging.getLogger("alembic").setLevel(logging.WARNING)  # no migration chatter on every command
     from alembic import command
     from alembic.config import Config
 
-    engine = create_engine(url or default_url())
+    url = url or default_url()
+    try:
+        engine = create_engine(url)
+    except (SQLAlchemyError, ValueError, ImportError) as e:  # an unknown scheme or a malformed URL
+        raise describe(url, e) from None
     if engine.dialect.name == "sqlite":
-        event.listen(engine, "connect", _sqlite_pragmas)
-    created = schema_revision(engine) is None
-    cfg = Config()
-    cfg.set_main_option("script_location", str(MIGRATIONS))
-    with engine.begin() as conn:
-        cfg.attributes["connection"] = conn
-        command.upgrade(cfg, revision)
-    if created and on_create is not None:
-        on_create(engine)
+        event.listen(engine, "connect", _sqlite_connect)
+        event.listen(engine, "begin", _sqlite_begin)
+    try:
+        created = schema_revision(engine) is None
+        cfg = Config()
+        cfg.set_main_option("script_location", str(MIGRATIONS))
+        with engine.begin() as conn:
+            cfg.attributes["connection"] = conn
+            command.upgrade(cfg, revision)
+        if created and on_create is not None:
+            on_create(engine)
+    except (SQLAlchemyError, OSError) as e:
+        engine.dispose()
+        raise describe(engine, e) from None
     return engine
+
+
+@contextlib.contextmanager
+def writing(engine: Engine) -> Iterator[Session]:
+    """A session in a write transaction, committed at the end. On SQLite it starts with
+    ``BEGIN IMMEDIATE``: concurrent writers queue (up to :data:`BUSY_TIMEOUT_S`) instead of reading
+    the same row and losing one of two updates; on PostgreSQL rows are locked with FOR UPDATE."""
+    with Session(engine) as session:
+        session.connection(execution_options={"emotorch_write": True})  # begins the transaction
+        try:
+            yield session
+            session.commit()
+        except BaseException:
+            session.rollback()
+            raise
+
+
+def writable(engine: Engine) -> str | None:
+    """None when the database can be written now, else why not (one line): a health check that
+    takes the write lock and writes nothing."""
+    try:
+        with writing(engine) as session:
+            session.execute(text("UPDATE alembic_version SET version_num = version_num WHERE 1 = 0"))
+    except SQLAlchemyError as e:
+        return str(describe(engine, e))
+    return None
 
 
 def schema_revision(engine: Engine) -> str | None:
@@ -153,8 +205,26 @@ def schema_revision(engine: Engine) -> str | None:
         return MigrationContext.configure(conn).get_current_revision()
 
 
-def _sqlite_pragmas(dbapi_conn, _record) -> None:
+def _sqlite_connect(dbapi_conn, _record) -> None:
+    dbapi_conn.isolation_level = None  # transactions are begun by _sqlite_begin, not by the driver
     cur = dbapi_conn.cursor()
     cur.execute("PRAGMA foreign_keys=ON")
     cur.execute("PRAGMA journal_mode=WAL")  # readers never block the writer; a killed import rolls back
+    cur.execute(f"PRAGMA busy_timeout={int(BUSY_TIMEOUT_S * 1000)}")  # a writer waits for another one
+    cur.execute("PRAGMA secure_delete=ON")  # deleted rows (a forgotten user) are overwritten, not left readable
     cur.close()
+
+
+def _sqlite_begin(conn) -> None:
+    """BEGIN IMMEDIATE for writes (the write lock first, then the reads), plain BEGIN for reads."""
+    conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.get_execution_options().get("emotorch_write") else "BEGIN")
+
+
+def checkpoint(engine: Engine) -> None:
+    """Fold SQLite's write-ahead log into the database and empty it, so deleted rows leave no copy there."""
+    if engine.dialect.name == "sqlite":
+        raw = engine.raw_connection()  # outside any transaction: a checkpoint waits for none
+        try:
+            raw.cursor().execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        finally:
+            raw.close()

@@ -36,7 +36,9 @@ from emotorch.recommend.db import (
     StrategyStat,
     User,
     canonical_category,
+    checkpoint,
     connect,
+    writing,
 )
 
 # Where each emotion sits in the valence/arousal plane (after Russell 1980 and the circumplex
@@ -294,8 +296,10 @@ class Recommender:
         return learned
 
     @staticmethod
-    def _arms(session: Session, item_ids: list[str]) -> dict[str, BanditArm]:
-        return {a.item_id: a for a in session.scalars(select(BanditArm).where(BanditArm.item_id.in_(item_ids)))}
+    def _arms(session: Session, item_ids: list[str], lock: bool = False) -> dict[str, BanditArm]:
+        """The items' bandit arms; ``lock`` holds their rows (FOR UPDATE) until the transaction ends."""
+        query = select(BanditArm).where(BanditArm.item_id.in_(item_ids)).order_by(BanditArm.item_id)
+        return {a.item_id: a for a in session.scalars(query.with_for_update() if lock else query)}
 
     def _tag_affinity(self, session: Session, user_id: str | None,
                       session_id: str | None) -> tuple[dict[str, tuple[float, int]], float]:  # fmt: skip
@@ -390,7 +394,7 @@ class Recommender:
                 user = User(id=user_id)
                 session.add(user)
             keep_context = bool(user and user.opted_in)  # emotion data only with consent
-            arms = self._arms(session, item_ids)
+            arms = self._arms(session, item_ids, lock=True)  # read-modify-write: no update is lost
             scopes = ["*"] + ([user_id] if keep_context else [])  # per-user learning only with consent
             for item_id, strategy in shown:
                 was_shown = kind == "impression"
@@ -414,7 +418,7 @@ class Recommender:
         (a user, an item's bandit arm, a strategy counter), run it again: the row now exists."""
         for attempt in range(attempts):
             try:
-                with Session(self.engine) as session, session.begin():
+                with writing(self.engine) as session:
                     work(session)
                 return
             except IntegrityError:
@@ -437,7 +441,7 @@ class Recommender:
         category = session.get(Item, item_id).category
         for scope in scopes:
             key = (scope, category if scope == "*" else "*", negative, strategy)
-            stat = session.get(StrategyStat, key)
+            stat = session.get(StrategyStat, key, with_for_update=True)
             if stat is None:
                 stat = StrategyStat(scope=key[0], category=key[1], negative=negative, strategy=strategy,
                                     impressions=0, clicks=0)  # fmt: skip
@@ -478,11 +482,12 @@ class Recommender:
 
     def forget(self, user_id: str) -> int:
         """Delete everything stored about a user; returns the number of events removed."""
-        with Session(self.engine) as session, session.begin():
+        with writing(self.engine) as session:
             removed = session.execute(delete(Event).where(Event.user_id == user_id)).rowcount
             session.execute(delete(Preference).where(Preference.user_id == user_id))
             session.execute(delete(StrategyStat).where(StrategyStat.scope == user_id))
             session.execute(delete(User).where(User.id == user_id))
+        checkpoint(self.engine)  # SQLite: no copy of the deleted rows stays in the write-ahead log
         return int(removed or 0)
 
 

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
 import os
+import re
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -14,10 +17,12 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from fastapi_offline import FastAPIOffline
+from sqlalchemy.exc import SQLAlchemyError
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from emotorch import __version__
+from emotorch.recommend.db import DatabaseUnavailable
 from emotorch.serve.batching import MicroBatcher
 from emotorch.serve.metrics import Metrics
 from emotorch.serve.problems import Problem
@@ -25,6 +30,7 @@ from emotorch.serve.ratelimit import RateLimiter
 from emotorch.zoo import STREAM_MODEL
 
 ENV = "EMOTORCH_SERVE_SETTINGS"  # JSON settings handed to each worker process
+log = logging.getLogger("emotorch.serve")
 DOCS_PAGES = ("/docs", "/redoc")
 DOCS_POLICY = ("default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'; "
                "script-src 'self' 'unsafe-inline'; worker-src 'self' blob:")  # fmt: skip
@@ -39,7 +45,10 @@ class Settings:
     db: str | None = None  # SQLAlchemy URL of the catalog (default: EMOTORCH_DB or the user data dir)
     max_upload_bytes: int = 10 * 1024 * 1024
     max_pixels: int = 40_000_000  # refused before decoding
+    max_image_mb: float = 128.0  # refused before decoding: pixels times the mode's bytes per pixel
+    max_decodes: int = 2  # images decoded at once (the rest wait): bounds the memory uploads take
     max_side: int = 1920  # larger photos are decoded at reduced scale or shrunk to this
+    read_timeout_s: float = 15.0  # a client that sends no body bytes for this long gets 408
     batch_window_ms: float = 3.0
     max_batch: int = 16
     rate_limit: float = 0.0  # requests per second per client on /v1/; 0 turns limiting off
@@ -58,14 +67,15 @@ class Settings:
 
 
 class BodyLimit:
-    """Refuse request bodies over ``max_bytes`` with 413, by Content-Length or while they stream in.
+    """Refuse request bodies over ``max_bytes`` with 413, by Content-Length or while they stream in,
+    and bodies that stall (no bytes for ``timeout`` seconds) with 408.
 
     The body is read here, before the app runs, and replayed to it: an app never sees a body that
     is over the limit, and a refused client is answered without reading the rest.
     """
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
-        self.app, self.max_bytes = app, max_bytes
+    def __init__(self, app: ASGIApp, max_bytes: int, timeout: float = 15.0) -> None:
+        self.app, self.max_bytes, self.timeout = app, max_bytes, timeout
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -79,7 +89,12 @@ class BodyLimit:
             return
         chunks, size = [], 0
         while True:
-            message = await receive()
+            try:
+                message = await asyncio.wait_for(receive(), self.timeout)
+            except TimeoutError:
+                stalled = Problem(408, "Request timeout", f"no request body bytes arrived for {self.timeout:g} s")
+                await stalled.response({"Connection": "close"})(scope, receive, send)
+                return
             if message["type"] == "http.disconnect":
                 return
             chunks.append(message.get("body", b""))
@@ -124,6 +139,17 @@ def _document_problems(app: FastAPI) -> None:
     app.openapi = openapi
 
 
+class HideUserIds(logging.Filter):
+    """Keeps user ids out of the access log: ``/v1/users/<id>`` is logged as ``/v1/users/-``."""
+
+    PATTERN = re.compile(r"(/v1/users/)[^/?\s]+")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple):
+            record.args = tuple(self.PATTERN.sub(r"\1-", a) if isinstance(a, str) else a for a in record.args)
+        return True
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     """The EmoTorch web app: REST API under /v1, the camera page at /, /healthz and /metrics."""
     from emotorch.pipeline import EmotionRecognizer
@@ -146,6 +172,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         await batcher.start()
         app.state.batcher, app.state.model_info = batcher, routes.model_info(recognizer.model)
         app.state.recommender = Recommender(settings.db)
+        app.state.decodes = asyncio.Semaphore(settings.max_decodes)
+        access = logging.getLogger("uvicorn.access")
+        if not any(isinstance(f, HideUserIds) for f in access.filters):
+            access.addFilter(HideUserIds())
         try:
             yield
         finally:
@@ -159,7 +189,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings, app.state.metrics = settings, metrics
     limiter = RateLimiter(settings.rate_limit, settings.rate_burst) if settings.rate_limit > 0 else None
     # added first, so it runs inside the middleware below: a refused client uploads nothing
-    app.add_middleware(BodyLimit, max_bytes=settings.max_upload_bytes)
+    app.add_middleware(BodyLimit, max_bytes=settings.max_upload_bytes, timeout=settings.read_timeout_s)
 
     @app.middleware("http")
     async def measure_and_limit(request: Request, call_next):
@@ -170,7 +200,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 metrics.requests.labels("/v1/*", request.method, "429").inc()
                 return p.response({"Retry-After": str(max(1, round(wait)))})
         start = time.perf_counter()
-        response = await call_next(request)
+        try:
+            response = await call_next(request)
+        except Exception:  # a bug: logged with its traceback, answered as a problem document, counted
+            log.exception("%s %s failed", request.method, HideUserIds.PATTERN.sub(r"\1-", request.url.path))
+            response = Problem(500, "Internal error", "the server failed on this request; it is logged").response()
         route = request.scope.get("route")
         path = getattr(route, "path", "unmatched")
         metrics.requests.labels(path, request.method, str(response.status_code)).inc()
@@ -186,6 +220,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @app.exception_handler(HTTPException)
     async def on_http_error(request: Request, exc: HTTPException) -> JSONResponse:
         return Problem(exc.status_code, str(exc.detail), str(exc.detail)).response(exc.headers)
+
+    @app.exception_handler(SQLAlchemyError)
+    @app.exception_handler(DatabaseUnavailable)
+    async def on_database_error(request: Request, exc: Exception) -> JSONResponse:
+        log.warning("database unavailable: %s", str(getattr(exc, "orig", None) or exc).splitlines()[0])
+        p = Problem(503, "Database unavailable", "the recommendation database cannot be written or read now")
+        return p.response({"Retry-After": "2"})
 
     @app.exception_handler(RequestValidationError)
     async def on_invalid(request: Request, exc: RequestValidationError) -> JSONResponse:

@@ -2,7 +2,9 @@
 
 One worker takes the first waiting request, gathers more for up to ``window`` seconds (or
 ``max_batch``), runs the batch in a thread and hands each caller its own result. While a batch
-runs, new requests queue up, so batches grow with load and so does throughput.
+runs, new requests queue up, so batches grow with load and so does throughput. When a batch
+fails, each of its inputs runs again alone, so an input that breaks the model fails only its
+own request.
 """
 
 from __future__ import annotations
@@ -71,10 +73,11 @@ class MicroBatcher(Generic[T, R]):
             start = loop.time()
             try:
                 results = await asyncio.to_thread(self.fn, [item for item, _ in batch])
-            except Exception as e:  # the callers get the error; the worker goes on
-                for _, fut in batch:
-                    if not fut.done():
-                        fut.set_exception(e)
+            except Exception as e:
+                if len(batch) > 1:  # one bad input must not fail the others: run each alone
+                    await asyncio.gather(*(self._run_alone(item, fut) for item, fut in batch))
+                elif not batch[0][1].done():
+                    batch[0][1].set_exception(e)
                 continue
             seconds = loop.time() - start
             if self.on_batch is not None:
@@ -82,3 +85,18 @@ class MicroBatcher(Generic[T, R]):
             for (_, fut), result in zip(batch, results, strict=True):
                 if not fut.done():
                     fut.set_result((result, len(batch), seconds))
+
+    async def _run_alone(self, item: T, fut: asyncio.Future) -> None:
+        """Run one input of a failed batch by itself; its caller gets its own result or its own error."""
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        try:
+            [result] = await asyncio.to_thread(self.fn, [item])
+        except Exception as e:
+            if not fut.done():
+                fut.set_exception(e)
+            return
+        if self.on_batch is not None:
+            self.on_batch(1, loop.time() - start)
+        if not fut.done():
+            fut.set_result((result, 1, loop.time() - start))

@@ -5,13 +5,14 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import FileResponse
 from pydantic import ValidationError
 
 from emotorch import __version__, zoo
 from emotorch.evaluate import LoadedModel
 from emotorch.recommend import Recommender, list_items, mood
+from emotorch.recommend.db import writable
 from emotorch.recommend.engine import ItemNotFound, Mood
 from emotorch.serve.problems import Problem, documented
 from emotorch.serve.schemas import (
@@ -87,13 +88,15 @@ async def _image_bytes(request: Request) -> bytes:
     response_model=EmotionsOut,
     openapi_extra=IMAGE_BODY,
     tags=["emotions"],
-    responses=documented(400, 413, 415, 422, 429),
+    responses=documented(400, 408, 413, 415, 422, 429),
 )
 async def emotions(request: Request) -> EmotionsOut:
     """Every face in the photo with its box, emotion and probabilities. The photo is never stored."""
     settings = request.app.state.settings
     data = await _image_bytes(request)
-    rgb = await asyncio.to_thread(decode_image, data, max_pixels=settings.max_pixels, max_side=settings.max_side)
+    async with request.app.state.decodes:  # a few decodes at a time: uploads cannot exhaust memory together
+        rgb = await asyncio.to_thread(decode_image, data, max_pixels=settings.max_pixels, max_side=settings.max_side,
+                                      max_bytes=int(settings.max_image_mb * 2**20))  # fmt: skip
     faces, batch_size, seconds = await request.app.state.batcher.submit(rgb)
     metrics = request.app.state.metrics
     metrics.images.inc()
@@ -112,7 +115,7 @@ async def emotions(request: Request) -> EmotionsOut:
     "/v1/recommendations",
     response_model=RecommendationsOut,
     tags=["recommendations"],
-    responses=documented(400, 413, 422, 429),
+    responses=documented(400, 408, 413, 422, 429, 503),
 )
 def recommendations(body: RecommendIn, request: Request) -> RecommendationsOut:
     """Items that suit (or lift) the mood, each with the reason it was picked."""
@@ -126,7 +129,8 @@ def recommendations(body: RecommendIn, request: Request) -> RecommendationsOut:
     ])  # fmt: skip
 
 
-@router.post("/v1/feedback", status_code=204, tags=["recommendations"], responses=documented(400, 404, 413, 422, 429))
+@router.post("/v1/feedback", status_code=204, tags=["recommendations"],
+             responses=documented(400, 404, 408, 413, 422, 429, 503))
 def feedback(body: FeedbackIn, request: Request) -> None:
     """Record that an item was shown, clicked or liked; the recommender learns from it."""
     current = _mood(body) if body.emotion or body.probabilities else None
@@ -145,15 +149,20 @@ def catalog(request: Request, category: Category | None = None, limit: int = Que
     return CatalogOut(total=len(items), items=[ItemOut(**it) for it in items[offset : offset + limit]])
 
 
-@router.delete("/v1/users/{user_id}", response_model=ForgetOut, tags=["privacy"], responses=documented(429))
+@router.delete("/v1/users/{user_id}", response_model=ForgetOut, tags=["privacy"], responses=documented(429, 503))
 def forget(user_id: str, request: Request) -> ForgetOut:
     """Delete everything stored about a user (the page's "Forget me")."""
     return ForgetOut(user_id=user_id, events_deleted=_recommender(request).forget(user_id))
 
 
-@router.get("/healthz", response_model=HealthOut, tags=["health"])
-async def healthz(request: Request) -> HealthOut:
-    return HealthOut(status="ok", model=request.app.state.model_info.name, version=__version__)
+@router.get("/healthz", response_model=HealthOut, tags=["health"], responses={503: {"model": HealthOut}})
+def healthz(request: Request, response: Response) -> HealthOut:
+    """The model that serves and whether the database can be written (503 when it cannot)."""
+    problem = writable(_recommender(request).engine)
+    if problem:
+        response.status_code = 503
+    return HealthOut(status="unavailable" if problem else "ok", model=request.app.state.model_info.name,
+                     version=__version__, database=problem or "ok")  # fmt: skip
 
 
 @router.get("/", include_in_schema=False)

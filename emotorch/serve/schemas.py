@@ -118,6 +118,7 @@ class ForgetOut(BaseModel):
 
 
 class HealthOut(BaseModel):
-    status: Literal["ok"]
+    status: Literal["ok", "unavailable"]
     model: str
     version: str
+    database: str = Field(description='"ok", or why the recommendation database cannot be written')

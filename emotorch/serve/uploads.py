@@ -53,8 +53,17 @@ def from_multipart(body: bytes, content_type: str, max_bytes: int) -> bytes:
     raise Problem(400, "No image", "send the photo as a multipart file field named 'image'")
 
 
-def decode_image(data: bytes, *, max_pixels: int, max_side: int) -> np.ndarray:
-    """An RGB uint8 array from encoded image bytes, at most ``max_side`` pixels on its long side."""
+# Bytes per pixel once Pillow has decoded an image in a mode (RGB is stored as 4 bytes a pixel)
+BYTES_PER_PIXEL = {"1": 1, "L": 1, "P": 1, "I;16": 2, "I;16L": 2, "I;16B": 2, "I;16N": 2}
+
+
+def decode_image(data: bytes, *, max_pixels: int, max_side: int, max_bytes: int | None = None) -> np.ndarray:
+    """An RGB uint8 array from encoded image bytes, at most ``max_side`` pixels on its long side.
+
+    Refused before decoding: over ``max_pixels`` pixels, or over ``max_bytes`` once decoded (pixels
+    times the mode's bytes per pixel). Large images are shrunk before any mode conversion, which
+    for 16-bit and float images works in floating point and would cost several times the image.
+    """
     if not data:
         raise Problem(400, "Empty image", "the request carried no image bytes")
     try:
@@ -63,17 +72,28 @@ def decode_image(data: bytes, *, max_pixels: int, max_side: int) -> np.ndarray:
         raise Problem(415, "Not an image", f"the upload is not a supported image ({', '.join(FORMATS)})") from None
     except Image.DecompressionBombError:  # Pillow's own, much higher limit
         raise Problem(413, "Image too large", f"the image is over the limit of {max_pixels:,} pixels") from None
+    except (OSError, SyntaxError, ValueError, EOFError) as e:  # a header that is truncated or corrupt
+        raise Problem(422, "Unreadable image", f"the image header could not be read ({e})") from None
     with im:
-        if im.format == "JPEG":  # decode at 1/2, 1/4 or 1/8 scale instead of full size and shrinking
-            im.draft("RGB", (max_side, max_side))
-        w, h = im.size
-        if w * h > max_pixels:
-            raise Problem(413, "Image too large",
-                          f"the image is {w}x{h} pixels, over the limit of {max_pixels:,} pixels")  # fmt: skip
         try:
+            if im.format == "JPEG":  # decode at 1/2, 1/4 or 1/8 scale instead of full size and shrinking
+                im.draft("RGB", (max_side, max_side))
+            w, h = im.size
+            if w * h > max_pixels:
+                raise Problem(413, "Image too large",
+                              f"the image is {w}x{h} pixels, over the limit of {max_pixels:,} pixels")  # fmt: skip
+            size = w * h * BYTES_PER_PIXEL.get(im.mode, 4)
+            if max_bytes is not None and size > max_bytes:
+                raise Problem(413, "Image too large", f"the {w}x{h} {im.mode} image would take {size / 2**20:,.0f} MiB "
+                                                      f"decoded, over the limit of {max_bytes / 2**20:,.0f} MiB")
             im.load()
+            if max(im.size) > max_side and im.mode not in ("1", "P"):  # those two shrink only after conversion
+                scale = max_side / max(im.size)
+                im = im.resize((max(1, round(w * scale)), max(1, round(h * scale))), Image.Resampling.BOX)
             im = rgb_image(im)
-        except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
+        except Problem:
+            raise
+        except (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError) as e:
             raise Problem(422, "Unreadable image", f"the {im.format} image could not be decoded ({e})") from None
     if max(im.size) > max_side:
         im.thumbnail((max_side, max_side), Image.Resampling.BILINEAR)

@@ -1,0 +1,199 @@
+"""The server under hostile input and careless operation, over real HTTP on loopback."""
+
+from __future__ import annotations
+
+import io
+import socket
+import subprocess
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
+import numpy as np
+import pytest
+from conftest import SERVERS, free_port, run_server
+from PIL import Image
+from test_serve import assert_problem, encode, post_image
+
+skdata = pytest.importorskip("skimage.data", reason="scikit-image ships the test photos")
+
+
+@pytest.fixture(scope="module")
+def photo() -> bytes:
+    return encode(skdata.astronaut())
+
+
+def png(array: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(array).save(buf, "PNG")
+    return buf.getvalue()
+
+
+def test_thin_images_answer_and_never_fail_their_micro_batch(server, photo):
+    thin = [png(np.full((1, 1300, 3), 128, np.uint8)), png(np.full((1300, 1, 3), 128, np.uint8))]
+    for data in thin:
+        r = post_image(server, data, "image/png")
+        assert r.status_code == 200 and r.json()["faces"] == [], r.text
+    with ThreadPoolExecutor(9) as pool:  # one strip among good photos, sent together: all of them answer
+        replies = list(pool.map(lambda d: post_image(server, d, "image/png"), [*[photo] * 8, thin[0]] * 3))
+    assert [r.status_code for r in replies] == [200] * len(replies)
+    assert all(len(r.json()["faces"]) == 1 for i, r in enumerate(replies) if i % 9 != 8)
+
+
+def fuzzed(photo_rgb: np.ndarray, seed: int = 0) -> list[tuple[str, bytes]]:
+    """Truncated and bit-flipped JPEG, WebP, PNG and BMP files."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for fmt in ("JPEG", "WEBP", "PNG", "BMP"):
+        data = encode(photo_rgb, fmt)
+        for cut in (1, 4, 8, 12, 16, 24, 33, 50, 80, 120, 200, 400, len(data) // 2, len(data) - 1):
+            out.append((f"{fmt} cut at {cut}", data[:cut]))
+        for _ in range(12):  # flip bits in the header, where decoders trust what they read
+            flipped = bytearray(data)
+            for pos in rng.integers(0, min(len(data), 256), size=3):
+                flipped[pos] ^= 1 << int(rng.integers(8))
+            out.append((f"{fmt} flipped", bytes(flipped)))
+    return out
+
+
+def test_fuzzed_images_never_get_a_5xx(server):
+    small = np.asarray(Image.fromarray(skdata.astronaut()).resize((160, 160)))
+    cases = fuzzed(small)
+    with ThreadPoolExecutor(4) as pool:
+        replies = list(pool.map(lambda case: post_image(server, case[1], "application/octet-stream"), cases))
+    failures = [(name, r.status_code, r.text[:200]) for (name, _), r in zip(cases, replies, strict=True)
+                if r.status_code >= 500 or r.status_code not in (200, 400, 413, 415, 422)]  # fmt: skip
+    assert not failures, failures
+    assert {r.status_code for r in replies} >= {200, 422}
+
+
+def test_a_500_is_a_problem_document_keeps_the_connection_and_is_counted(tmp_path):
+    """A bug in a route (simulated by a route that raises) answers like any other error."""
+    import uvicorn
+
+    from emotorch.serve.app import Settings, create_app
+
+    app = create_app(Settings(db=f"sqlite:///{tmp_path / 'db.sqlite'}"))
+
+    @app.get("/v1/boom")
+    def boom() -> None:
+        raise RuntimeError("a bug")
+
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="critical"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 60
+        while not server.started and time.monotonic() < deadline:
+            time.sleep(0.1)
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}") as client:
+            r = client.get("/v1/boom")
+            assert_problem(r, 500, "the server failed on this request")
+            assert r.headers.get("connection", "") != "close"
+            assert client.get("/healthz").status_code == 200  # the same connection goes on
+            assert client.get("/v1/boom").status_code == 500
+            metrics = client.get("/metrics").text
+        assert 'emotorch_http_requests_total{method="GET",route="/v1/boom",status="500"} 2.0' in metrics
+    finally:
+        server.should_exit = True
+        thread.join(30)
+
+
+def vm_kib(pid: int, key: str) -> int:
+    with open(f"/proc/{pid}/status") as fh:
+        return next(int(line.split()[1]) for line in fh if line.startswith(key + ":"))
+
+
+def test_large_16_bit_pngs_cost_bounded_memory(tmp_path, server_cache):
+    """A 6300x6300 16-bit PNG (75 KB, under the pixel cap) decoded by 8 clients at once."""
+    big = np.full((6300, 6300), 1000, np.uint16)
+    big[::97] = 40000  # some structure, still tiny once compressed
+    data = png(big)
+    assert len(data) < 500_000
+    with run_server(tmp_path, cache=server_cache) as url:
+        pid = SERVERS[url][0].pid
+        post_image(url, png(np.full((64, 64, 3), 90, np.uint8)), "image/png")  # warm up
+        before = vm_kib(pid, "VmHWM")
+        with ThreadPoolExecutor(8) as pool:
+            replies = list(pool.map(lambda _: post_image(url, data, "image/png"), range(8)))
+        assert [r.status_code for r in replies] == [200] * 8, replies[0].text
+        grew = (vm_kib(pid, "VmHWM") - before) / 1024
+        assert grew < 600, f"the server's peak memory grew by {grew:.0f} MiB"
+        r = post_image(url, png(np.zeros((6000, 6000, 3), np.uint8)), "image/png")  # 36 MP RGB: 137 MiB decoded
+        assert_problem(r, 413, "MiB decoded")
+
+
+def test_read_only_database_health_and_writes_are_503_and_stalled_uploads_time_out(tmp_path, server_cache):
+    db = tmp_path / "catalog.db"
+    made = subprocess.run([sys.executable, "-m", "emotorch", "catalog", "list", "--db", f"sqlite:///{db}"],
+                          capture_output=True, text=True)  # fmt: skip
+    assert made.returncode == 0, made.stderr
+    read_only = f"sqlite:///file:{db}?mode=ro&uri=true"
+    with run_server(tmp_path, "--read-timeout", "1", cache=server_cache, db=read_only) as url:
+        health = httpx.get(f"{url}/healthz")
+        assert health.status_code == 503 and health.json()["status"] == "unavailable"
+        assert "readonly" in health.json()["database"]
+        r = httpx.post(f"{url}/v1/feedback", json={"item_id": "song:lean-on-me-bill-withers", "kind": "click"})
+        assert_problem(r, 503, "cannot be written")
+        assert r.headers["retry-after"]
+        reads = httpx.get(f"{url}/v1/catalog", params={"limit": 2})
+        assert reads.status_code == 200  # reading still works
+
+        with socket.create_connection(("127.0.0.1", int(url.rsplit(":", 1)[1])), timeout=10) as s:
+            s.sendall(b"POST /v1/emotions HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\n"
+                      b"Content-Length: 100000\r\n\r\n" + b"\x89PNG" * 10)  # then nothing more
+            started = time.monotonic()
+            answer = s.recv(4096)
+            assert time.monotonic() - started < 8
+        assert answer.startswith(b"HTTP/1.1 408") and b"problem+json" in answer
+    assert b"Traceback" not in (tmp_path / "server.log").read_bytes()
+
+
+@pytest.mark.parametrize("kind", ["missing folder", "folder", "random bytes", "truncated", "scheme", "unreachable"])
+def test_unusable_databases_are_one_line_errors(tmp_path, kind):
+    good = tmp_path / "good.db"
+    if kind in ("truncated",):
+        subprocess.run([sys.executable, "-m", "emotorch", "catalog", "list", "--db", f"sqlite:///{good}"],
+                       capture_output=True, check=True)  # fmt: skip
+        good.write_bytes(good.read_bytes()[:3000])
+    if kind == "random bytes":
+        good.write_bytes(np.random.default_rng(0).integers(0, 256, 20000, dtype=np.uint8).tobytes())
+    url = {"missing folder": f"sqlite:///{tmp_path / 'no' / 'such' / 'x.db'}", "folder": f"sqlite:///{tmp_path}",
+           "random bytes": f"sqlite:///{good}", "truncated": f"sqlite:///{good}", "scheme": "nosuchdb://x/y",
+           "unreachable": f"postgresql+psycopg://u@127.0.0.1:{free_port()}/x"}[kind]  # fmt: skip
+    other = ["serve", "--port", str(free_port())] if kind in ("random bytes", "scheme") else ["user", "alice"]
+
+    def run(args: list[str]) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "emotorch", *args, "--db", url], capture_output=True, text=True,
+                              timeout=120)  # fmt: skip
+
+    with ThreadPoolExecutor(2) as pool:
+        results = list(pool.map(run, [["catalog", "list"], other]))
+    for res in results:
+        assert res.returncode == 1, (res.args, res.stderr)
+        lines = res.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("emotorch: error: database "), (res.args, res.stderr)
+
+
+def test_forget_leaves_no_copy_on_disk_and_user_ids_stay_out_of_the_log(server, tmp_path):
+    from emotorch.recommend import Recommender, mood
+
+    db = tmp_path / "privacy.db"
+    rec = Recommender(f"sqlite:///{db}")
+    secret = "user-3f9a1c77e2"
+    rec.set_user(secret, opted_in=True)
+    for _ in range(20):
+        for r in rec.recommend(mood("sad"), categories="song", n=5, user_id=secret):
+            rec.feedback(r.id, "click", mood("sad"), user_id=secret)
+    files = [db, db.with_name(db.name + "-wal")]
+    assert any(secret.encode() in f.read_bytes() for f in files if f.exists())
+    assert rec.forget(secret) > 0
+    assert not any(secret.encode() in f.read_bytes() for f in files if f.exists())
+
+    assert httpx.delete(f"{server}/v1/users/{secret}").status_code == 200
+    time.sleep(0.2)
+    log = SERVERS[server][1].read_text()
+    assert "DELETE /v1/users/-" in log and secret not in log
