@@ -1,29 +1,33 @@
-"""EmoTorch: facial emotion recognition on FER2013-style data with PyTorch."""
+"""EmoTorch: facial emotion recognition on FER2013-style data with PyTorch.
+
+The names below load on first use (PEP 562), so importing one light module, such as
+``emotorch.images`` in a worker process, does not import PyTorch.
+"""
+
+from __future__ import annotations
+
+import importlib
 
 __version__ = "0.1.0"
 
-from emotorch.data import CLASSES, DataError, Dataset, FaceSet, load_dataset
-from emotorch.evaluate import compute_metrics, evaluate, load_model, predict_proba
-from emotorch.models import create_model, list_models
-from emotorch.pipeline import EmotionRecognizer, FaceResult
-from emotorch.train import TrainConfig, config_from_preset, train
+_HOMES = {
+    "emotorch.data": ("CLASSES", "DataError", "Dataset", "FaceSet", "load_dataset"),
+    "emotorch.evaluate": ("compute_metrics", "evaluate", "load_model", "predict_proba"),
+    "emotorch.models": ("create_model", "list_models"),
+    "emotorch.pipeline": ("EmotionRecognizer", "FaceResult"),
+    "emotorch.train": ("TrainConfig", "config_from_preset", "train"),
+}
+_HOME_OF = {name: module for module, names in _HOMES.items() for name in names}
+__all__ = ["__version__", *sorted(_HOME_OF)]
 
-__all__ = [
-    "CLASSES",
-    "DataError",
-    "Dataset",
-    "EmotionRecognizer",
-    "FaceResult",
-    "FaceSet",
-    "TrainConfig",
-    "__version__",
-    "compute_metrics",
-    "config_from_preset",
-    "create_model",
-    "evaluate",
-    "list_models",
-    "load_dataset",
-    "load_model",
-    "predict_proba",
-    "train",
-]
+
+def __getattr__(name: str) -> object:
+    if name not in _HOME_OF:
+        raise AttributeError(f"module 'emotorch' has no attribute {name!r}")
+    value = getattr(importlib.import_module(_HOME_OF[name]), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from emotorch.pipeline import FaceResult
+if TYPE_CHECKING:  # the pipeline (and PyTorch) is not needed to draw
+    from emotorch.pipeline import FaceResult
+
 
 COLORS = {"angry": (220, 50, 47), "disgust": (133, 153, 0), "fear": (108, 113, 196), "happy": (255, 193, 7),
           "neutral": (147, 161, 161), "sad": (38, 139, 210), "surprise": (211, 54, 130)}  # fmt: skip

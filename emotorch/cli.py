@@ -171,6 +171,30 @@ def build_parser() -> argparse.ArgumentParser:
                        help="inference engine; auto: ONNX Runtime where it works (default: "
                             + (f"{default})" if default else "the model's own: auto for fast, torch for the others)"))
 
+    an = sub.add_parser("analyse", help="emotions of every face in many photos and videos, resumable, in parallel")
+    an.add_argument("inputs", nargs="+", metavar="INPUT",
+                    help="photos, videos, folders (searched recursively), glob patterns or manifests (.txt: a path a "
+                         "line; .csv: a 'path' column)")  # fmt: skip
+    an.add_argument("--out", required=True, help="results folder: faces.jsonl, files.jsonl (and faces.parquet where "
+                                                 "pyarrow is installed); a rerun skips the files it finished")
+    an.add_argument("--model", default=STREAM_MODEL, help=_model_help(STREAM_MODEL))
+    an.add_argument("--backend", choices=["torch", "onnx", "auto"], default="auto", help="inference engine")
+    an.add_argument("--workers", type=int, metavar="N",
+                    help="processes that decode and detect (default: the cores available)")
+    an.add_argument("--every", type=float, default=1.0, metavar="SECONDS",
+                    help="in videos, analyse one frame every SECONDS (0: every frame)")
+    an.add_argument("--detect-size", type=int, default=640, metavar="PX",
+                    help="detect faces on a copy at most PX pixels on its long side")
+    an.add_argument("--batch-size", type=int, default=256, help="faces classified together, across files")
+    an.add_argument("--engine", choices=["local", "ray"], default="local",
+                    help='local processes, or a Ray cluster (pip install "emotorch[ray]"; RAY_ADDRESS picks it)')
+    an.add_argument("--save-crops", action="store_true",
+                    help="also write each aligned 48x48 face as a PNG under OUT/crops (off: no image is written)")
+    rp = sub.add_parser("report", help="per-emotion shares, a summary table and plots over time of `analyse` results")
+    rp.add_argument("results", help="the --out folder of `emotorch analyse`")
+    rp.add_argument("--out", help="folder for summary.csv and the plots (default: RESULTS/report)")
+    rp.add_argument("--json", action="store_true", help="print one JSON object")
+
     db_help = "SQLAlchemy database URL (default: $EMOTORCH_DB or a SQLite file in the user data dir)"
     cat = sub.add_parser("catalog", help="the recommendation catalog").add_subparsers(
         dest="catalog_command", required=True, parser_class=_Parser)  # fmt: skip
@@ -416,7 +440,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from emotorch.annotate import annotate
-    from emotorch.pipeline import EmotionRecognizer, read_image
+    from emotorch.images import read_image
+    from emotorch.pipeline import EmotionRecognizer
 
     recognizer = EmotionRecognizer(args.model, tta=args.tta, backend=args.backend)
     files = _image_files(args.inputs)
@@ -679,6 +704,50 @@ def cmd_serve(args: argparse.Namespace) -> None:
                 log_level="warning" if args.quiet else "info")
 
 
+def cmd_analyse(args: argparse.Namespace) -> int:
+    import time
+
+    from tqdm import tqdm
+
+    from emotorch.analyse import analyse
+
+    bar, started = None, time.perf_counter()
+
+    def progress(done: int, faces: int, total: int) -> None:
+        nonlocal bar
+        if bar is None:
+            bar = tqdm(total=total, desc="analysing", unit=" file", file=sys.stderr,
+                       disable=True if args.quiet else None)  # fmt: skip
+        bar.update(done - bar.n)
+        bar.set_postfix_str(f"{faces} faces, {faces / max(time.perf_counter() - started, 1e-9):.1f} faces/s")
+
+    try:
+        summary = analyse(args.inputs, args.out, model=args.model, backend=args.backend, workers=args.workers,
+                          every_s=args.every, detect_size=args.detect_size, batch_size=args.batch_size,
+                          engine=args.engine, save_crops=args.save_crops, progress=progress)  # fmt: skip
+    finally:
+        if bar is not None:
+            bar.close()
+    done = summary.files - summary.skipped
+    print(f"{args.out}: {summary.files} file(s): {done} analysed ({summary.failed} failed, see files.jsonl), "
+          f"{summary.skipped} done before; {summary.faces} face(s) in {summary.seconds:g} s")
+    return EXIT_FAILED if summary.failed else 0
+
+
+def cmd_report(args: argparse.Namespace) -> None:
+    from emotorch.report import report
+
+    result = report(args.results, args.out)
+    if args.json:
+        print(_json(result))
+        return
+    print(f"{args.results}: {result['files']} file(s), {result['failed']} failed, {result['faces']} face(s)")
+    print(f"{'emotion':<10}{'faces':>8}{'share':>8}{'mean p':>8}")
+    for emotion, row in result["shares"].items():
+        print(f"{emotion:<10}{row['faces']:>8}{row['share']:>8.1%}{row['mean_probability']:>8.3f}")
+    print(f"wrote {result['summary']}" + (f" and {len(result['plots'])} plot(s) over time" if result["plots"] else ""))
+
+
 def cmd_forget(args: argparse.Namespace) -> None:
     from emotorch.recommend import Recommender
 
@@ -691,7 +760,7 @@ COMMANDS = {
     "predict": cmd_predict, "video": cmd_video, "export": cmd_export, "webcam": cmd_webcam,
     "package": cmd_package,
     "catalog": cmd_catalog, "recommend": cmd_recommend, "feedback": cmd_feedback, "user": cmd_user,
-    "forget": cmd_forget, "serve": cmd_serve,
+    "forget": cmd_forget, "serve": cmd_serve, "analyse": cmd_analyse, "report": cmd_report,
 }  # fmt: skip
 
 

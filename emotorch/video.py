@@ -8,6 +8,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
@@ -16,7 +17,9 @@ from matplotlib.figure import Figure
 from emotorch.annotate import COLORS, annotate
 from emotorch.data import DataError
 from emotorch.detect import Face, to_gray
-from emotorch.pipeline import EmotionRecognizer, FaceResult
+
+if TYPE_CHECKING:  # reading frames and tracking need neither the pipeline nor PyTorch
+    from emotorch.pipeline import EmotionRecognizer, FaceResult
 
 
 def iou(a: tuple[float, ...], b: tuple[float, ...]) -> float:
@@ -132,8 +135,9 @@ def follow(face: Face, previous: np.ndarray, gray: np.ndarray) -> Face | None:
     return Face(box, landmarks, face.score)
 
 
-def frames(source: str | int) -> Iterator[tuple[int, np.ndarray, float]]:
-    """(index, RGB frame, fps) from a video file or a camera index; a file that yields no frame is a DataError."""
+def frames(source: str | int, every_seconds: float = 0.0) -> Iterator[tuple[int, np.ndarray, float]]:
+    """(index, RGB frame, fps) from a video file or a camera index: every frame, or one every
+    ``every_seconds`` (the others are skipped undecoded); a file that yields no frame is a DataError."""
     what = f"camera {source}" if isinstance(source, int) else str(source)
     cap = cv2.VideoCapture(source)
     if not cap.isOpened():
@@ -143,17 +147,20 @@ def frames(source: str | int) -> Iterator[tuple[int, np.ndarray, float]]:
         cap.release()
         raise DataError(f"{source}: not a readable video (it is text)")
     fps = cap.get(cv2.CAP_PROP_FPS) or 30.0
-    i = 0
+    step = max(1, round(every_seconds * fps))
+    i = yielded = 0
     try:
-        while True:
-            ok, bgr = cap.read()
-            if not ok:
-                break
-            yield i, cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), fps
+        while cap.grab():
+            if i % step == 0:
+                ok, bgr = cap.retrieve()
+                if not ok:
+                    break
+                yield i, cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), fps
+                yielded += 1
             i += 1
     finally:
         cap.release()
-    if i == 0:
+    if yielded == 0:
         raise DataError(f"{what}: not a readable video (no frame could be decoded)")
 
 
@@ -194,6 +201,8 @@ def process_video(recognizer: EmotionRecognizer, source: str | os.PathLike, *, o
 
 
 def _with_smoothed(face: FaceResult, track: Track, classes: list[str]) -> FaceResult:
+    from emotorch.pipeline import FaceResult
+
     probs = dict(zip(classes, map(float, track.smoothed), strict=True))
     return FaceResult(face.box, face.landmarks, face.detection_score, max(probs, key=probs.get), probs)
 

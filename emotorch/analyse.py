@@ -1,0 +1,414 @@
+"""Whole archives of photos and videos: every face's emotions, in parallel, resumable.
+
+:func:`analyse` expands its inputs (photos, videos, folders, glob patterns, manifests) into
+files, skips those a previous run into the same output folder finished (same path, size and
+modification time), decodes files and detects and aligns their faces in worker processes
+(``engine="local"``) or on a Ray cluster (``engine="ray"``), and classifies the faces of many
+files in batches. A file's rows reach the results in one write once all of its faces are
+classified, face rows first and its summary row last, so a kill at any moment loses at most
+the files in flight; the next run trims a half-written file's rows and finishes the rest.
+
+The output folder holds ``faces.jsonl`` (one row per face: source, frame and time for videos,
+box, landmarks, the emotion and one probability column per class, model and version),
+``files.jsonl`` (one row per file: kind, frames read, faces, seconds, status and error) and,
+where pyarrow is installed, ``faces.parquet`` rewritten from ``faces.jsonl`` at the end.
+No image and no face crop is written unless ``save_crops`` is asked for.
+"""
+
+from __future__ import annotations
+
+import csv
+import glob
+import hashlib
+import json
+import os
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from emotorch.data import IMAGE_EXTENSIONS, DataError
+
+VIDEO_EXTENSIONS = frozenset({".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv"})
+MANIFEST_EXTENSIONS = frozenset({".txt", ".csv"})
+FACES, FILES, PARQUET = "faces.jsonl", "files.jsonl", "faces.parquet"
+ENGINES = ("local", "ray")
+
+
+@dataclass(frozen=True)
+class Source:
+    """One input file, identified as a resumed run recognises it: absolute path, size, mtime."""
+
+    path: str
+    kind: str  # "photo" or "video"
+    size: int
+    mtime_ns: int
+
+    @property
+    def key(self) -> tuple[str, int, int]:
+        return self.path, self.size, self.mtime_ns
+
+
+@dataclass
+class Scan:
+    """What a worker found in one file: aligned 48x48 faces with where they are, or an error."""
+
+    source: Source
+    frames: int = 0
+    faces: list[dict[str, Any]] = field(default_factory=list)  # frame, time_s, face, box, landmarks, score
+    crops: list[np.ndarray] = field(default_factory=list)
+    error: str | None = None
+    seconds: float = 0.0
+
+
+# --- inputs -----------------------------------------------------------------------------------
+
+
+def _kind(path: Path) -> str | None:
+    suffix = path.suffix.lower()
+    return "photo" if suffix in IMAGE_EXTENSIONS else "video" if suffix in VIDEO_EXTENSIONS else None
+
+
+def _manifest_paths(manifest: Path) -> Iterator[Path]:
+    """Paths listed in a .txt (one a line, # comments) or .csv (a ``path`` column, else the first)."""
+    base = manifest.parent  # relative paths are relative to the manifest
+    with open(manifest, newline="", encoding="utf-8-sig") as fh:
+        if manifest.suffix.lower() == ".csv":
+            rows = list(csv.reader(fh))
+            names = [cell.strip().lower() for cell in rows[0]] if rows else []
+            column = names.index("path") if "path" in names else 0
+            for row in rows[1:] if "path" in names else rows:  # without a "path" header every row is a path
+                if len(row) > column and row[column].strip():
+                    yield base / row[column].strip()
+        else:
+            for line in fh:
+                if line.strip() and not line.lstrip().startswith("#"):
+                    yield base / line.strip()
+
+
+def expand(inputs: Iterable[str]) -> Iterator[Path | tuple[Path, str]]:
+    """Files named by the inputs, in order: photos and videos as they are, folders searched
+    recursively, glob patterns, and manifests (.txt or .csv); a missing path is yielded with the
+    reason so it is recorded as an error rather than dropped."""
+    for text in inputs:
+        path = Path(text).expanduser()
+        if path.is_dir():
+            yield from sorted(p for p in path.rglob("*") if p.is_file() and _kind(p))
+        elif path.is_file() and path.suffix.lower() in MANIFEST_EXTENSIONS:
+            for listed in _manifest_paths(path):
+                yield listed if listed.exists() else (listed, f"{listed}: no such file (listed in {path})")
+        elif path.is_file():
+            yield path
+        elif glob.has_magic(text):
+            matches = (Path(p) for p in sorted(glob.glob(text, recursive=True)))
+            yield from (p for p in matches if p.is_file() and _kind(p))
+        else:
+            yield path, f"{path}: no such file or folder"
+
+
+def sources(inputs: Iterable[str]) -> Iterator[Source | tuple[Source, str]]:
+    """:class:`Source` for every expanded input; unusable ones paired with the reason."""
+    seen: set[str] = set()
+    for item in expand(inputs):
+        path, problem = item if isinstance(item, tuple) else (item, None)
+        resolved = str(path.resolve())
+        if resolved in seen:
+            continue
+        seen.add(resolved)
+        if problem is not None:
+            yield Source(resolved, _kind(path) or "unknown", 0, 0), problem
+            continue
+        stat = path.stat()
+        kind = _kind(path)
+        source = Source(resolved, kind or "unknown", stat.st_size, stat.st_mtime_ns)
+        yield (source, f"{path}: not a photo or video ({path.suffix or 'no extension'})") if kind is None else source
+
+
+# --- the work in a worker ---------------------------------------------------------------------
+
+_detector = None
+
+
+def init_worker(detect_size: int, single_thread: bool = True) -> None:
+    """Per worker process: one detector, and one thread for OpenMP and OpenCV: the processes are the
+    parallelism, and threads on top of them made 2 workers 4 times slower than 1 on 2 cores."""
+    if single_thread:
+        os.environ["OMP_NUM_THREADS"] = "1"  # read when yuface's OpenMP runtime starts, below
+    import cv2
+
+    from emotorch.detect import YuNetDetector
+
+    global _detector
+    if single_thread:
+        cv2.setNumThreads(1)
+    _detector = YuNetDetector(max_side=detect_size)
+
+
+def scan(source: Source, every_s: float) -> Scan:
+    """Decode a photo, or a video's frames every ``every_s`` seconds (0: every frame), and find and
+    align every face. Runs in a worker: no PyTorch, no model."""
+    from emotorch.detect import align
+    from emotorch.images import read_image
+    from emotorch.video import frames
+
+    if _detector is None:
+        init_worker(640)
+    started = time.perf_counter()
+    result = Scan(source)
+    try:
+        if source.kind == "photo":
+            images: Iterable[tuple[int | None, float | None, np.ndarray]] = [(None, None, read_image(source.path))]
+        else:
+            images = ((i, round(i / fps, 3), rgb) for i, rgb, fps in frames(source.path, every_seconds=every_s))
+        for index, time_s, rgb in images:
+            result.frames += 1
+            for k, face in enumerate(_detector(rgb)):
+                result.faces.append({"frame": index, "time_s": time_s, "face": k,
+                                     "box": [round(float(v), 1) for v in face.box],
+                                     "landmarks": [[round(float(v), 1) for v in p] for p in face.landmarks],
+                                     "detection_score": round(face.score, 4)})  # fmt: skip
+                result.crops.append(align(rgb, face))
+    except DataError as e:
+        result.error, result.faces, result.crops = str(e), [], []
+    except Exception as e:  # a decoder that fails in a way of its own: this file's error, not the run's
+        result.error, result.faces, result.crops = f"{source.path}: {type(e).__name__}: {e}", [], []
+    result.seconds = round(time.perf_counter() - started, 4)
+    return result
+
+
+# --- results ----------------------------------------------------------------------------------
+
+
+class Results:
+    """The output folder: append-only JSON Lines, one write per finished file, repaired on reopening."""
+
+    def __init__(self, out: Path) -> None:
+        self.out = out
+        out.mkdir(parents=True, exist_ok=True)
+        self.done: dict[tuple[str, int, int], dict[str, Any]] = {}
+        self._repair()
+        self._faces = open(out / FACES, "ab")  # noqa: SIM115 - closed by close()
+        self._files = open(out / FILES, "ab")  # noqa: SIM115
+
+    def _repair(self) -> None:
+        """Drop a half-written last line, and face rows of a file whose summary never arrived
+        (a kill between the two writes); collect the files that are done."""
+        files_path, faces_path = self.out / FILES, self.out / FACES
+        for path in (files_path, faces_path):
+            if path.exists():
+                data = path.read_bytes()
+                if data and not data.endswith(b"\n"):
+                    with open(path, "r+b") as fh:
+                        fh.truncate(data.rfind(b"\n") + 1)
+        if files_path.exists():
+            with open(files_path, encoding="utf-8") as fh:
+                for line in fh:
+                    row = json.loads(line)
+                    self.done[(row["source"], row["size"], row["mtime_ns"])] = row
+        if faces_path.exists():
+            sources = {key[0] for key in self.done}
+            keep = 0
+            with open(faces_path, "rb") as fh:
+                for line in fh:
+                    if json.loads(line)["source"] in sources:
+                        keep = fh.tell()
+            if keep < faces_path.stat().st_size:  # rows after the last finished file's belong to none
+                with open(faces_path, "r+b") as fh:
+                    fh.truncate(keep)
+
+    def write(self, face_rows: list[dict[str, Any]], file_row: dict[str, Any]) -> None:
+        """One file's rows: its faces in one write, then its summary in one write, each flushed to disk."""
+        if face_rows:
+            self._faces.write(b"".join(json.dumps(r, allow_nan=False).encode() + b"\n" for r in face_rows))
+            self._faces.flush()
+            os.fsync(self._faces.fileno())
+        self._files.write(json.dumps(file_row, allow_nan=False).encode() + b"\n")
+        self._files.flush()
+        os.fsync(self._files.fileno())
+        self.done[(file_row["source"], file_row["size"], file_row["mtime_ns"])] = file_row
+
+    def close(self) -> None:
+        self._faces.close()
+        self._files.close()
+
+    def write_parquet(self) -> Path | None:
+        """``faces.parquet`` from ``faces.jsonl`` where pyarrow is installed (None where it is not)."""
+        try:
+            import pyarrow as pa
+            import pyarrow.parquet as pq
+        except ImportError:
+            return None
+        rows = []
+        with open(self.out / FACES, encoding="utf-8") as fh:
+            rows = [json.loads(line) for line in fh]
+        dest = self.out / PARQUET
+        tmp = dest.with_name(f".{dest.name}.tmp")
+        pq.write_table(pa.Table.from_pylist(rows), tmp)
+        os.replace(tmp, dest)
+        return dest
+
+
+def face_rows(scan_result: Scan, probs: np.ndarray, classes: list[str], model: dict[str, str]) -> list[dict]:
+    """The results' rows for one file's faces: position, emotion, one probability column per class."""
+    rows = []
+    for face, p in zip(scan_result.faces, probs, strict=True):
+        x, y, w, h = face["box"]
+        rows.append({"source": scan_result.source.path, "kind": scan_result.source.kind, "frame": face["frame"],
+                     "time_s": face["time_s"], "face": face["face"], "x": x, "y": y, "w": w, "h": h,
+                     "landmarks": face["landmarks"], "detection_score": face["detection_score"],
+                     "emotion": classes[int(p.argmax())], **{c: round(float(v), 5) for c, v in zip(classes, p,
+                                                                                                   strict=True)},
+                     "model": model["name"], "model_version": model["version"]})  # fmt: skip
+    return rows
+
+
+def file_row(scan_result: Scan) -> dict[str, Any]:
+    s = scan_result.source
+    return {"source": s.path, "kind": s.kind, "size": s.size, "mtime_ns": s.mtime_ns, "frames": scan_result.frames,
+            "faces": len(scan_result.faces), "seconds": scan_result.seconds,
+            "status": "error" if scan_result.error else "ok", "error": scan_result.error}  # fmt: skip
+
+
+# --- the run ----------------------------------------------------------------------------------
+
+
+@dataclass
+class Summary:
+    files: int = 0
+    skipped: int = 0  # done by an earlier run
+    failed: int = 0
+    faces: int = 0
+    seconds: float = 0.0
+
+
+def analyse(inputs: Iterable[str], out: str | os.PathLike, *, model: str | None = None, backend: str = "auto",
+            workers: int | None = None, every_s: float = 1.0, detect_size: int = 640, batch_size: int = 256,
+            engine: str = "local", save_crops: bool = False,
+            progress: Callable[[int, int, int], None] | None = None) -> Summary:  # fmt: skip
+    """Analyse every photo and video the inputs name into the folder ``out`` (see the module doc).
+
+    ``progress(files_done, faces_done, files_to_do)`` is called after each file this run analyses.
+    """
+    from emotorch.pipeline import EmotionRecognizer
+    from emotorch.zoo import STREAM_MODEL, shipped
+
+    if engine not in ENGINES:
+        raise ValueError(f"unknown engine {engine!r}; expected one of {', '.join(ENGINES)}")
+    if every_s < 0:
+        raise ValueError(f"--every must be 0 (every frame) or a number of seconds, not {every_s}")
+    started = time.perf_counter()
+    results = Results(Path(out))
+    summary = Summary()
+    todo: list[Source] = []
+    try:
+        for item in sources(inputs):
+            source, problem = item if isinstance(item, tuple) else (item, None)
+            summary.files += 1
+            if source.key in results.done:
+                summary.skipped += 1
+                continue
+            if problem is not None:
+                results.write([], file_row(Scan(source, error=problem)))
+                summary.failed += 1
+                continue
+            todo.append(source)
+        model = str(model or STREAM_MODEL)
+        recognizer = EmotionRecognizer(model, backend=backend)
+        meta = recognizer.model.meta
+        name = str(meta.get("name", recognizer.model.source))
+        model_info = {"name": name, "version": str(shipped().get(name, {}).get("sha256", ""))}
+        crops_dir = Path(out) / "crops" if save_crops else None
+        total = len(todo)
+        options = {"every_s": every_s, "detect_size": detect_size, "workers": workers, "batch_size": batch_size}
+        if engine == "ray":
+            from emotorch.analyse_ray import run
+
+            scans = run(todo, recognizer, model=model, backend=backend, **options)
+        else:
+            scans = _run_local(todo, recognizer, **options)
+        for done, (scanned, probs) in enumerate(scans, start=1):
+            rows = face_rows(scanned, probs, recognizer.classes, model_info)
+            if crops_dir is not None:
+                _save_crops(crops_dir, scanned)
+            results.write(rows, file_row(scanned))
+            summary.failed += scanned.error is not None
+            summary.faces += len(rows)
+            if progress is not None:
+                progress(done, summary.faces, total)
+    finally:
+        results.close()
+    results.write_parquet()
+    summary.seconds = round(time.perf_counter() - started, 2)
+    return summary
+
+
+def default_workers() -> int:
+    """The cores this process may use."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def _classify_batches(scans: Iterator[Scan], recognizer, batch_size: int,
+                      max_wait_s: float = 1.0) -> Iterator[tuple[Scan, np.ndarray]]:  # fmt: skip
+    """Classify the faces of many files together: a call once ``batch_size`` faces (or files) wait,
+    or the oldest has waited ``max_wait_s``, so results keep reaching the disk. Files come out in
+    the order they arrived."""
+    from emotorch.evaluate import predict_proba
+
+    pending: list[Scan] = []
+    since = 0.0
+
+    def flush() -> Iterator[tuple[Scan, np.ndarray]]:
+        crops = [c for s in pending for c in s.crops]
+        probs = (predict_proba(recognizer.model.model, np.stack(crops), recognizer.model.meta) if crops
+                 else np.zeros((0, len(recognizer.classes)), np.float32))  # fmt: skip
+        start = 0
+        for s in pending:
+            yield s, probs[start : start + len(s.crops)]
+            start += len(s.crops)
+        pending.clear()
+
+    for s in scans:
+        if not pending:
+            since = time.monotonic()
+        pending.append(s)
+        waiting = sum(len(p.crops) for p in pending)
+        if waiting >= batch_size or len(pending) >= batch_size or time.monotonic() - since >= max_wait_s:
+            yield from flush()
+    yield from flush()
+
+
+def _run_local(todo: list[Source], recognizer, *, every_s: float, detect_size: int, workers: int | None,
+               batch_size: int) -> Iterator[tuple[Scan, np.ndarray]]:  # fmt: skip
+    """Decode and detect in ``workers`` processes, classify here in batches across files."""
+    import multiprocessing
+    from functools import partial
+
+    workers = workers or default_workers()
+    if workers < 1:
+        raise ValueError(f"--workers must be at least 1, not {workers}")
+    work = partial(scan, every_s=every_s)
+    if workers == 1:  # in this process, which may keep its threads
+        init_worker(detect_size, single_thread=False)
+        yield from _classify_batches((work(s) for s in todo), recognizer, batch_size)
+        return
+    context = multiprocessing.get_context("spawn")  # a fresh interpreter: no PyTorch, no inherited threads
+    with context.Pool(workers, initializer=init_worker, initargs=(detect_size,)) as pool:
+        # one photo per task keeps every worker busy; the batch of classified faces spans many files
+        yield from _classify_batches(pool.imap_unordered(work, todo, chunksize=1), recognizer, batch_size)
+
+
+def _save_crops(folder: Path, scanned: Scan) -> None:
+    """The aligned 48x48 faces of one file, only when asked for (``--save-crops``)."""
+    from PIL import Image
+
+    if not scanned.crops:
+        return
+    folder.mkdir(parents=True, exist_ok=True)
+    stem = Path(scanned.source.path).stem
+    tag = hashlib.sha1(scanned.source.path.encode()).hexdigest()[:8]  # two x.jpg in two folders stay apart
+    for face, crop in zip(scanned.faces, scanned.crops, strict=True):
+        frame = "" if face["frame"] is None else f"-f{face['frame']}"
+        Image.fromarray(crop).save(folder / f"{stem}-{tag}{frame}-{face['face']}.png")

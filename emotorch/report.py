@@ -1,0 +1,91 @@
+"""What an ``analyse`` run found: per-emotion shares, a table per file, emotions over time per video."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from emotorch.analyse import FACES, FILES
+from emotorch.data import DataError
+
+
+def read_rows(path: Path) -> list[dict[str, Any]]:
+    """The rows of a JSON Lines file (a half-written last line, from a run still going, is left out)."""
+    if not path.is_file():
+        raise DataError(f"{path}: no such file; is {path.parent} the --out folder of `emotorch analyse`?")
+    rows = []
+    with open(path, encoding="utf-8") as fh:
+        for line in fh:
+            if line.endswith("\n"):
+                rows.append(json.loads(line))
+    return rows
+
+
+def classes_of(faces: list[dict[str, Any]]) -> list[str]:
+    """The model's classes, in the results' column order (the columns between the emotion and the model)."""
+    if not faces:
+        return []
+    keys = list(faces[0])
+    return keys[keys.index("emotion") + 1 : keys.index("model")]
+
+
+def shares(faces: list[dict[str, Any]], classes: list[str]) -> dict[str, dict[str, float]]:
+    """Per emotion: faces whose top emotion it is, their share, and the mean probability over all faces."""
+    top = [f["emotion"] for f in faces]
+    mean = np.mean([[f[c] for c in classes] for f in faces], 0) if faces else np.zeros(len(classes))
+    return {c: {"faces": top.count(c), "share": top.count(c) / len(faces) if faces else 0.0,
+                "mean_probability": float(m)} for c, m in zip(classes, mean, strict=True)}  # fmt: skip
+
+
+def report(results: str | Path, out: str | Path | None = None) -> dict[str, Any]:
+    """Write ``summary.csv`` (one row per file) and an over-time plot per video into ``out`` (default:
+    ``RESULTS/report``); return the overall shares and what was written."""
+    results = Path(results)
+    faces, files = read_rows(results / FACES), read_rows(results / FILES)
+    classes = classes_of(faces)
+    dest = Path(out) if out else results / "report"
+    dest.mkdir(parents=True, exist_ok=True)
+    by_source: dict[str, list[dict[str, Any]]] = {}
+    for f in faces:
+        by_source.setdefault(f["source"], []).append(f)
+    with open(dest / "summary.csv", "w", newline="", encoding="utf-8") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["source", "kind", "status", "frames", "faces", "top_emotion", *classes, "error"])
+        for file in files:
+            mine = by_source.get(file["source"], [])
+            mean = np.mean([[f[c] for c in classes] for f in mine], 0) if mine else None
+            writer.writerow([file["source"], file["kind"], file["status"], file["frames"], file["faces"],
+                             classes[int(mean.argmax())] if mean is not None else "",
+                             *([f"{v:.4f}" for v in mean] if mean is not None else [""] * len(classes)),
+                             file.get("error") or ""])  # fmt: skip
+    plots = [_timeline(source, rows, classes, dest) for source, rows in by_source.items()
+             if rows[0]["kind"] == "video"]  # fmt: skip
+    return {"files": len(files), "failed": sum(f["status"] == "error" for f in files), "faces": len(faces),
+            "shares": shares(faces, classes), "summary": str(dest / "summary.csv"), "plots": plots}  # fmt: skip
+
+
+def _timeline(source: str, rows: list[dict[str, Any]], classes: list[str], dest: Path) -> str:
+    """Mean probability of each emotion over the video's faces, frame by frame, with the legend above."""
+    from emotorch import plots
+    from emotorch.annotate import COLORS
+
+    times = sorted({r["time_s"] for r in rows})
+    at = {t: np.mean([[r[c] for c in classes] for r in rows if r["time_s"] == t], 0) for t in times}
+    fig, ax = plots.plt.subplots(figsize=(9, 3.2))
+    for k, name in enumerate(classes):
+        color = np.array(COLORS.get(name, (90, 90, 90))) / 255
+        ax.plot(times, [at[t][k] for t in times], label=name, color=color)
+    ax.set_ylim(0, 1)
+    ax.set_xlabel("time (s)")
+    ax.set_ylabel("mean probability")
+    ax.set_title(Path(source).name, fontsize=9)
+    fig.tight_layout(rect=(0, 0, 1, 0.88))
+    fig.legend(*ax.get_legend_handles_labels(), ncol=len(classes), fontsize=8, loc="upper center", frameon=False)
+    name = f"{Path(source).stem}-{hashlib.sha1(source.encode()).hexdigest()[:8]}.png"
+    plots.save(fig, dest / name)
+    return str(dest / name)

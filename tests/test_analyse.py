@@ -1,0 +1,146 @@
+"""`emotorch analyse` and `report` on a small archive: photos, a video, a manifest, bad files, kills, Ray."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+skdata = pytest.importorskip("skimage.data", reason="scikit-image ships the test photos")
+pytest.importorskip("yuface", reason="the YuNet detector package is not installed")
+
+from test_video import make_video  # noqa: E402
+
+from emotorch.analyse import FACES, FILES, analyse  # noqa: E402
+
+
+@pytest.fixture
+def archive(tmp_path: Path) -> Path:
+    """Two photos named x.jpg in two folders, a photo without a face, a truncated photo, a video, a manifest."""
+    root = tmp_path / "archive"
+    for name, photo in (("a", skdata.astronaut()), ("b", skdata.astronaut()[:, ::-1])):
+        (root / "photos" / name).mkdir(parents=True)
+        Image.fromarray(photo).save(root / "photos" / name / "x.jpg")
+    Image.fromarray(skdata.coffee()).save(root / "photos" / "coffee.png")
+    good = (root / "photos" / "a" / "x.jpg").read_bytes()
+    (root / "photos" / "broken.jpg").write_bytes(good[:500])
+    make_video(root / "clip.mp4", n=20)
+    (root / "list.txt").write_text("photos/a/x.jpg\n# a comment\nnot/there.jpg\n")
+    return root
+
+
+def rows(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def emotorch(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "emotorch", "-q", *args], capture_output=True, text=True)
+
+
+def test_analyse_photos_video_manifest_and_glob_then_resume(archive, tmp_path):
+    out = tmp_path / "results"
+    inputs = [str(archive / "photos"), str(archive / "clip.mp4"), str(archive / "list.txt"), str(archive / "*.mp4")]
+    res = emotorch("analyse", *inputs, "--out", str(out), "--workers", "2", "--every", "0.5")
+    assert res.returncode == 1, res.stderr  # two inputs failed: a truncated photo, a path the manifest lists
+    assert "6 file(s): 6 analysed (2 failed" in res.stdout
+    files = {Path(r["source"]).relative_to(archive).as_posix(): r for r in rows(out / FILES)}
+    assert set(files) == {"photos/a/x.jpg", "photos/b/x.jpg", "photos/coffee.png", "photos/broken.jpg",
+                          "clip.mp4", "not/there.jpg"}  # fmt: skip  (the glob and the manifest repeat files)
+    assert files["photos/broken.jpg"]["status"] == "error" and "broken.jpg" in files["photos/broken.jpg"]["error"]
+    assert "no such file (listed in" in files["not/there.jpg"]["error"]
+    assert files["clip.mp4"]["frames"] == 4 and files["photos/coffee.png"]["faces"] == 0  # 20 frames at 10 fps
+    faces = rows(out / FACES)
+    photo = [f for f in faces if f["source"].endswith("a/x.jpg")]
+    assert len(photo) == 1 and photo[0]["emotion"] == "happy" and photo[0]["model"] == "fast"
+    assert {"x", "y", "w", "h", "landmarks", "angry", "surprise", "model_version"} <= set(photo[0])
+    video = [f for f in faces if f["kind"] == "video"]
+    assert {f["time_s"] for f in video} == {0.0, 0.5, 1.0, 1.5} and len(video) == 8  # two faces a frame
+    assert not (out / "crops").exists()  # no image written unless asked for
+
+    again = emotorch("analyse", *inputs, "--out", str(out))
+    assert again.returncode == 0 and "0 analysed" in again.stdout and "6 done before" in again.stdout
+    assert rows(out / FACES) == faces  # nothing repeated
+    os.utime(archive / "photos" / "coffee.png", ns=(1, 1))  # a changed file is analysed again
+    third = emotorch("analyse", *inputs, "--out", str(out))
+    assert "1 analysed" in third.stdout, third.stdout
+
+    pd = pytest.importorskip("pandas")
+    table = pd.read_json(out / FACES, lines=True)  # one call, one row per face, one column per emotion
+    assert len(table) == len(faces) and table["happy"].mean() > 0.5
+
+
+def test_a_kill_loses_only_files_in_flight(tmp_path):
+    photos = tmp_path / "many"
+    photos.mkdir()
+    face = skdata.astronaut()
+    for i in range(60):
+        Image.fromarray(np.roll(face, 7 * i, axis=1)).save(photos / f"p{i:02d}.jpg")
+    out = tmp_path / "results"
+    cmd = [sys.executable, "-m", "emotorch", "-q", "analyse", str(photos), "--out", str(out), "--workers", "1",
+           "--batch-size", "1"]  # fmt: skip
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and (not (out / FILES).exists() or len(rows(out / FILES)) < 5):
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    done = len(rows(out / FILES))
+    assert 5 <= done < 60, done
+    with open(out / FACES, "ab") as fh:  # as if killed mid-write: a face row of an unfinished file, half a line
+        fh.write(json.dumps({"source": str(photos / "p59.jpg")}).encode() + b"\n{\"source\": \"/half")
+    res = subprocess.run(cmd, capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    files, faces = rows(out / FILES), rows(out / FACES)  # every line parses
+    assert sorted(Path(r["source"]).name for r in files) == [f"p{i:02d}.jpg" for i in range(60)]
+    pairs = [(r["source"], r["face"]) for r in faces]
+    assert len(set(pairs)) == len(pairs)  # no face twice, none left over from the killed run
+    assert {r["source"]: r["faces"] for r in files} == {s: sum(x == s for x, _ in pairs) for s, _ in pairs} | {
+        r["source"]: 0 for r in files if r["faces"] == 0}  # fmt: skip
+
+
+def test_report_shares_table_and_plots(archive, tmp_path):
+    out = tmp_path / "results"
+    analyse([str(archive / "photos"), str(archive / "clip.mp4")], out, workers=1, every_s=0.5, save_crops=True)
+    assert len(list((out / "crops").glob("*.png"))) == 10  # the aligned faces, only because they were asked for
+    res = emotorch("report", str(out), "--json")
+    assert res.returncode == 0, res.stderr
+    doc = json.loads(res.stdout)
+    assert doc["files"] == 5 and doc["failed"] == 1 and doc["faces"] == 10
+    assert doc["shares"]["happy"]["faces"] >= 8 and abs(sum(s["share"] for s in doc["shares"].values()) - 1) < 1e-9
+    summary = (out / "report" / "summary.csv").read_text().splitlines()
+    assert summary[0].startswith("source,kind,status,frames,faces,top_emotion,angry") and len(summary) == 6
+    assert len(doc["plots"]) == 1 and Path(doc["plots"][0]).stat().st_size > 5000
+    text = emotorch("report", str(out)).stdout
+    assert "happy" in text and "%" in text
+
+
+def test_ray_engine_writes_the_same_rows(archive, tmp_path):
+    pytest.importorskip("ray", reason='the Ray engine needs pip install "emotorch[ray]"')
+    inputs = [str(archive / "photos"), str(archive / "clip.mp4")]
+    import ray
+
+    analyse(inputs, tmp_path / "local", workers=1, every_s=0.5)
+    try:
+        analyse(inputs, tmp_path / "ray", workers=1, every_s=0.5, engine="ray")
+    finally:
+        ray.shutdown()
+
+    def table(folder: Path, name: str) -> list[str]:
+        found = rows(folder / name)
+        for r in found:
+            r.pop("seconds", None)
+            for k, v in r.items():
+                if isinstance(v, float):
+                    r[k] = round(v, 4)
+        return sorted(json.dumps(r, sort_keys=True) for r in found)
+
+    assert table(tmp_path / "ray", FACES) == table(tmp_path / "local", FACES)
+    assert table(tmp_path / "ray", FILES) == table(tmp_path / "local", FILES)
