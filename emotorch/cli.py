@@ -452,7 +452,6 @@ def cmd_predict(args: argparse.Namespace) -> int:
         if clash and not args.force:
             more = f" and {len(clash) - 3} more" if len(clash) > 3 else ""
             raise FileExistsError(f"{out} already holds {', '.join(clash[:3])}{more}; pass --force to overwrite")
-        out.mkdir(parents=True, exist_ok=True)
     results, rows, failed = [], [], 0
     for k, f in enumerate(tqdm(files, desc="photos", unit=" img",
                                disable=None if len(files) > 1 and not args.quiet else True)):  # fmt: skip
@@ -473,7 +472,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
         if not args.json:
             summary = ", ".join(f"{face.emotion} {face.probabilities[face.emotion]:.0%}" for face in faces)
             print(f"{f}: {len(faces)} face(s){': ' + summary if faces else ''}")
-    if out is not None:
+    if out is not None and failed < len(files):  # nothing is written when no photo could be read
+        out.mkdir(parents=True, exist_ok=True)
         with open(out / "summary.csv", "w", newline="") as fh:
             writer = csv.writer(fh)
             writer.writerow(["path", "face", "x", "y", "w", "h", "emotion", *recognizer.classes])

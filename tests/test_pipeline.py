@@ -92,9 +92,11 @@ def test_cli_predict_goes_on_past_a_bad_file(tiny_run, tmp_path):
 
 
 def test_cli_predict_a_missing_file_fails(tiny_run, tmp_path):
-    cmd = [sys.executable, "-m", "emotorch.cli", "-q", "predict", str(tmp_path / "nope.jpg"), "--model", str(tiny_run)]
+    cmd = [sys.executable, "-m", "emotorch.cli", "-q", "predict", str(tmp_path / "nope.jpg"), "--model", str(tiny_run),
+           "--out", str(tmp_path / "out")]  # fmt: skip
     res = subprocess.run(cmd, capture_output=True, text=True)
     assert res.returncode == 1 and "nope.jpg: no such file" in res.stderr and "Traceback" not in res.stderr
+    assert not (tmp_path / "out").exists()  # no empty outputs
 
 
 def test_cli_predict_out_mirrors_folders(tiny_run, tmp_path):
