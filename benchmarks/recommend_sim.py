@@ -29,9 +29,9 @@ from pathlib import Path
 
 import numpy as np
 
+from emotorch.choices import CATEGORIES
 from emotorch.data import CLASSES
 from emotorch.recommend import Recommender, list_items, mood
-from emotorch.recommend.db import CATEGORIES
 from emotorch.recommend.engine import EMOTION_VA, UPLIFT_VA
 
 FER_FREQ = np.array([3995, 436, 4097, 7215, 4965, 4830, 3171], float)

@@ -30,12 +30,12 @@ from typing import Any
 
 import numpy as np
 
+from emotorch.choices import ENGINES
 from emotorch.data import IMAGE_EXTENSIONS, DataError
 
 VIDEO_EXTENSIONS = frozenset({".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv"})
 MANIFEST_EXTENSIONS = frozenset({".txt", ".csv"})
 FACES, FILES, PARQUET = "faces.jsonl", "files.jsonl", "faces.parquet"
-ENGINES = ("local", "ray")
 
 
 @dataclass(frozen=True)
@@ -98,7 +98,11 @@ def expand(inputs: Iterable[str]) -> Iterator[Path | tuple[Path, str]]:
         if path.is_dir():
             yield from sorted(p for p in path.rglob("*") if p.is_file() and _kind(p))
         elif path.is_file() and path.suffix.lower() in MANIFEST_EXTENSIONS:
-            for listed in _manifest_paths(path):
+            try:
+                listed_paths = list(_manifest_paths(path))
+            except (UnicodeDecodeError, csv.Error) as e:
+                raise DataError(f"{path}: not a readable manifest of paths ({e})") from None
+            for listed in listed_paths:
                 yield listed if listed.exists() else (listed, f"{listed}: no such file (listed in {path})")
         elif path.is_file():
             yield path
@@ -121,7 +125,11 @@ def sources(inputs: Iterable[str]) -> Iterator[Source | tuple[Source, str]]:
         if problem is not None:
             yield Source(resolved, _kind(path) or "unknown", 0, 0), problem
             continue
-        stat = path.stat()
+        try:
+            stat = path.stat()
+        except OSError as e:  # gone, or unreadable, since it was listed
+            yield Source(resolved, _kind(path) or "unknown", 0, 0), f"{path}: {e.strerror}"
+            continue
         kind = _kind(path)
         source = Source(resolved, kind or "unknown", stat.st_size, stat.st_mtime_ns)
         yield (source, f"{path}: not a photo or video ({path.suffix or 'no extension'})") if kind is None else source
@@ -205,15 +213,24 @@ class Results:
                         fh.truncate(data.rfind(b"\n") + 1)
         if files_path.exists():
             with open(files_path, encoding="utf-8") as fh:
-                for line in fh:
-                    row = json.loads(line)
-                    self.done[(row["source"], row["size"], row["mtime_ns"])] = row
+                for number, line in enumerate(fh, start=1):
+                    try:
+                        row = json.loads(line)
+                        self.done[(row["source"], row["size"], row["mtime_ns"])] = row
+                    except (ValueError, KeyError, TypeError):
+                        raise DataError(f"{files_path}, line {number}: not a row written by emotorch analyse; "
+                                        "use another --out folder") from None
         if faces_path.exists():
             sources = {key[0] for key in self.done}
             keep = 0
             with open(faces_path, "rb") as fh:
-                for line in fh:
-                    if json.loads(line)["source"] in sources:
+                for number, line in enumerate(iter(fh.readline, b""), start=1):
+                    try:
+                        source = json.loads(line)["source"]
+                    except (ValueError, KeyError, TypeError):
+                        raise DataError(f"{faces_path}, line {number}: not a row written by emotorch analyse; "
+                                        "use another --out folder") from None
+                    if source in sources:
                         keep = fh.tell()
             if keep < faces_path.stat().st_size:  # rows after the last finished file's belong to none
                 with open(faces_path, "r+b") as fh:

@@ -21,14 +21,11 @@ import torchvision
 from torch import nn
 
 import emotorch
+from emotorch.errors import CheckpointError
 from emotorch.models import create_model
 
 FORMAT = "emotorch.checkpoint/1"
 META_KEYS = ("model", "model_options", "classes", "input_size", "mean", "std")  # what rebuilding a model needs
-
-
-class CheckpointError(ValueError):
-    """A file is not a usable EmoTorch checkpoint; the message names it and says why."""
 
 
 def versions() -> dict[str, str]:

@@ -11,13 +11,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy.exc import SQLAlchemyError
-
-from emotorch.checkpoint import CheckpointError
-from emotorch.data import CLASSES, DataError
-from emotorch.recommend.catalog import CatalogBusy, CatalogError
-from emotorch.recommend.db import DatabaseUnavailable, default_url, describe
-from emotorch.recommend.engine import FEEDBACK_KINDS, STRATEGIES
+# light imports only: `emotorch --help` must not wait for PyTorch; each command imports what it uses
+from emotorch.choices import BACKENDS, ENGINES, FEEDBACK_KINDS, STRATEGIES
+from emotorch.data import CLASSES
+from emotorch.errors import CatalogBusy, CatalogError, CheckpointError, DatabaseUnavailable, DataError
 from emotorch.zoo import PHOTO_MODEL, STREAM_MODEL
 
 EXIT_FAILED = 1  # an input (photo, video, data set, checkpoint) could not be read or used
@@ -167,7 +164,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="detect faces on a copy at most PX pixels on its long side, boxes mapped back "
                             "(default: 640; 320 detects about twice as fast but misses small faces)")  # fmt: skip
     for p, default in ((ev, None), (pr, None), (vid, "auto"), (cam, "auto")):
-        p.add_argument("--backend", choices=["torch", "onnx", "auto"], default=default,
+        p.add_argument("--backend", choices=BACKENDS, default=default,
                        help="inference engine; auto: ONNX Runtime where it works (default: "
                             + (f"{default})" if default else "the model's own: auto for fast, torch for the others)"))
 
@@ -178,7 +175,7 @@ def build_parser() -> argparse.ArgumentParser:
     an.add_argument("--out", required=True, help="results folder: faces.jsonl, files.jsonl (and faces.parquet where "
                                                  "pyarrow is installed); a rerun skips the files it finished")
     an.add_argument("--model", default=STREAM_MODEL, help=_model_help(STREAM_MODEL))
-    an.add_argument("--backend", choices=["torch", "onnx", "auto"], default="auto", help="inference engine")
+    an.add_argument("--backend", choices=BACKENDS, default="auto", help="inference engine")
     an.add_argument("--workers", type=int, metavar="N",
                     help="processes that decode and detect (default: the cores available)")
     an.add_argument("--every", type=float, default=1.0, metavar="SECONDS",
@@ -186,7 +183,7 @@ def build_parser() -> argparse.ArgumentParser:
     an.add_argument("--detect-size", type=int, default=640, metavar="PX",
                     help="detect faces on a copy at most PX pixels on its long side")
     an.add_argument("--batch-size", type=int, default=256, help="faces classified together, across files")
-    an.add_argument("--engine", choices=["local", "ray"], default="local",
+    an.add_argument("--engine", choices=ENGINES, default="local",
                     help='local processes, or a Ray cluster (pip install "emotorch[ray]"; RAY_ADDRESS picks it)')
     an.add_argument("--save-crops", action="store_true",
                     help="also write each aligned 48x48 face as a PNG under OUT/crops (off: no image is written)")
@@ -253,7 +250,7 @@ def build_parser() -> argparse.ArgumentParser:
     srv.add_argument("--port", type=int, default=8000, help="port to listen on")
     srv.add_argument("--workers", type=int, default=1, help="server processes, each with its own model")
     srv.add_argument("--model", default=STREAM_MODEL, help=_model_help(STREAM_MODEL))
-    srv.add_argument("--backend", choices=["torch", "onnx", "auto"], default="auto", help="inference engine")
+    srv.add_argument("--backend", choices=BACKENDS, default="auto", help="inference engine")
     srv.add_argument("--max-upload-mb", type=float, default=10.0, help="bigger request bodies get 413")
     srv.add_argument("--rate-limit", type=float, default=0.0, metavar="PER_SECOND",
                      help="requests a second per client on /v1/ (0: no limit)")
@@ -779,15 +776,19 @@ def main(argv: list[str] | None = None) -> int:
     except (DataError, CheckpointError, CatalogError, FileNotFoundError, CatalogBusy, DatabaseUnavailable) as e:
         print(f"emotorch: error: {e}", file=sys.stderr)  # an input, file or database could not be used
         return EXIT_FAILED
-    except SQLAlchemyError as e:  # a database that opened but then failed (read-only, gone, locked)
-        print(f"emotorch: error: {describe(getattr(args, 'db', None) or default_url(), e)}", file=sys.stderr)
-        return EXIT_FAILED
     except (ValueError, FileExistsError) as e:  # the command asked for something it cannot do
         print(f"emotorch: error: {e}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         print("emotorch: interrupted", file=sys.stderr)
         return 130
+    except Exception as e:
+        if type(e).__module__.split(".")[0] != "sqlalchemy":
+            raise
+        from emotorch.recommend.db import default_url, describe  # a database that opened, then failed
+
+        print(f"emotorch: error: {describe(getattr(args, 'db', None) or default_url(), e)}", file=sys.stderr)
+        return EXIT_FAILED
 
 
 if __name__ == "__main__":

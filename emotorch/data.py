@@ -21,6 +21,8 @@ import numpy as np
 import platformdirs
 from PIL import Image, UnidentifiedImageError
 
+from emotorch.errors import DataError
+
 # Canonical class order: the output order of every model EmoTorch trains.
 CLASSES: tuple[str, ...] = ("angry", "disgust", "fear", "happy", "neutral", "sad", "surprise")
 # FER2013's CSV codes are NOT alphabetical: 0=Angry 1=Disgust 2=Fear 3=Happy 4=Sad 5=Surprise 6=Neutral.
@@ -45,10 +47,6 @@ FER_STD = 0.2550
 UNLABELED = -1
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".pgm", ".ppm"}
 _CACHE_VERSION = 1
-
-
-class DataError(ValueError):
-    """A data source is malformed; the message names the file, row or path and the problem."""
 
 
 @dataclass(frozen=True)

@@ -15,11 +15,11 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from emotorch.choices import BACKENDS
 from emotorch.data import FaceSet, cache_dir, normalize
 from emotorch.evaluate import LoadedModel
 
 log = logging.getLogger(__name__)
-BACKENDS = ("torch", "onnx", "auto")
 
 METADATA_KEYS = ("model", "model_options", "classes", "input_size", "mean", "std", "temperature")
 CALIBRATION_FACES = 2048  # training faces that calibrate an int8 model's activation ranges

@@ -14,11 +14,12 @@ import hashlib
 import json
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from emotorch import checkpoint
-from emotorch.data import load_dataset
-from emotorch.evaluate import LoadedModel, calibration, compute_metrics, fit_temperature, predict_logits, softmax
+from emotorch.errors import CheckpointError
+
+if TYPE_CHECKING:  # naming and verifying shipped models needs no PyTorch; loading and packaging import it
+    from emotorch.evaluate import LoadedModel
 
 WEIGHTS = Path(__file__).with_name("weights")
 MANIFEST = WEIGHTS / "manifest.json"
@@ -45,16 +46,19 @@ def _verified(name: str, key: str = "file") -> Path:
     entry = shipped()[name]
     path = WEIGHTS / entry[key]
     if not path.is_file() or sha256(path) != entry[_SHA_KEYS[key]]:
-        raise checkpoint.CheckpointError(f"shipped model {name!r} ({path}) is missing or damaged: reinstall emotorch")
+        raise CheckpointError(f"shipped model {name!r} ({path}) is missing or damaged: reinstall emotorch")
     return path
 
 
 def load_shipped(name: str) -> LoadedModel:
     """A shipped model by name, its weights verified and turned back into float32."""
+    from emotorch import checkpoint
+    from emotorch.evaluate import LoadedModel
+
     manifest = shipped()
     if name not in manifest:
         known = ", ".join(manifest) or "none"
-        raise checkpoint.CheckpointError(f"no shipped model {name!r} (shipped: {known}); or pass a checkpoint path")
+        raise CheckpointError(f"no shipped model {name!r} (shipped: {known}); or pass a checkpoint path")
     ckpt = checkpoint.load(_verified(name))
     ckpt["model"] = {k: v.float() if v.is_floating_point() else v for k, v in ckpt["model"].items()}
     onnx = _verified(name, "onnx") if "onnx" in manifest[name] else None
@@ -66,6 +70,8 @@ PREPROCESSING = ("classes", "input_size", "mean", "std")
 
 def combine(runs: list[str | Path]) -> dict[str, Any]:
     """One checkpoint from one run, or an ``ensemble`` checkpoint of several (same classes and input)."""
+    from emotorch import checkpoint
+
     ckpts = [checkpoint.load(run) for run in runs]
     if len(ckpts) == 1:
         return ckpts[0]
@@ -73,7 +79,7 @@ def combine(runs: list[str | Path]) -> dict[str, Any]:
     for run, ckpt in zip(runs[1:], ckpts[1:], strict=True):
         differ = [k for k in PREPROCESSING if ckpt["meta"][k] != first[k]]
         if differ:
-            raise checkpoint.CheckpointError(f"{run}: its {', '.join(differ)} differ from {runs[0]}'s; "
+            raise CheckpointError(f"{run}: its {', '.join(differ)} differ from {runs[0]}'s; "
                                              "ensemble members must share classes and preprocessing")  # fmt: skip
     members = [{"model": c["meta"]["model"], "model_options": c["meta"]["model_options"]} for c in ckpts]
     state = {f"members.{i}.{k}": v for i, c in enumerate(ckpts) for k, v in c["model"].items()}
@@ -100,6 +106,9 @@ def package(runs: str | Path | list[str | Path], name: str, *, data: str | Path,
     statistics are first recomputed on the clean training faces. Returns the manifest entry;
     ``recipe`` is the command(s) that reproduce the run(s).
     """
+    from emotorch import checkpoint
+    from emotorch.data import load_dataset
+    from emotorch.evaluate import LoadedModel, calibration, compute_metrics, fit_temperature, predict_logits, softmax
     from emotorch.export import OnnxModel, calibration_sample, quantize_onnx, set_metadata
     from emotorch.train import precise_batchnorm
 

@@ -72,3 +72,14 @@ def test_every_option_has_help_and_shows_its_default():
             assert "default" in shown, f"{flag} hides its default {action.default!r}"
         if action.dest in ("model", "teacher") and "checkpoint" in shown:  # a model to load names the shipped ones
             assert "accurate" in shown and "fast" in shown, f"{flag}: {shown}"
+
+
+def test_help_imports_no_heavy_library():
+    """`emotorch --help` and every subcommand's help need only the parser: no PyTorch, SQLAlchemy or ONNX."""
+    heavy = ("torch", "torchvision", "sqlalchemy", "onnxruntime", "cv2")
+    code = ("import sys; from emotorch.cli import build_parser; build_parser().format_help(); "
+            f"print(sorted(m for m in {heavy!r} if m in sys.modules))")  # fmt: skip
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert res.returncode == 0 and res.stdout.strip() == "[]", res.stdout + res.stderr
+    res = emotorch("serve", "--help")
+    assert res.returncode == 0 and "--read-timeout" in res.stdout

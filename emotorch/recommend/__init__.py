@@ -1,6 +1,7 @@
 """Emotion-aware recommendations (products, places, food, songs, movies) over a catalog database."""
 
-from emotorch.recommend.catalog import CatalogBusy, CatalogError, ImportReport, export, import_file, list_items
+from emotorch.errors import CatalogBusy, CatalogError
+from emotorch.recommend.catalog import ImportReport, export, import_file, list_items
 from emotorch.recommend.engine import Mood, Recommendation, Recommender, mood, open_database
 
 __all__ = [

@@ -15,7 +15,9 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session
 
-from emotorch.recommend.db import CATEGORIES, Item, canonical_category, writing
+from emotorch.choices import CATEGORIES
+from emotorch.errors import CatalogBusy, CatalogError
+from emotorch.recommend.db import Item, canonical_category, writing
 
 STARTER_CATALOG = Path(__file__).with_name("starter_catalog.csv")
 FIELDS = ("id", "category", "title", "description", "tags", "valence", "arousal", "price", "url", "image_url",
@@ -23,14 +25,6 @@ FIELDS = ("id", "category", "title", "description", "tags", "valence", "arousal"
 
 
 MAX_LISTED = 20  # bad rows an import error lists (it counts them all)
-
-
-class CatalogError(ValueError):
-    """A catalog file is invalid; the message names the file, row and field."""
-
-
-class CatalogBusy(RuntimeError):
-    """Another import changed the catalog at the same moment; this one changed nothing."""
 
 
 @dataclass

@@ -20,10 +20,11 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
+from emotorch.choices import CATEGORIES
+from emotorch.errors import DatabaseUnavailable
+
 MIGRATIONS = Path(__file__).with_name("migrations")
 BUSY_TIMEOUT_S = 10.0  # how long a SQLite writer waits for another writer before giving up
-CATEGORIES = ("product", "place", "food", "song", "movie")
-CATEGORY_NAMES = CATEGORIES + tuple(f"{c}s" for c in CATEGORIES)  # what users may write: singular or plural
 
 
 def canonical_category(name: str) -> str | None:
@@ -123,10 +124,6 @@ def default_url() -> str:
     path = Path(platformdirs.user_data_dir("emotorch")) / "emotorch.db"
     path.parent.mkdir(parents=True, exist_ok=True)
     return f"sqlite:///{path}"
-
-
-class DatabaseUnavailable(RuntimeError):
-    """The database cannot be opened, read or written; the message names it and says why, in one line."""
 
 
 def describe(engine_or_url: Engine | str, error: BaseException) -> DatabaseUnavailable:

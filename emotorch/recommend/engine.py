@@ -24,11 +24,10 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from emotorch.choices import CATEGORIES, CATEGORY_NAMES, FEEDBACK_KINDS, LEARNED_STRATEGIES, STRATEGIES
 from emotorch.data import CLASSES
 from emotorch.recommend.catalog import STARTER_CATALOG, import_file, item_dict
 from emotorch.recommend.db import (
-    CATEGORIES,
-    CATEGORY_NAMES,
     BanditArm,
     Event,
     Item,
@@ -60,9 +59,6 @@ AS_ADJECTIVE = {"angry": "angry", "disgust": "disgusted", "fear": "afraid", "hap
                 "sad": "sad", "surprise": "surprised"}  # fmt: skip
 NOUN = {"product": "pick", "place": "place to visit", "food": "dish", "song": "song", "movie": "film"}
 DEFAULT_STRATEGY = {"product": "uplift", "place": "uplift", "food": "uplift", "song": "match", "movie": "match"}
-STRATEGIES = ("auto", "match", "uplift")
-LEARNED_STRATEGIES = ("match", "uplift")  # what ``auto`` chooses between, per category
-FEEDBACK_KINDS = ("impression", "click", "like")
 SUM_TOLERANCE = 0.05  # probabilities summing this close to 1 are renormalised; others are refused
 LOW_CONFIDENCE = 0.35  # below this top probability the mood counts as unclear
 SIGMA = 0.35  # width of the closeness kernel in the valence/arousal plane

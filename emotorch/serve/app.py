@@ -22,7 +22,7 @@ from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from emotorch import __version__
-from emotorch.recommend.db import DatabaseUnavailable
+from emotorch.errors import DatabaseUnavailable
 from emotorch.serve.batching import MicroBatcher
 from emotorch.serve.metrics import Metrics
 from emotorch.serve.problems import Problem

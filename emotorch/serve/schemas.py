@@ -6,8 +6,9 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
-from emotorch.recommend.db import CATEGORY_NAMES, canonical_category
-from emotorch.recommend.engine import FEEDBACK_KINDS, STRATEGIES, SUM_TOLERANCE
+from emotorch.choices import CATEGORY_NAMES, FEEDBACK_KINDS, STRATEGIES
+from emotorch.recommend.db import canonical_category
+from emotorch.recommend.engine import SUM_TOLERANCE
 
 Id = Field(default=None, min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.:-]+$")
 Emotion = Literal["angry", "disgust", "fear", "happy", "neutral", "sad", "surprise"]

@@ -1,0 +1,12 @@
+"""Every choice list, defined once: the CLI's choices, the API's schemas and the code that acts on
+them all read these (a light module: nothing heavy is imported to build ``emotorch --help``)."""
+
+from __future__ import annotations
+
+BACKENDS = ("torch", "onnx", "auto")  # inference engines
+CATEGORIES = ("product", "place", "food", "song", "movie")  # recommendation categories
+CATEGORY_NAMES = CATEGORIES + tuple(f"{c}s" for c in CATEGORIES)  # what users may write: singular or plural
+STRATEGIES = ("auto", "match", "uplift")
+LEARNED_STRATEGIES = ("match", "uplift")  # what ``auto`` chooses between, per category
+FEEDBACK_KINDS = ("impression", "click", "like")
+ENGINES = ("local", "ray")  # where ``emotorch analyse`` runs

@@ -1,0 +1,28 @@
+"""The errors EmoTorch raises for things a user can fix. Each message is one line that names the
+file, row, path or database and says what is wrong; the CLI prints it as it is and exits 1.
+
+They live apart from the code that raises them, so that the CLI can catch them without importing
+PyTorch, SQLAlchemy or NumPy.
+"""
+
+from __future__ import annotations
+
+
+class DataError(ValueError):
+    """A data source is malformed; the message names the file, row or path and the problem."""
+
+
+class CheckpointError(ValueError):
+    """A file is not a usable EmoTorch checkpoint; the message names it and says why."""
+
+
+class CatalogError(ValueError):
+    """A catalog file is invalid; the message names the file, row and field."""
+
+
+class CatalogBusy(RuntimeError):
+    """Another import changed the catalog at the same moment; this one changed nothing."""
+
+
+class DatabaseUnavailable(RuntimeError):
+    """The database cannot be opened, read or written; the message names it and says why, in one line."""
