@@ -177,7 +177,8 @@ def build_parser() -> argparse.ArgumentParser:
     an.add_argument("--model", default=STREAM_MODEL, help=_model_help(STREAM_MODEL))
     an.add_argument("--backend", choices=BACKENDS, default="auto", help="inference engine")
     an.add_argument("--workers", type=int, metavar="N",
-                    help="processes that decode and detect (default: the cores available)")
+                    help="local: processes that decode and detect (default: the cores available); "
+                         "ray: classifier actors (default: a quarter of the cluster's CPUs)")
     an.add_argument("--every", type=float, default=1.0, metavar="SECONDS",
                     help="in videos, analyse one frame every SECONDS (0: every frame)")
     an.add_argument("--detect-size", type=int, default=640, metavar="PX",
