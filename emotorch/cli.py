@@ -11,6 +11,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from emotorch import threads
+
 # light imports only: `emotorch --help` must not wait for PyTorch; each command imports what it uses
 from emotorch.choices import BACKENDS, ENGINES, FEEDBACK_KINDS, STRATEGIES
 from emotorch.data import CLASSES
@@ -262,6 +264,10 @@ def build_parser() -> argparse.ArgumentParser:
                      help="how long a request waits for others to share its model call")
     for p in (rec, fb, usr, fg, srv):
         p.add_argument("--db", help=db_help)
+    for p in (ev, pr, vid, cam, srv, an, rec):
+        p.add_argument("--threads", type=int, metavar="N",
+                       help="threads for ONNX Runtime, OpenCV, OpenMP and PyTorch together (default: the cores "
+                            "available to this process; serve: shared among its --workers)")  # fmt: skip
     return parser
 
 
@@ -696,7 +702,8 @@ def cmd_serve(args: argparse.Namespace) -> None:
     settings = Settings(model=args.model, backend=args.backend, db=args.db,
                         max_upload_bytes=int(args.max_upload_mb * 1024 * 1024), rate_limit=args.rate_limit,
                         rate_burst=args.rate_burst, batch_window_ms=args.batch_window_ms,
-                        read_timeout_s=args.read_timeout)  # fmt: skip
+                        read_timeout_s=args.read_timeout,
+                        threads=threads.budget(args.threads, args.workers))  # fmt: skip
     os.environ[ENV] = settings.to_env()  # each worker process builds its app from these settings
     uvicorn.run("emotorch.serve:create_app", factory=True, host=args.host, port=args.port, workers=args.workers,
                 log_level="warning" if args.quiet else "info")
@@ -773,6 +780,8 @@ def main(argv: list[str] | None = None) -> int:
     ours.setLevel(logging.WARNING if args.quiet else logging.INFO)
     ours.propagate = False
     try:
+        if hasattr(args, "threads") and args.command != "serve":  # serve: each worker sets its own
+            threads.configure(args.threads)
         return COMMANDS[args.command](args) or 0
     except (DataError, CheckpointError, CatalogError, FileNotFoundError, CatalogBusy, DatabaseUnavailable) as e:
         print(f"emotorch: error: {e}", file=sys.stderr)  # an input, file or database could not be used

@@ -97,7 +97,10 @@ class OnnxModel(nn.Module):
         super().__init__()
         import onnxruntime as ort
 
+        from emotorch.threads import current
+
         options = ort.SessionOptions()
+        threads = threads or current()  # the process's thread budget, when one was set
         if threads:
             options.intra_op_num_threads = threads
         # idle worker threads must not spin: the face detector shares the same few cores

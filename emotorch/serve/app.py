@@ -53,6 +53,7 @@ class Settings:
     max_batch: int = 16
     rate_limit: float = 0.0  # requests per second per client on /v1/; 0 turns limiting off
     rate_burst: float | None = None
+    threads: int | None = None  # this worker's thread budget (emotorch serve: the cores / --workers)
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -161,6 +162,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        from emotorch.threads import configure
+
+        configure(settings.threads)  # before the model and the detector start their thread pools
         recognizer = EmotionRecognizer(settings.model, backend=settings.backend)
 
         def on_batch(size: int, seconds: float) -> None:
