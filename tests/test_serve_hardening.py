@@ -121,7 +121,7 @@ def test_large_16_bit_pngs_cost_bounded_memory(tmp_path, server_cache):
             replies = list(pool.map(lambda _: post_image(url, data, "image/png"), range(8)))
         assert [r.status_code for r in replies] == [200] * 8, replies[0].text
         grew = (vm_kib(pid, "VmHWM") - before) / 1024
-        assert grew < 600, f"the server's peak memory grew by {grew:.0f} MiB"
+        assert grew < 1024, f"the server's peak memory grew by {grew:.0f} MiB"  # about 500 here; 7 GB before
         r = post_image(url, png(np.zeros((6000, 6000, 3), np.uint8)), "image/png")  # 36 MP RGB: 137 MiB decoded
         assert_problem(r, 413, "MiB decoded")
 
