@@ -535,7 +535,7 @@ def cmd_webcam(args: argparse.Namespace) -> None:
 
 
 def cmd_package(args: argparse.Namespace) -> None:
-    from emotorch.zoo import package
+    from emotorch.packaging import package
 
     entry = package(args.run, args.name, data=args.data, recipe=args.recipe, tta=args.tta, int8=args.int8,
                     precise_bn=args.precise_bn)

@@ -5,7 +5,7 @@ import pytest
 import torch
 from conftest import synthetic_faces
 
-from emotorch import zoo
+from emotorch import packaging, zoo
 from emotorch.checkpoint import CheckpointError
 from emotorch.evaluate import load_model, predict_proba
 
@@ -20,7 +20,8 @@ def weights_dir(tmp_path, monkeypatch):
 
 
 def test_package_and_load_by_name(tiny_run, weights_dir):
-    entry = zoo.package(tiny_run, "tiny", data=tiny_run.parent / "faces", recipe="emotorch train ...", precise_bn=False)
+    entry = packaging.package(tiny_run, "tiny", data=tiny_run.parent / "faces", recipe="emotorch train ...",
+                              precise_bn=False)
     assert entry["file"] == "tiny.pt" and len(entry["sha256"]) == 64 and entry["temperature"] > 0
     ckpt = torch.load(weights_dir / "tiny.pt", weights_only=True)
     assert all(v.dtype == torch.float16 for v in ckpt["model"].values() if v.is_floating_point())
@@ -50,7 +51,7 @@ def test_package_recomputes_batchnorm_statistics_on_the_training_faces(tiny_run,
 
 
 def test_damaged_or_unknown_shipped_model(tiny_run, weights_dir):
-    zoo.package(tiny_run, "tiny", data=tiny_run.parent / "faces", recipe="r")
+    packaging.package(tiny_run, "tiny", data=tiny_run.parent / "faces", recipe="r")
     with pytest.raises(CheckpointError, match="no shipped model 'huge'"):
         zoo.load_shipped("huge")
     path = weights_dir / "tiny.pt"
@@ -64,20 +65,20 @@ def test_package_int8_ships_an_onnx_file_that_serves_by_default(tiny_run, weight
     from emotorch.export import OnnxModel
     from emotorch.pipeline import EmotionRecognizer
 
-    entry = zoo.package(tiny_run, "tiny8", data=tiny_run.parent / "faces", recipe="r", int8=True)
+    entry = packaging.package(tiny_run, "tiny8", data=tiny_run.parent / "faces", recipe="r", int8=True)
     assert entry["onnx"] == "tiny8.onnx" and entry["onnx_sha256"] == zoo.sha256(weights_dir / "tiny8.onnx")
     shipped = load_model("tiny8")
     assert shipped.onnx == weights_dir / "tiny8.onnx"
     assert shipped.meta["calibration_faces"] == 112 and 0 <= shipped.meta["float_val_accuracy"] <= 1
     assert isinstance(EmotionRecognizer("tiny8").model.model, OnnxModel)  # the model's own setting: int8
     assert not isinstance(EmotionRecognizer("tiny8", backend="torch").model.model, OnnxModel)
-    zoo.package(tiny_run, "tiny8", data=tiny_run.parent / "faces", recipe="r")  # re-shipped without int8
+    packaging.package(tiny_run, "tiny8", data=tiny_run.parent / "faces", recipe="r")  # re-shipped without int8
     assert not (weights_dir / "tiny8.onnx").exists() and load_model("tiny8").onnx is None
 
 
 def test_a_damaged_int8_file_is_refused(tiny_run, weights_dir):
     pytest.importorskip("onnxruntime")
-    zoo.package(tiny_run, "tiny8", data=tiny_run.parent / "faces", recipe="r", int8=True)
+    packaging.package(tiny_run, "tiny8", data=tiny_run.parent / "faces", recipe="r", int8=True)
     with open(weights_dir / "tiny8.onnx", "ab") as fh:
         fh.write(b"x")
     with pytest.raises(CheckpointError, match="damaged"):
@@ -115,7 +116,7 @@ def test_package_an_ensemble_of_runs(tiny_run, weights_dir, tmp_path):
     data = tiny_run.parent / "faces"
     other = tmp_path / "other"
     train(TrainConfig(data=str(data), model="baseline", batch_size=16, epochs=1, seed=3), other, progress=False)
-    entry = zoo.package([tiny_run, other], "pair", data=data, recipe="two runs", precise_bn=False)
+    entry = packaging.package([tiny_run, other], "pair", data=data, recipe="two runs", precise_bn=False)
     assert entry["architecture"] == "ensemble"
     shipped = load_model("pair")  # one checkpoint, weights_only
     assert [m["model"] for m in shipped.meta["model_options"]["members"]] == ["emonet", "baseline"]
@@ -129,4 +130,4 @@ def test_package_an_ensemble_of_runs(tiny_run, weights_dir, tmp_path):
     ckpt["meta"]["mean"] = 0.1
     torch.save(ckpt, tmp_path / "odd.pt")
     with pytest.raises(CheckpointError, match="mean differ"):
-        zoo.package([tiny_run, tmp_path / "odd.pt"], "bad", data=data, recipe="r")
+        packaging.package([tiny_run, tmp_path / "odd.pt"], "bad", data=data, recipe="r")

@@ -2,7 +2,7 @@
 
 Built from the members' registry names and options, so a packaged ensemble is one checkpoint
 that loads with ``weights_only=True`` like any other model; the members must share the input
-(48x48 FER-normalised faces), which :func:`emotorch.zoo.package` checks.
+(48x48 FER-normalised faces), which :func:`emotorch.packaging.package` checks.
 """
 
 from __future__ import annotations

@@ -1,0 +1,115 @@
+"""Shipping models inside the package (maintainers): a run, or an ensemble of runs, becomes float16
+weights in ``emotorch/weights`` with its sha256 in the manifest, a temperature fitted on val and,
+on request, an int8 ONNX file. :mod:`emotorch.zoo` reads what this writes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from emotorch import zoo
+from emotorch.errors import CheckpointError
+
+PREPROCESSING = ("classes", "input_size", "mean", "std")
+
+
+def combine(runs: list[str | Path]) -> dict[str, Any]:
+    """One checkpoint from one run, or an ``ensemble`` checkpoint of several (same classes and input)."""
+    from emotorch import checkpoint
+
+    ckpts = [checkpoint.load(run) for run in runs]
+    if len(ckpts) == 1:
+        return ckpts[0]
+    first = ckpts[0]["meta"]
+    for run, ckpt in zip(runs[1:], ckpts[1:], strict=True):
+        differ = [k for k in PREPROCESSING if ckpt["meta"][k] != first[k]]
+        if differ:
+            raise CheckpointError(f"{run}: its {', '.join(differ)} differ from {runs[0]}'s; "
+                                             "ensemble members must share classes and preprocessing")  # fmt: skip
+    members = [{"model": c["meta"]["model"], "model_options": c["meta"]["model_options"]} for c in ckpts]
+    state = {f"members.{i}.{k}": v for i, c in enumerate(ckpts) for k, v in c["model"].items()}
+    keep = ("val_metrics", "epoch", "train_seconds", "hardware", "config", "world_size", "parameters")
+    meta = {k: first[k] for k in PREPROCESSING} | {
+        "model": "ensemble",
+        "model_options": {"members": members},
+        "parameters": sum(c["meta"]["parameters"] for c in ckpts),
+        "train_seconds": sum(c["meta"].get("train_seconds", 0.0) for c in ckpts),
+        "hardware": first.get("hardware"),
+        "versions": first.get("versions"),
+        "data": first.get("data"),
+        "members": [{"run": str(run)} | {k: c["meta"][k] for k in keep if k in c["meta"]}
+                    for run, c in zip(runs, ckpts, strict=True)],
+    }  # fmt: skip
+    return {"format": checkpoint.FORMAT, "model": state, "meta": meta, "history": []}
+
+
+def package(runs: str | Path | list[str | Path], name: str, *, data: str | Path, recipe: str,
+            tta: bool = False, int8: bool = False, precise_bn: bool = True) -> dict[str, Any]:  # fmt: skip
+    """Ship a run's best checkpoint (or an ensemble of several runs) as ``name``: fp16 weights, and
+    with ``int8`` also an int8 ONNX file calibrated on training faces, which then is what the val
+    metrics and the temperature (fitted on val) describe. With ``precise_bn`` the batch-norm
+    statistics are first recomputed on the clean training faces. Returns the manifest entry;
+    ``recipe`` is the command(s) that reproduce the run(s).
+    """
+    from emotorch import checkpoint
+    from emotorch.data import load_dataset
+    from emotorch.evaluate import LoadedModel, calibration, compute_metrics, fit_temperature, predict_logits, softmax
+    from emotorch.export import OnnxModel, calibration_sample, quantize_onnx, set_metadata
+    from emotorch.train import precise_batchnorm
+
+    ckpt = combine(runs if isinstance(runs, list) else [runs])
+    meta = dict(ckpt["meta"])
+    faces = load_dataset(data, progress=False)
+    train, val = faces.split("train"), faces.split("val")
+    extra: dict[str, Any] = {"precise_bn_faces": len(train) if precise_bn else 0}
+    if precise_bn:
+        recalibrated = precise_batchnorm(checkpoint.build_model(ckpt), train.images, meta["mean"], meta["std"])
+        ckpt["model"] = recalibrated.state_dict()
+    state = {k: v.half() if v.is_floating_point() else v for k, v in ckpt["model"].items()}
+    # measure what ships: the weights rounded to float16
+    model = checkpoint.build_model(ckpt | {"model": {k: v.float() if v.is_floating_point() else v
+                                                      for k, v in state.items()}})  # fmt: skip
+    zoo.WEIGHTS.mkdir(exist_ok=True)
+    onnx_path = zoo.WEIGHTS / f"{name}.onnx"
+    onnx_path.unlink(missing_ok=True)  # a stale int8 file must not outlive the weights it came from
+    served = model
+    if int8:
+        sample = calibration_sample(train)
+        quantize_onnx(LoadedModel(model, meta, [], name), onnx_path, sample)
+        float_pred = predict_logits(model, val.images, meta, tta=tta).argmax(1)
+        served = OnnxModel(onnx_path)
+        extra |= {"onnx": onnx_path.name, "calibration_faces": len(sample),
+                  "float_val_accuracy": compute_metrics(val.labels, float_pred)["accuracy"]}  # fmt: skip
+    logits = predict_logits(served, val.images, meta, tta=tta)
+    temperature = fit_temperature(logits, val.labels)
+    before = calibration(softmax(logits), val.labels)
+    probs = softmax(logits, temperature)
+    metrics = compute_metrics(val.labels, probs.argmax(1)) | calibration(probs, val.labels)
+    meta |= extra | {
+        "name": name,
+        "temperature": temperature,
+        "tta": tta,
+        "recipe": recipe,
+        "val_metrics": metrics,
+        "calibration": {"ece_before": before["ece"], "ece_after": metrics["ece"], "fitted_on": "val"},
+        "licence": "MIT (weights trained by the EmoTorch project on FER2013, a research data set)",
+    }
+    path = zoo.WEIGHTS / f"{name}.pt"
+    checkpoint.save({"format": checkpoint.FORMAT, "model": state, "meta": meta, "history": ckpt["history"]}, path)
+    entry = {
+        "file": path.name,
+        "sha256": zoo.sha256(path),
+        "architecture": meta["model"],
+        "parameters": meta["parameters"],
+        "val_accuracy": metrics["accuracy"],
+        "val_macro_f1": metrics["macro_f1"],
+        "tta": tta,
+        "temperature": temperature,
+    }
+    if int8:
+        set_metadata(onnx_path, meta)  # now with the temperature fitted on its own logits
+        entry |= {"onnx": onnx_path.name, "onnx_sha256": zoo.sha256(onnx_path)}
+    zoo.MANIFEST.write_text(json.dumps(zoo.shipped() | {name: entry}, indent=2) + "\n")
+    zoo.forget_verified()
+    return entry
