@@ -22,7 +22,8 @@ import numpy as np
 from PIL import Image
 from skimage.data import astronaut
 
-from emotorch.analyse import analyse, default_workers
+from emotorch.analyse import analyse
+from emotorch.threads import available_cores
 
 
 def frame(i: int) -> np.ndarray:
@@ -37,7 +38,7 @@ def frame(i: int) -> np.ndarray:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--photos", type=int, default=200)
-    parser.add_argument("--workers", type=int, nargs="+", default=sorted({1, default_workers()}))
+    parser.add_argument("--workers", type=int, nargs="+", default=sorted({1, available_cores()}))
     parser.add_argument("--video-seconds", type=float, default=20.0)
     parser.add_argument("--engine", choices=["local", "ray"], default="local")
     args = parser.parse_args()
@@ -53,7 +54,7 @@ def main() -> None:
             writer.write(cv2.cvtColor(frame(i // 5), cv2.COLOR_RGB2BGR))
         writer.release()
 
-        print(f"{args.engine} engine, model fast, {default_workers()} cores available")
+        print(f"{args.engine} engine, model fast, {available_cores()} cores available")
         print(f"{'input':<34}{'workers':>8}{'seconds':>9}{'per second':>12}{'faces':>7}")
         for workers in args.workers:
             started = time.perf_counter()

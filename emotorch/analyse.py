@@ -32,6 +32,7 @@ import numpy as np
 
 from emotorch.choices import ENGINES
 from emotorch.data import IMAGE_EXTENSIONS, DataError
+from emotorch.threads import available_cores
 
 VIDEO_EXTENSIONS = frozenset({".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv"})
 MANIFEST_EXTENSIONS = frozenset({".txt", ".csv"})
@@ -155,15 +156,15 @@ def init_worker(detect_size: int, single_thread: bool = True) -> None:
     _detector = YuNetDetector(max_side=detect_size)
 
 
-def scan(source: Source, every_s: float) -> Scan:
+def scan(source: Source, every_s: float, detect_size: int = 640) -> Scan:
     """Decode a photo, or a video's frames every ``every_s`` seconds (0: every frame), and find and
-    align every face. Runs in a worker: no PyTorch, no model."""
+    align every face. Runs in a worker (its detector made on first use): no PyTorch, no model."""
     from emotorch.detect import align
     from emotorch.images import read_image
     from emotorch.video import frames
 
     if _detector is None:
-        init_worker(640)
+        init_worker(detect_size)
     started = time.perf_counter()
     result = Scan(source)
     try:
@@ -207,10 +208,7 @@ class Results:
         files_path, faces_path = self.out / FILES, self.out / FACES
         for path in (files_path, faces_path):
             if path.exists():
-                data = path.read_bytes()
-                if data and not data.endswith(b"\n"):
-                    with open(path, "r+b") as fh:
-                        fh.truncate(data.rfind(b"\n") + 1)
+                _trim_partial_line(path)
         if files_path.exists():
             with open(files_path, encoding="utf-8") as fh:
                 for number, line in enumerate(fh, start=1):
@@ -258,7 +256,6 @@ class Results:
             import pyarrow.parquet as pq
         except ImportError:
             return None
-        rows = []
         with open(self.out / FACES, encoding="utf-8") as fh:
             rows = [json.loads(line) for line in fh]
         dest = self.out / PARQUET
@@ -266,6 +263,25 @@ class Results:
         pq.write_table(pa.Table.from_pylist(rows), tmp)
         os.replace(tmp, dest)
         return dest
+
+
+def _trim_partial_line(path: Path, block: int = 1 << 16) -> None:
+    """Cut what follows the last newline (a line a kill left half-written), reading only the file's end."""
+    with open(path, "r+b") as fh:
+        end = fh.seek(0, os.SEEK_END)
+        pos = end
+        while pos > 0:
+            start = max(0, pos - block)
+            fh.seek(start)
+            newline = fh.read(pos - start).rfind(b"\n")
+            if newline >= 0:
+                cut = start + newline + 1
+                break
+            pos = start
+        else:
+            cut = 0
+        if cut < end:
+            fh.truncate(cut)
 
 
 def face_rows(scan_result: Scan, probs: np.ndarray, classes: list[str], model: dict[str, str]) -> list[dict]:
@@ -362,11 +378,6 @@ def analyse(inputs: Iterable[str], out: str | os.PathLike, *, model: str | None 
     return summary
 
 
-def default_workers() -> int:
-    """The cores this process may use."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-
-
 def _classify_batches(scans: Iterator[Scan], recognizer, batch_size: int,
                       max_wait_s: float = 1.0) -> Iterator[tuple[Scan, np.ndarray]]:  # fmt: skip
     """Classify the faces of many files together: a call once ``batch_size`` faces (or files) wait,
@@ -375,7 +386,7 @@ def _classify_batches(scans: Iterator[Scan], recognizer, batch_size: int,
     from emotorch.evaluate import predict_proba
 
     pending: list[Scan] = []
-    since = 0.0
+    since, waiting = 0.0, 0
 
     def flush() -> Iterator[tuple[Scan, np.ndarray]]:
         crops = [c for s in pending for c in s.crops]
@@ -389,9 +400,9 @@ def _classify_batches(scans: Iterator[Scan], recognizer, batch_size: int,
 
     for s in scans:
         if not pending:
-            since = time.monotonic()
+            since, waiting = time.monotonic(), 0
         pending.append(s)
-        waiting = sum(len(p.crops) for p in pending)
+        waiting += len(s.crops)
         if waiting >= batch_size or len(pending) >= batch_size or time.monotonic() - since >= max_wait_s:
             yield from flush()
     yield from flush()
@@ -403,10 +414,10 @@ def _run_local(todo: list[Source], recognizer, *, every_s: float, detect_size: i
     import multiprocessing
     from functools import partial
 
-    workers = workers or default_workers()
+    workers = workers or available_cores()
     if workers < 1:
         raise ValueError(f"--workers must be at least 1, not {workers}")
-    work = partial(scan, every_s=every_s)
+    work = partial(scan, every_s=every_s, detect_size=detect_size)
     if workers == 1:  # in this process, which may keep its threads
         init_worker(detect_size, single_thread=False)
         yield from _classify_batches((work(s) for s in todo), recognizer, batch_size)

@@ -21,18 +21,14 @@ from typing import Any
 
 import numpy as np
 
-from emotorch.analyse import Scan, Source, init_worker, scan
+from emotorch.analyse import Scan, Source, scan
 
 CROP = (48, 48)
 
 
 def _scan_rows(item: dict[str, Any], every_s: float, detect_size: int) -> list[dict[str, Any]]:
     """One file's rows: a row per face (its 48x48 crop and where it is) and a last row for the file."""
-    from emotorch import analyse
-
-    if analyse._detector is None:
-        init_worker(detect_size)
-    result = scan(Source(**item), every_s)
+    result = scan(Source(**item), every_s, detect_size)
     base = {"path": item["path"]}
     rows = [base | {"row": "face", "info": json.dumps(face), "crop": crop}
             for face, crop in zip(result.faces, result.crops, strict=True)]  # fmt: skip

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import difflib
+import functools
 import json
 import logging
 import os
@@ -51,11 +52,17 @@ class _Parser(argparse.ArgumentParser):
         return ns, extras
 
 
-def _model_help(default: str | None = None) -> str:
-    """Help for a --model option, naming the shipped models."""
+@functools.cache
+def _shipped_names() -> str:
+    """The shipped models' names, from the manifest (read once however many options name them)."""
     from emotorch.zoo import shipped
 
-    names = ", ".join(sorted(shipped()))
+    return ", ".join(sorted(shipped()))
+
+
+def _model_help(default: str | None = None) -> str:
+    """Help for a --model option, naming the shipped models."""
+    names = _shipped_names()
     return f"shipped model ({names}), checkpoint file or run directory" + (f" (default: {default})" if default else "")
 
 

@@ -74,6 +74,14 @@ def training_curves(history: list[dict[str, Any]]) -> Figure:
     return fig
 
 
+def legend_above(fig: Figure, ax, strip_inches: float = 0.5) -> None:
+    """One legend for the whole figure, in a strip of its own above the panels, so it covers no curve."""
+    handles, labels = ax.get_legend_handles_labels()
+    fig.tight_layout(rect=(0, 0, 1, 1 - strip_inches / fig.get_figheight()))
+    if handles:
+        fig.legend(handles, labels, ncol=len(labels), fontsize=8, loc="upper center", frameon=False)
+
+
 def save(fig: Figure, path: str | Path) -> None:
     fig.savefig(path, dpi=110)
     plt.close(fig)

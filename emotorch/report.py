@@ -74,8 +74,11 @@ def _timeline(source: str, rows: list[dict[str, Any]], classes: list[str], dest:
     from emotorch import plots
     from emotorch.annotate import COLORS
 
-    times = sorted({r["time_s"] for r in rows})
-    at = {t: np.mean([[r[c] for c in classes] for r in rows if r["time_s"] == t], 0) for t in times}
+    by_time: dict[float, list[list[float]]] = {}
+    for r in rows:
+        by_time.setdefault(r["time_s"], []).append([r[c] for c in classes])
+    times = sorted(by_time)
+    at = {t: np.mean(by_time[t], 0) for t in times}
     fig, ax = plots.plt.subplots(figsize=(9, 3.2))
     for k, name in enumerate(classes):
         color = np.array(COLORS.get(name, (90, 90, 90))) / 255
@@ -84,8 +87,7 @@ def _timeline(source: str, rows: list[dict[str, Any]], classes: list[str], dest:
     ax.set_xlabel("time (s)")
     ax.set_ylabel("mean probability")
     ax.set_title(Path(source).name, fontsize=9)
-    fig.tight_layout(rect=(0, 0, 1, 0.88))
-    fig.legend(*ax.get_legend_handles_labels(), ncol=len(classes), fontsize=8, loc="upper center", frameon=False)
+    plots.legend_above(fig, ax)
     name = f"{Path(source).stem}-{hashlib.sha1(source.encode()).hexdigest()[:8]}.png"
     plots.save(fig, dest / name)
     return str(dest / name)

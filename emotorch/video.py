@@ -12,13 +12,14 @@ from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
-from matplotlib.figure import Figure
 
 from emotorch.annotate import COLORS, annotate
 from emotorch.data import DataError
 from emotorch.detect import Face, to_gray
 
-if TYPE_CHECKING:  # reading frames and tracking need neither the pipeline nor PyTorch
+if TYPE_CHECKING:  # reading frames and tracking need neither the pipeline, PyTorch nor matplotlib
+    from matplotlib.figure import Figure
+
     from emotorch.pipeline import EmotionRecognizer, FaceResult
 
 
@@ -223,11 +224,7 @@ def emotion_timeline(tracker: FaceTracker, classes: list[str]) -> Figure:
         ax.set_ylim(0, 1)
         ax.set_ylabel("probability")
     axes[-1, 0].set_xlabel("frame")
-    handles, labels = axes[0, 0].get_legend_handles_labels()
-    top = 1 - 0.5 / (0.6 + 2.4 * rows)  # the legend gets its own strip, so it never covers a curve
-    fig.tight_layout(rect=(0, 0, 1, top))
-    if handles:
-        fig.legend(handles, labels, ncol=len(labels), fontsize=8, loc="upper center", frameon=False)
+    plots.legend_above(fig, axes[0, 0])
     return fig
 
 

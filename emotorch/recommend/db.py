@@ -174,14 +174,9 @@ def writing(engine: Engine) -> Iterator[Session]:
     """A session in a write transaction, committed at the end. On SQLite it starts with
     ``BEGIN IMMEDIATE``: concurrent writers queue (up to :data:`BUSY_TIMEOUT_S`) instead of reading
     the same row and losing one of two updates; on PostgreSQL rows are locked with FOR UPDATE."""
-    with Session(engine) as session:
-        session.connection(execution_options={"emotorch_write": True})  # begins the transaction
-        try:
-            yield session
-            session.commit()
-        except BaseException:
-            session.rollback()
-            raise
+    with Session(engine) as session, session.begin():
+        session.connection(execution_options={"emotorch_write": True})  # the BEGIN, with the write flag
+        yield session
 
 
 def writable(engine: Engine) -> str | None:

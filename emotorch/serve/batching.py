@@ -96,7 +96,8 @@ class MicroBatcher(Generic[T, R]):
             if not fut.done():
                 fut.set_exception(e)
             return
+        seconds = loop.time() - start
         if self.on_batch is not None:
-            self.on_batch(1, loop.time() - start)
+            self.on_batch(1, seconds)
         if not fut.done():
-            fut.set_result((result, 1, loop.time() - start))
+            fut.set_result((result, 1, seconds))
