@@ -3,9 +3,9 @@
 Each library alone starts a thread per core; together in one process, or in several server
 workers, they fight over the same cores. :func:`configure` sets them all to one budget: the cores
 this process may use, divided among ``workers`` processes, or ``--threads N``. OpenMP threads
-wait passively (``OMP_WAIT_POLICY=PASSIVE``): on these 2 cores YuNet took 17 ms a frame with 2
-threads and 28 ms with 1 when idle, but with 2 busy-waiting threads it took 46 ms once another
-process kept a core busy, and 29 ms with passive waiting (``benchmarks/threads.py``).
+wait passively (``OMP_WAIT_POLICY=PASSIVE``): on these 2 cores, with another process keeping a
+core busy, YuNet took 34.7 ms a frame with 2 busy-waiting threads, 29.3 ms with 1 thread and
+27.5 ms with 2 passive ones (``python benchmarks/threads.py``, medians).
 """
 
 from __future__ import annotations
