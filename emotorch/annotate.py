@@ -12,7 +12,8 @@ if TYPE_CHECKING:  # the pipeline (and PyTorch) is not needed to draw
 
 
 COLORS = {"angry": (220, 50, 47), "disgust": (133, 153, 0), "fear": (108, 113, 196), "happy": (255, 193, 7),
-          "neutral": (147, 161, 161), "sad": (38, 139, 210), "surprise": (211, 54, 130)}  # fmt: skip
+          "neutral": (147, 161, 161), "sad": (38, 139, 210), "surprise": (211, 54, 130),
+          "contempt": (203, 75, 22)}  # fmt: skip
 
 
 def annotate(rgb: np.ndarray, faces: list[FaceResult], labels: list[str] | None = None) -> Image.Image:

@@ -16,7 +16,7 @@ from emotorch import threads
 
 # light imports only: `emotorch --help` must not wait for PyTorch; each command imports what it uses
 from emotorch.choices import BACKENDS, ENGINES, FEEDBACK_KINDS, STRATEGIES
-from emotorch.data import CLASSES
+from emotorch.data import FERPLUS_CLASSES, TARGETS, VOTE_NAMES
 from emotorch.errors import CatalogBusy, CatalogError, CheckpointError, DatabaseUnavailable, DataError
 from emotorch.zoo import PHOTO_MODEL, STREAM_MODEL
 
@@ -67,6 +67,8 @@ def _model_help(default: str | None = None) -> str:
 
 
 def _add_data_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--labels", metavar="FER2013NEW_CSV",
+                   help="FER+ votes (fer2013new.csv) for a fer2013.csv given as the data; they pair row by row")
     p.add_argument("--skip-bad", action="store_true", help="skip and count bad rows or images instead of failing")
     p.add_argument("--skip-unknown", action="store_true", help="ignore class folders with unknown names")
 
@@ -81,6 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
     stats = data.add_parser("stats", help="counts per split and class, image sizes, bad rows")
     stats.add_argument("path", help="fer2013.csv, a folder with train.csv/test.csv, or image folders")
     stats.add_argument("--json", action="store_true", help="print one JSON object")
+    _add_data_flags(stats)
 
     models = sub.add_parser("models", help="list the registered models with parameter counts")
     models.add_argument("--json", action="store_true", help="print one JSON list instead of a table")
@@ -102,6 +105,11 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--augment", choices=["none", "flip", "standard"],
                     help="training augmentation: none, flips, or the standard set (default: the preset's)")
     tr.add_argument("--label-smoothing", type=float, help="label smoothing, 0-1 (default: the preset's)")
+    tr.add_argument("--targets", choices=["auto", *TARGETS],
+                    help="with FER+ votes: the majority label, a label drawn from the votes each epoch "
+                         "(probability), FERPlus's vote distribution (crossentropy) or every emotion vote (soft) "
+                         "(default: auto, crossentropy with votes, the label without)")  # fmt: skip
+    tr.add_argument("--warmup-epochs", type=float, help="linear learning-rate warm-up (default: the preset's)")
     tr.add_argument("--val-split", help="split to validate on (default val; held out from train if absent)")
     tr.add_argument("--select", choices=["accuracy", "macro_f1"], help="val metric that picks best.pt")
     tr.add_argument("--init", metavar="RUN_OR_CHECKPOINT",
@@ -220,7 +228,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     rec = sub.add_parser("recommend", help="recommendations for an emotion or a probability vector")
     mood_args = rec.add_mutually_exclusive_group(required=True)
-    mood_args.add_argument("--emotion", choices=list(CLASSES), help="the mood, as one emotion")
+    mood_args.add_argument("--emotion", choices=list(FERPLUS_CLASSES), help="the mood, as one emotion")
     mood_args.add_argument("--probs", help='probabilities as JSON, e.g. \'{"sad": 0.7, "neutral": 0.3}\'')
     mood_args.add_argument("--image", help="a photo: the largest face's emotion probabilities drive the list")
     rec.add_argument("--model", default=PHOTO_MODEL, help="with --image: " + _model_help(PHOTO_MODEL))
@@ -236,7 +244,7 @@ def build_parser() -> argparse.ArgumentParser:
     fb.add_argument("--kind", choices=FEEDBACK_KINDS, required=True, help="what the viewer did with the item")
     fb.add_argument("--json", action="store_true", help="print the recorded event as one JSON object")
     fb_mood = fb.add_mutually_exclusive_group()
-    fb_mood.add_argument("--emotion", choices=list(CLASSES), help="the viewer's mood at the time")
+    fb_mood.add_argument("--emotion", choices=list(FERPLUS_CLASSES), help="the viewer's mood at the time")
     fb_mood.add_argument("--probs", help="the viewer's mood as probabilities in JSON (as for recommend)")
 
     usr = sub.add_parser("user", help="a user's consent and per-category strategies")
@@ -296,15 +304,17 @@ def _parse_option(text: str) -> tuple[str, Any]:
 def cmd_data_stats(args: argparse.Namespace) -> None:
     from emotorch.data import load_dataset
 
-    ds = load_dataset(args.path, skip_bad=True, skip_unknown=True, progress=not args.quiet)
+    ds = load_dataset(args.path, labels=args.labels, skip_bad=True, skip_unknown=True, progress=not args.quiet)
     report = {
         "path": str(ds.path),
         "format": ds.format,
+        "classes": list(ds.classes),
         "splits": {
             name: {
                 "n": len(fs),
                 "labeled": fs.labeled,
-                "classes": fs.class_counts() if fs.labeled else {},
+                # with FER+ votes: faces per majority answer, unknown / not a face / no majority included
+                "classes": (fs.vote_counts() if fs.votes is not None else fs.class_counts()) if fs.labeled else {},
                 "image_sizes": fs.source_sizes,
                 "bad": len(fs.skipped),
                 "bad_examples": [str(b) for b in fs.skipped[:5]],
@@ -317,10 +327,12 @@ def cmd_data_stats(args: argparse.Namespace) -> None:
         print(_json(report, indent=2))
         return
     print(f"{ds.path} ({ds.format})")
-    header = f"{'split':<10}{'faces':>8}" + "".join(f"{c:>9}" for c in CLASSES) + f"{'bad':>6}"
-    print(header)
+    columns = [*VOTE_NAMES, "no_majority"] if any(fs.votes is not None for fs in ds.splits.values()) else ds.classes
+    if len(columns) > len(ds.classes):
+        print("faces per FER+ majority answer (single votes dropped; no_majority: no answer has over half the votes)")
+    print(f"{'split':<10}{'faces':>8}" + "".join(f"{c:>{max(9, len(c) + 1)}}" for c in columns) + f"{'bad':>6}")
     for name, r in report["splits"].items():
-        counts = "".join(f"{r['classes'].get(c, '-'):>9}" for c in CLASSES)
+        counts = "".join(f"{r['classes'].get(c, '-'):>{max(9, len(c) + 1)}}" for c in columns)
         print(f"{name:<10}{r['n']:>8}{counts}{r['bad']:>6}")
     for name, r in report["splits"].items():
         sizes = ", ".join(f"{s} x{n}" for s, n in sorted(r["image_sizes"].items(), key=lambda kv: -kv[1])[:5])
@@ -368,7 +380,8 @@ def cmd_train(args: argparse.Namespace) -> None:
         if not args.data:
             raise ValueError("--data PATH is required (fer2013.csv, train.csv folder, or image folders)")
         overrides = {
-            "data": args.data, "model": args.model, "pretrained": args.pretrained, "epochs": args.epochs,
+            "data": args.data, "labels": args.labels, "targets": args.targets, "warmup_epochs": args.warmup_epochs,
+            "model": args.model, "pretrained": args.pretrained, "epochs": args.epochs,
             "batch_size": args.batch_size, "lr": args.lr, "optimizer": args.optimizer, "balance": args.balance,
             "augment": args.augment, "label_smoothing": args.label_smoothing, "val_split": args.val_split,
             "select": args.select, "seed": args.seed, "teacher": args.teacher, "init": args.init,
@@ -390,7 +403,8 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     from emotorch.export import serve_with
 
     model = serve_with(load_model(args.model), args.backend)
-    split, faces = load_split(args.data, args.split, skip_bad=args.skip_bad, skip_unknown=args.skip_unknown)
+    split, faces = load_split(args.data, args.split, labels=args.labels, skip_bad=args.skip_bad,
+                              skip_unknown=args.skip_unknown)  # fmt: skip
     classes = model.meta["classes"]
     if args.predictions:
         dest = Path(args.predictions)
@@ -401,22 +415,29 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
         logging.getLogger("emotorch").info("wrote %d predictions to %s", len(faces), dest)
         if not faces.labeled:
             return
-    metrics, probs = evaluate(model, faces, tta=args.tta)
+    metrics, probs, scored = evaluate(model, faces, tta=args.tta)
     metrics = {"model": model.source, "data": str(args.data), "split": split} | metrics
     if args.out:
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)
-        plots.save(plots.confusion_matrix(metrics["confusion_matrix"], classes, f"{split} ({len(faces)} faces)"),
+        plots.save(plots.confusion_matrix(metrics["confusion_matrix"], classes, f"{split} ({len(scored)} faces)"),
                    out / "confusion_matrix.png")  # fmt: skip
-        plots.save(plots.prediction_grid(faces.images, probs, faces.labels, classes), out / "predictions.png")
+        plots.save(plots.prediction_grid(scored.images, probs, scored.labels, classes), out / "predictions.png")
         if model.history:
             plots.save(plots.training_curves(model.history), out / "curves.png")
     if args.json:
         print(_json(metrics))
         return
-    print(f"{model.source} on {args.data} [{split}], {metrics['n']} faces{' (TTA)' if args.tta else ''}")
+    truth = "the FER+ majority label" if faces.votes is not None else "their label"
+    print(f"{model.source} on {args.data} [{split}], {metrics['n']} faces scored against {truth}"
+          f"{' (TTA)' if args.tta else ''}")
+    if metrics["left_out"]:
+        why = {"no_majority": "no majority among the taggers"}
+        print("left out: " + ", ".join(f"{n} ({why.get(k, f'{k}, a class the model does not tell')})"
+                                       for k, n in metrics["left_out"].items()))  # fmt: skip
     print(f"accuracy {metrics['accuracy']:.4f}   macro-F1 {metrics['macro_f1']:.4f}   "
-          f"ECE {metrics['ece']:.4f} (temperature {metrics['temperature']:.2f})")
+          f"ECE {metrics['ece']:.4f} (temperature {metrics['temperature']:.2f})"
+          + (f"   KL to the votes {metrics['vote_kl']:.4f}" if "vote_kl" in metrics else ""))
     print(f"{'class':<10}{'precision':>10}{'recall':>10}{'f1':>10}{'support':>9}")
     for c, m in metrics["per_class"].items():
         print(f"{c:<10}{m['precision']:>10.3f}{m['recall']:>10.3f}{m['f1']:>10.3f}{m['support']:>9}")

@@ -1,8 +1,10 @@
 """FER2013-style data: the one place that knows classes, codes, file formats and preprocessing.
 
-Every format (``fer2013.csv``, the Kaggle ``train.csv``/``test.csv`` pair, image folders) loads
-into :class:`FaceSet` objects holding 48x48 uint8 faces. Decoded arrays are cached in the user's
-cache directory, keyed by the source files' paths, sizes and modification times.
+Every format (``fer2013.csv``, alone or paired with FER+'s ``fer2013new.csv``, the Kaggle
+``train.csv``/``test.csv`` pair, image folders, the FERPlus layout) loads into :class:`FaceSet`
+objects holding 48x48 uint8 faces and, for FER+ data, the ten crowd votes of each face. Decoded
+arrays are cached in the user's cache directory, keyed by the source files' paths, sizes and
+modification times.
 """
 
 from __future__ import annotations
@@ -23,13 +25,23 @@ from PIL import Image, UnidentifiedImageError
 
 from emotorch.errors import DataError
 
-# Canonical class order: the output order of every model EmoTorch trains.
+# Canonical class order of FER2013's seven emotions; FER+ appends contempt, so its first seven
+# outputs mean what a FER2013 model's do. A model's own classes are in its metadata.
 CLASSES: tuple[str, ...] = ("angry", "disgust", "fear", "happy", "neutral", "sad", "surprise")
+FERPLUS_CLASSES: tuple[str, ...] = (*CLASSES, "contempt")
+# The columns of FaceSet.votes: FER+'s 8 emotions in FERPLUS_CLASSES order, then its two other answers.
+VOTE_NAMES: tuple[str, ...] = (*FERPLUS_CLASSES, "unknown", "not_a_face")
+# The vote columns of FER+'s label.csv and fer2013new.csv, in their own order.
+FERPLUS_COLUMNS: tuple[str, ...] = (
+    "neutral", "happy", "surprise", "sad", "angry", "disgust", "fear", "contempt", "unknown", "not_a_face",
+)  # fmt: skip
+FERPLUS_SPLITS: dict[str, str] = {"FER2013Train": "train", "FER2013Valid": "val", "FER2013Test": "test"}
+TARGETS: tuple[str, ...] = ("majority", "probability", "crossentropy", "soft")
 # FER2013's CSV codes are NOT alphabetical: 0=Angry 1=Disgust 2=Fear 3=Happy 4=Sad 5=Surprise 6=Neutral.
 CSV_CODE_TO_CLASS: tuple[str, ...] = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
 CLASS_ALIASES: dict[str, str] = {
     "anger": "angry", "angry": "angry", "mad": "angry",
-    "disgust": "disgust", "disgusted": "disgust", "contempt": "disgust",
+    "disgust": "disgust", "disgusted": "disgust", "contempt": "contempt", "contemptuous": "contempt",
     "fear": "fear", "fearful": "fear", "afraid": "fear", "scared": "fear",
     "happy": "happy", "happiness": "happy", "joy": "happy",
     "neutral": "neutral", "calm": "neutral",
@@ -46,7 +58,7 @@ FER_MEAN = 0.5077
 FER_STD = 0.2550
 UNLABELED = -1
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".pgm", ".ppm"}
-_CACHE_VERSION = 1
+_CACHE_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -62,27 +74,44 @@ class BadRecord:
 
 @dataclass
 class FaceSet:
-    """Faces of one split: ``images`` (N, 48, 48) uint8, ``labels`` (N,) int64 (-1 = unlabeled)."""
+    """Faces of one split: ``images`` (N, 48, 48) uint8, ``labels`` (N,) int64 indices into
+    ``classes`` (-1 = unlabeled) and, for FER+ data, ``votes`` (N, 10) in :data:`VOTE_NAMES` order.
+
+    With votes, ``labels`` is the FER+ majority (-1 where the taggers reached none over the 8
+    emotions), the standard ground truth for accuracy.
+    """
 
     images: np.ndarray
     labels: np.ndarray
     sources: list[str]
     skipped: list[BadRecord] = field(default_factory=list)
     source_sizes: dict[str, int] = field(default_factory=dict)
+    classes: tuple[str, ...] = CLASSES
+    votes: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.labels)
 
     @property
     def labeled(self) -> bool:
-        return bool(len(self.labels)) and bool((self.labels != UNLABELED).all())
+        """Every face has a label, or votes."""
+        return bool(len(self.labels)) and (self.votes is not None or bool((self.labels != UNLABELED).all()))
 
     def class_counts(self) -> dict[str, int]:
-        counts = np.bincount(self.labels[self.labels >= 0], minlength=len(CLASSES))
-        return {name: int(c) for name, c in zip(CLASSES, counts, strict=True)}
+        counts = np.bincount(self.labels[self.labels >= 0], minlength=len(self.classes))
+        return {name: int(c) for name, c in zip(self.classes, counts, strict=True)}
+
+    def vote_counts(self) -> dict[str, int]:
+        """Faces per FER+ majority answer, ``unknown`` and ``not_a_face`` included, and ``no_majority``."""
+        answers = majority(self.votes, emotions_only=False)
+        counts = np.bincount(answers[answers >= 0], minlength=len(VOTE_NAMES))
+        return {**{n: int(c) for n, c in zip(VOTE_NAMES, counts, strict=True)},
+                "no_majority": int((answers < 0).sum())}  # fmt: skip
 
     def subset(self, index: np.ndarray) -> FaceSet:
-        return FaceSet(self.images[index], self.labels[index], [self.sources[i] for i in index])
+        votes = None if self.votes is None else self.votes[index]
+        return FaceSet(self.images[index], self.labels[index], [self.sources[i] for i in index],
+                       classes=self.classes, votes=votes)  # fmt: skip
 
 
 @dataclass
@@ -94,6 +123,10 @@ class Dataset:
     splits: dict[str, FaceSet]
     unknown_classes: list[str] = field(default_factory=list)
 
+    @property
+    def classes(self) -> tuple[str, ...]:
+        return next(iter(self.splits.values())).classes if self.splits else CLASSES
+
     def split(self, name: str) -> FaceSet:
         if name not in self.splits:
             raise DataError(f"{self.path}: no split {name!r}; it has {', '.join(self.splits)}")
@@ -104,6 +137,7 @@ class Dataset:
         return {
             "path": str(self.path),
             "format": self.format,
+            "classes": list(self.classes),
             "splits": {s: {"n": len(fs), **fs.class_counts()} for s, fs in self.splits.items()},
         }
 
@@ -121,21 +155,32 @@ def cache_dir() -> Path:
 def load_dataset(
     path: str | os.PathLike,
     *,
+    labels: str | os.PathLike | None = None,
     skip_bad: bool = False,
     skip_unknown: bool = False,
     use_cache: bool = True,
     progress: bool = True,
 ) -> Dataset:
-    """Load every split at ``path``: a FER2013 CSV, a folder with train.csv/test.csv, or images.
+    """Load every split at ``path``: a FER2013 CSV, a folder with train.csv/test.csv, an image
+    folder, or the FERPlus layout (FER2013Train/, FER2013Valid/, FER2013Test/ with label.csv).
 
-    Bad records raise :class:`DataError` naming the first of them unless ``skip_bad`` is set, in
-    which case they are counted in each split's ``skipped`` list. Class folders with unknown
-    names raise unless ``skip_unknown`` is set.
+    ``labels`` is FER+'s ``fer2013new.csv`` for a ``fer2013.csv`` at ``path``: the two pair up row
+    by row (its image names are not row numbers) and each face gets its ten votes. Bad records
+    raise :class:`DataError` naming the first of them unless ``skip_bad`` is set, in which case
+    they are counted in each split's ``skipped`` list. Class folders with unknown names raise
+    unless ``skip_unknown`` is set.
     """
     path = Path(path).expanduser()
     if not path.exists():
         raise DataError(f"{path}: no such file or directory")
     fmt, sources = _detect_format(path)
+    if labels is not None:
+        labels = Path(labels).expanduser()
+        if not labels.is_file():
+            raise DataError(f"{labels}: no such label file")
+        if fmt != "csv" or len(sources) != 1:
+            raise DataError(f"{labels}: FER+ votes pair with one fer2013.csv (Usage column included), not with {path}")
+        fmt, sources = "csv+votes", [*sources, labels]
     key = _cache_key(path, fmt, sources)
     cached = cache_dir() / "datasets" / f"{key}.npz"
     ds = _read_cache(cached, path, fmt) if use_cache else None
@@ -168,6 +213,9 @@ def _detect_format(path: Path) -> tuple[str, list[Path]]:
     csvs = [p for p in (path / "fer2013.csv", path / "train.csv", path / "test.csv") if p.is_file()]
     if csvs:
         return "csv", csvs
+    label_files = [path / d / "label.csv" for d in FERPLUS_SPLITS if (path / d / "label.csv").is_file()]
+    if label_files:
+        return "ferplus", label_files
     return "folders", []
 
 
@@ -175,6 +223,8 @@ def _cache_key(path: Path, fmt: str, files: list[Path]) -> str:
     h = hashlib.sha256(f"{_CACHE_VERSION}|{fmt}|{path.resolve()}".encode())
     if fmt == "folders":
         files = sorted(_walk_files(path))
+    elif fmt == "ferplus":  # a changed PNG changes its folder's mtime only when added or removed
+        files = [*files, *(f.parent for f in files)]
     for f in files:
         st = f.stat()
         h.update(f"|{f}|{st.st_size}|{st.st_mtime_ns}".encode())
@@ -196,21 +246,63 @@ def _load_csv_sources(path: Path, files: list[Path], progress: bool) -> Dataset:
     splits: dict[str, FaceSet] = {}
     for f in files:
         parsed = _parse_csv(f, progress)
-        if not parsed:
+        if not parsed.faces:
             raise DataError(f"{f}: no rows after the header")
-        for name, fs in parsed.items():
+        for name, fs in parsed.faces.items():
             if name in splits:
                 raise DataError(f"{f}: split {name!r} also comes from another CSV file in {path}")
             splits[name] = fs
     return Dataset(path, "csv", splits)
 
 
-def _parse_csv(path: Path, progress: bool) -> dict[str, FaceSet]:
+def _load_csv_votes(path: Path, files: list[Path], progress: bool) -> Dataset:
+    """fer2013.csv with FER+'s fer2013new.csv: row i of one is row i of the other."""
+    csv_file, label_file = files
+    parsed = _parse_csv(csv_file, progress)
+    if not parsed.faces:
+        raise DataError(f"{csv_file}: no rows after the header")
+    voted = _parse_vote_rows(label_file)
+    if len(voted) != len(parsed.usages):
+        raise DataError(
+            f"{label_file} has {len(voted):,} rows and {csv_file} has {len(parsed.usages):,}: FER+ labels pair "
+            "with fer2013.csv row by row, so both must have the same rows"
+        )
+    for i, ((line, usage, _, _), csv_usage) in enumerate(zip(voted, parsed.usages, strict=True)):
+        if csv_usage is not None and usage != csv_usage:
+            raise DataError(
+                f"{label_file}, line {line}: Usage {usage!r}, but row {i + 1} of {csv_file} is {csv_usage!r}; "
+                "the two files do not pair row by row"
+            )
+    splits = {}
+    for name, fs in parsed.faces.items():
+        keep, votes, bad = [], [], list(fs.skipped)
+        for j, row in enumerate(parsed.rows[name]):
+            line, _, v, problem = voted[row]
+            if problem is not None:
+                bad.append(BadRecord(f"{label_file}, line {line}", problem))
+                continue
+            keep.append(j)
+            votes.append(v)
+        votes_arr = np.stack(votes) if votes else np.zeros((0, len(VOTE_NAMES)), np.int64)
+        splits[name] = FaceSet(fs.images[keep], majority(votes_arr), [fs.sources[j] for j in keep], bad,
+                               {f"{IMAGE_SIZE}x{IMAGE_SIZE}": len(keep)}, FERPLUS_CLASSES, votes_arr)  # fmt: skip
+    return Dataset(path, "csv+votes", splits)
+
+
+@dataclass
+class _ParsedCSV:
+    faces: dict[str, FaceSet]  # split -> faces
+    rows: dict[str, list[int]]  # split -> the data row (0-based, blank lines not counted) of each face
+    usages: list[str | None]  # every data row's split, None where it had none or a bad one
+
+
+def _parse_csv(path: Path, progress: bool) -> _ParsedCSV:
     """Parse one CSV with columns ``pixels`` and optionally ``emotion`` and ``Usage``."""
     from tqdm import tqdm
 
     n_pixels = IMAGE_SIZE * IMAGE_SIZE
-    rows: dict[str, tuple[list[np.ndarray], list[int], list[str], list[BadRecord]]] = {}
+    rows: dict[str, tuple[list[np.ndarray], list[int], list[str], list[BadRecord], list[int]]] = {}
+    usages: list[str | None] = []
     default_split = path.stem.lower()
     try:
         with open(path, newline="", encoding="utf-8-sig") as fh:
@@ -233,6 +325,7 @@ def _parse_csv(path: Path, progress: bool) -> dict[str, FaceSet]:
                 where = f"{path}, line {line}"
                 if not row or all(not c.strip() for c in row):
                     continue
+                usages.append(None)
                 split = default_split
                 problem = None
                 if end > line:
@@ -240,9 +333,10 @@ def _parse_csv(path: Path, progress: bool) -> dict[str, FaceSet]:
                 elif len(row) != len(header):
                     problem = f"has {len(row)} fields, expected {len(header)} ({','.join(header)})"
                 elif i_use is not None:
-                    usage = row[i_use].strip()
+                    usages[-1] = usage = row[i_use].strip()
                     split = USAGE_TO_SPLIT.get(usage)
                     if split is None:
+                        usages[-1] = None
                         problem = f"unknown Usage {usage!r}; expected one of {', '.join(USAGE_TO_SPLIT)}"
                 label = UNLABELED
                 if problem is None and i_emo is not None:
@@ -254,22 +348,127 @@ def _parse_csv(path: Path, progress: bool) -> dict[str, FaceSet]:
                 pixels = None
                 if problem is None:
                     pixels, problem = _parse_pixels(row[i_pix], n_pixels)
-                bucket = rows.setdefault(split or default_split, ([], [], [], []))
+                bucket = rows.setdefault(split or default_split, ([], [], [], [], []))
                 if problem is not None:
                     bucket[3].append(BadRecord(where, problem))
                     continue
                 bucket[0].append(pixels)
                 bucket[1].append(label)
                 bucket[2].append(f"{path.name}:{line}")
+                bucket[4].append(len(usages) - 1)
     except UnicodeDecodeError as e:
         raise DataError(f"{path}: not a text CSV file ({e.reason} at byte {e.start})") from None
     except csv.Error as e:
         raise DataError(f"{path}, line {reader.line_num}: malformed CSV: {e}") from None
-    out = {}
-    for split, (imgs, labels, sources, bad) in rows.items():
+    faces = {}
+    for split, (imgs, labels, sources, bad, _) in rows.items():
         images = np.stack(imgs) if imgs else np.zeros((0, IMAGE_SIZE, IMAGE_SIZE), np.uint8)
         sizes = {f"{IMAGE_SIZE}x{IMAGE_SIZE}": len(imgs)} if imgs else {}
-        out[split] = FaceSet(images, np.asarray(labels, np.int64), sources, bad, sizes)
+        faces[split] = FaceSet(images, np.asarray(labels, np.int64), sources, bad, sizes)
+    return _ParsedCSV(faces, {split: b[4] for split, b in rows.items()}, usages)
+
+
+def _parse_vote_rows(path: Path) -> list[tuple[int, str | None, np.ndarray | None, str | None]]:
+    """Every data row of fer2013new.csv as (line, Usage, votes in VOTE_NAMES order, problem)."""
+    out = []
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as fh:
+            reader = csv.reader(fh)
+            header = [h.strip().lower() for h in next(reader, [])]
+            if len(header) != 12 or header[0] != "usage":
+                raise DataError(
+                    f"{path}: header {','.join(header) or '(none)'} is not FER+'s "
+                    "Usage,Image name,neutral,happiness,surprise,sadness,anger,disgust,fear,contempt,unknown,NF"
+                )
+            end = reader.line_num
+            for row in reader:
+                line, end = end + 1, reader.line_num
+                if not row or all(not c.strip() for c in row):
+                    continue
+                if len(row) != 12:
+                    out.append((line, None, None, f"has {len(row)} fields, expected 12 (Usage, Image name, 10 votes)"))
+                    continue
+                votes, problem = parse_votes(row[2:])
+                out.append((line, row[0].strip(), votes, problem))
+    except UnicodeDecodeError as e:
+        raise DataError(f"{path}: not a text CSV file ({e.reason} at byte {e.start})") from None
+    except csv.Error as e:
+        raise DataError(f"{path}, line {reader.line_num}: malformed CSV: {e}") from None
+    return out
+
+
+_TO_VOTE_NAMES = [FERPLUS_COLUMNS.index(n) for n in VOTE_NAMES]
+
+
+def parse_votes(fields: list[str]) -> tuple[np.ndarray | None, str | None]:
+    """Ten FER+ vote counts, in FER+'s column order, as an int64 array in :data:`VOTE_NAMES` order."""
+    for name, text in zip(FERPLUS_COLUMNS, fields, strict=True):
+        t = text.strip()
+        if not (t.isascii() and t.isdigit()):
+            return None, f"the {name} vote count is {text!r}, not a non-negative integer"
+    votes = np.array([int(t) for t in fields], np.int64)[_TO_VOTE_NAMES]
+    if votes.sum() == 0:
+        return None, "has no votes"
+    return votes, None
+
+
+def majority(votes: np.ndarray, *, emotions_only: bool = True) -> np.ndarray:
+    """FER+'s majority answer per face (Barsoum et al. 2016): single votes are dropped as outliers,
+    then the top answer must hold more than half of the rest; -1 where none does, or (with
+    ``emotions_only``) where the majority says unknown or not a face."""
+    v = np.where(votes > 1, votes, 0)
+    top = v.argmax(1)
+    ok = v.max(1) * 2 > v.sum(1)
+    if emotions_only:
+        ok &= top < len(FERPLUS_CLASSES)
+    return np.where(ok, top, UNLABELED).astype(np.int64)
+
+
+def vote_targets(votes: np.ndarray, mode: str) -> tuple[np.ndarray, np.ndarray]:
+    """Training targets (N, 8) over :data:`FERPLUS_CLASSES` and which faces to train on.
+
+    ``majority``: the majority answer, one-hot. ``crossentropy`` and ``probability`` (drawn once
+    per epoch by the trainer): FERPlus's distribution (single votes dropped, the top one to three
+    answers covering 75% of the rest), faces it marks unknown left out. ``soft``: every emotion
+    vote, single votes included, on faces whose votes are mostly emotions.
+    """
+    n_emotions = len(FERPLUS_CLASSES)
+    if mode not in TARGETS:
+        raise ValueError(f"targets must be one of {', '.join(TARGETS)}, not {mode!r}")
+    if mode == "majority":
+        labels = majority(votes)
+        keep = labels >= 0
+        return np.eye(n_emotions, dtype=np.float32)[np.maximum(labels, 0)] * keep[:, None], keep
+    if mode == "soft":
+        emo = votes[:, :n_emotions].astype(np.float32)
+        keep = emo.sum(1) * 2 > votes.sum(1)
+        return emo / np.maximum(emo.sum(1, keepdims=True), 1), keep
+    dist = np.stack([_ferplus_distribution(v) for v in votes])[:, :n_emotions]
+    keep = dist.sum(1) > 0
+    return (dist / np.maximum(dist.sum(1, keepdims=True), 1e-9)).astype(np.float32), keep
+
+
+def _ferplus_distribution(raw: np.ndarray) -> np.ndarray:
+    """FERPlus's ``_process_data`` for probability/crossentropy: zeros where it says "unknown"."""
+    e = np.where(raw > 1, raw, 0).astype(np.float64)
+    total = e.sum()
+    out = np.zeros_like(e)
+    part, count, valid = 0.0, 0, True
+    while part < 0.75 * total and count < 3 and valid:
+        top = e.max()
+        for i in range(len(e)):
+            if e[i] == top:
+                out[i], e[i] = top, 0
+                part += top
+                count += 1
+                if i >= len(FERPLUS_CLASSES):  # unknown or not a face among the top answers
+                    valid = False
+                    if out.sum() > top:  # other answers came first: drop this one
+                        out[i] = 0
+                        count -= 1
+                    break
+    if out.sum() <= 0.5 * total or count > 3 or out.argmax() >= len(FERPLUS_CLASSES):
+        return np.zeros_like(out)
     return out
 
 
@@ -312,34 +511,79 @@ def _load_folders(path: Path, _files: list[Path], progress: bool) -> Dataset:
             d.name.lower(): sorted(c for c in d.iterdir() if c.is_dir() and not c.name.startswith("."))
             for d in subdirs
         }
+    found = [(split, d, canonical_class(d.name)) for split, class_dirs in layout.items() for d in class_dirs]
+    unknown += [str(d) for _, d, cls in found if cls is None]
+    # a contempt folder makes FER+'s eight classes (contempt last); otherwise FER2013's seven
+    classes = FERPLUS_CLASSES if any(cls == "contempt" for _, _, cls in found) else CLASSES
     splits = {}
-    for split, class_dirs in layout.items():
-        items: list[tuple[Path, int]] = []
-        for d in class_dirs:
-            cls = canonical_class(d.name)
-            if cls is None:
-                unknown.append(str(d))
-                continue
-            label = CLASSES.index(cls)
-            items += [(f, label) for f in sorted(_walk_files(d))]
+    for split in layout:
+        items = [(f, classes.index(cls)) for s, d, cls in found if s == split and cls for f in sorted(_walk_files(d))]
         if items:
             splits[split] = _decode_images(items, f"{path.name}/{split}", progress)
+            splits[split].classes = classes
     if not splits and not unknown:
         raise DataError(f"{path}: no images found in class folders")
     return Dataset(path, "folders", splits, unknown)
 
 
-def _decode_images(items: list[tuple[Path, int]], desc: str, progress: bool) -> FaceSet:
+def _load_ferplus(path: Path, files: list[Path], progress: bool) -> Dataset:
+    """The FERPlus layout: per split a folder of PNGs and a headerless label.csv of
+    ``name,"(x, y, w, h)",<10 votes>`` rows."""
+    splits = {}
+    for label_file in files:
+        items, votes, bad = [], [], []
+        try:
+            with open(label_file, newline="", encoding="utf-8-sig") as fh:
+                reader = csv.reader(fh)
+                end = reader.line_num
+                for row in reader:
+                    line, end = end + 1, reader.line_num
+                    if not row or all(not c.strip() for c in row):
+                        continue
+                    where = f"{label_file}, line {line}"
+                    if len(row) != 12:
+                        bad.append(BadRecord(where, f"has {len(row)} fields, expected 12 (image, box, 10 votes)"))
+                        continue
+                    box = re.fullmatch(r"\(\s*(\d+),\s*(\d+),\s*(\d+),\s*(\d+)\s*\)", row[1].strip())
+                    v, problem = parse_votes(row[2:])
+                    image = label_file.parent / row[0].strip()
+                    if problem is None and box is None:
+                        problem = f"face box {row[1]!r} is not (x, y, w, h)"
+                    if problem is None and (not row[0].strip() or not image.is_file()):
+                        problem = f"names {row[0].strip() or 'no image'}, which is not in {label_file.parent}"
+                    if problem is not None:
+                        bad.append(BadRecord(where, problem))
+                        continue
+                    x, y, w, h = map(int, box.groups())
+                    items.append((image, (x, y, x + w, y + h), where))
+                    votes.append(v)
+        except UnicodeDecodeError as e:
+            raise DataError(f"{label_file}: not a text CSV file ({e.reason} at byte {e.start})") from None
+        except csv.Error as e:
+            raise DataError(f"{label_file}, line {reader.line_num}: malformed CSV: {e}") from None
+        split = FERPLUS_SPLITS[label_file.parent.name]
+        fs = _decode_images([(f, i) for i, (f, _, _) in enumerate(items)], f"{path.name}/{label_file.parent.name}",
+                            progress, boxes=[b for _, b, _ in items])  # fmt: skip
+        kept = fs.labels  # the item index of each face that decoded
+        fs.votes = np.stack(votes)[kept] if len(kept) else np.zeros((0, len(VOTE_NAMES)), np.int64)
+        fs.labels, fs.classes, fs.skipped = majority(fs.votes), FERPLUS_CLASSES, bad + fs.skipped
+        splits[split] = fs
+    return Dataset(path, "ferplus", splits)
+
+
+def _decode_images(items: list[tuple[Path, int]], desc: str, progress: bool,
+                   boxes: list[tuple[int, int, int, int]] | None = None) -> FaceSet:  # fmt: skip
     from tqdm import tqdm
 
     images = np.zeros((len(items), IMAGE_SIZE, IMAGE_SIZE), np.uint8)
     labels, sources, bad, sizes = [], [], [], Counter()
-    for f, label in tqdm(items, desc=f"decoding {desc}", unit=" img", disable=None if progress else True,
-                         file=sys.stderr, leave=False):
+    for i, (f, label) in enumerate(tqdm(items, desc=f"decoding {desc}", unit=" img",
+                                        disable=None if progress else True, file=sys.stderr, leave=False)):
         try:
             with Image.open(f) as im:
                 sizes[f"{im.width}x{im.height}"] += 1
-                images[len(labels)] = to_face_array(im)
+                face = im if boxes is None or boxes[i] == (0, 0, im.width, im.height) else im.crop(boxes[i])
+                images[len(labels)] = to_face_array(face)
         except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
             bad.append(BadRecord(str(f), f"unreadable or truncated image ({e})"))
             continue
@@ -370,7 +614,8 @@ def to_face_array(image: Image.Image) -> np.ndarray:
     return np.asarray(gray, dtype=np.uint8)
 
 
-_LOADERS = {"csv": _load_csv_sources, "folders": _load_folders}
+_LOADERS = {"csv": _load_csv_sources, "csv+votes": _load_csv_votes, "folders": _load_folders,
+            "ferplus": _load_ferplus}  # fmt: skip
 
 
 # --- cache ------------------------------------------------------------------------------------
@@ -383,8 +628,11 @@ def _write_cache(file: Path, ds: Dataset) -> None:
         arrays[f"images{i}"] = fs.images
         arrays[f"labels{i}"] = fs.labels
         arrays[f"sources{i}"] = np.asarray(fs.sources, dtype=str)
+        if fs.votes is not None:
+            arrays[f"votes{i}"] = fs.votes
         meta["splits"][name] = {
             "index": i,
+            "classes": list(fs.classes),
             "skipped": [[b.where, b.problem] for b in fs.skipped],
             "source_sizes": fs.source_sizes,
         }
@@ -406,7 +654,8 @@ def _read_cache(file: Path, path: Path, fmt: str) -> Dataset | None:
                 i = m["index"]
                 splits[name] = FaceSet(
                     z[f"images{i}"], z[f"labels{i}"], z[f"sources{i}"].tolist(),
-                    [BadRecord(*b) for b in m["skipped"]], m["source_sizes"],
+                    [BadRecord(*b) for b in m["skipped"]], m["source_sizes"], tuple(m["classes"]),
+                    z.get(f"votes{i}"),
                 )  # fmt: skip
     except (OSError, ValueError, KeyError):
         return None  # a damaged cache entry is rebuilt, never trusted

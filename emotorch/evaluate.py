@@ -15,7 +15,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from emotorch import checkpoint
-from emotorch.data import CLASSES, DataError, FaceSet, load_dataset, normalize
+from emotorch.data import CLASSES, VOTE_NAMES, DataError, FaceSet, load_dataset, normalize
 
 # ten-crop: reflect-pad by 2 px, take 48x48 crops at the corners and centre, and flip. On val a 2 px shift
 # beat 4 px for every trained run and 26 of 31 ensembles of them (docs/MODEL_CARD.md, "Test-time augmentation").
@@ -91,8 +91,10 @@ def predict_proba(model: nn.Module, images: np.ndarray, meta: dict[str, Any], *,
 
 
 def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> float:
-    """The temperature T minimising the negative log-likelihood of softmax(logits / T) (Guo et al. 2017)."""
+    """The temperature T minimising the negative log-likelihood of softmax(logits / T) (Guo et al. 2017);
+    ``labels`` are class indices (N,) or target distributions (N, K) such as crowd votes."""
     z, y = torch.from_numpy(logits).double(), torch.from_numpy(labels)
+    y = y.double() if y.is_floating_point() else y
     log_t = torch.zeros(1, dtype=torch.float64, requires_grad=True)
     opt = torch.optim.LBFGS([log_t], lr=0.1, max_iter=200, line_search_fn="strong_wolfe")
 
@@ -154,20 +156,80 @@ def pick_split(names: list[str], wanted: str | None) -> str:
     return names[-1]
 
 
+def vote_distribution(votes: np.ndarray, classes: list[str] | tuple[str, ...]) -> np.ndarray:
+    """The share of each face's emotion votes (every vote, single ones included) per class of ``classes``."""
+    v = votes[:, [VOTE_NAMES.index(c) for c in classes]].astype(np.float64)
+    return v / np.maximum(v.sum(1, keepdims=True), 1)
+
+
+def vote_fit(probs: np.ndarray, votes: np.ndarray, classes: list[str] | tuple[str, ...]) -> dict[str, float]:
+    """How far predicted probabilities are from what the crowd said: mean KL(votes || predicted), in nats."""
+    target = vote_distribution(votes, classes)
+    q = np.clip(probs.astype(np.float64), 1e-12, None)
+    ratio = np.divide(target, q, out=np.ones_like(target), where=target > 0)
+    return {"vote_kl": float((target * np.log(ratio)).sum(1).mean())}
+
+
+def scorable(faces: FaceSet, classes: list[str] | tuple[str, ...]) -> tuple[FaceSet, dict[str, int]]:
+    """The faces a model telling ``classes`` can be scored on, relabelled in its class order, and how many
+    were left out and why: FER+ faces without a majority label, and faces of a class the model lacks
+    (contempt, for a FER2013 model)."""
+    classes = list(classes)
+    index = {c: classes.index(c) for c in faces.classes if c in classes}
+    left_out: dict[str, int] = {}
+    if (faces.labels < 0).any():
+        left_out["no_majority"] = int((faces.labels < 0).sum())
+    for i, c in enumerate(faces.classes):
+        if c not in index and (faces.labels == i).any():
+            left_out[c] = int((faces.labels == i).sum())
+    keep = np.flatnonzero([label >= 0 and faces.classes[label] in index for label in faces.labels])
+    kept = faces.subset(keep)
+    kept.labels = np.asarray([index[faces.classes[label]] for label in kept.labels], np.int64)
+    kept.classes = tuple(classes)
+    return kept, left_out
+
+
+def restrict(probs: np.ndarray, classes: list[str] | tuple[str, ...], present: tuple[str, ...]) -> np.ndarray:
+    """Probabilities with the classes the data cannot hold (contempt, on FER2013) set to 0 and the rest
+    renormalised, so that the answer is always a class the data could be right about."""
+    mask = np.asarray([c in present for c in classes], np.float64)
+    p = probs * mask
+    return p / np.maximum(p.sum(1, keepdims=True), 1e-12)
+
+
+def score(probs: np.ndarray, faces: FaceSet, present: tuple[str, ...] | None = None) -> dict[str, Any]:
+    """Accuracy, macro-F1, per-class metrics, confusion, ECE and NLL of ``probs`` on scorable ``faces``,
+    plus the fit to the crowd's votes where the faces have them."""
+    if present is not None:
+        probs = restrict(probs, faces.classes, present)
+    metrics = compute_metrics(faces.labels, probs.argmax(1), faces.classes) | calibration(probs, faces.labels)
+    if faces.votes is not None:
+        metrics |= vote_fit(probs, faces.votes, faces.classes)
+    return metrics
+
+
 def evaluate(
     model: LoadedModel,
     faces: FaceSet,
     *,
     tta: bool = False,
     device: str | torch.device = "cpu",
-) -> tuple[dict, np.ndarray]:
-    """Metrics and probabilities of ``model`` on labelled ``faces``."""
+) -> tuple[dict, np.ndarray, FaceSet]:
+    """Metrics of ``model`` on labelled ``faces``, with the probabilities and the faces they describe.
+
+    Model and data classes are matched by name (see :func:`scorable` and :func:`restrict`); with
+    FER+ votes the truth is the majority label (the standard FER+ protocol) and the probabilities
+    are also compared with the vote distribution.
+    """
     if not faces.labeled:
         raise DataError("these faces carry no labels: write predictions instead of metrics")
-    probs = predict_proba(model.model, faces.images, model.meta, tta=tta, device=device)
-    metrics = compute_metrics(faces.labels, probs.argmax(1), tuple(model.meta["classes"]))
-    metrics |= calibration(probs, faces.labels) | {"temperature": float(model.meta.get("temperature", 1.0)), "tta": tta}
-    return metrics, probs
+    scored, left_out = scorable(faces, model.meta["classes"])
+    if not len(scored):
+        raise DataError(f"none of these faces has a label the model {model.source} can tell")
+    probs = predict_proba(model.model, scored.images, model.meta, tta=tta, device=device)
+    metrics = score(probs, scored, faces.classes)
+    metrics |= {"left_out": left_out, "temperature": float(model.meta.get("temperature", 1.0)), "tta": tta}
+    return metrics, restrict(probs, scored.classes, faces.classes), scored
 
 
 def write_predictions(path: Path, faces: FaceSet, probs: np.ndarray, classes: list[str]) -> None:
@@ -181,9 +243,9 @@ def write_predictions(path: Path, faces: FaceSet, probs: np.ndarray, classes: li
     os.replace(tmp, path)
 
 
-def load_split(path: str | os.PathLike, split: str | None, *, skip_bad: bool = False,
-               skip_unknown: bool = False) -> tuple[str, FaceSet]:  # fmt: skip
+def load_split(path: str | os.PathLike, split: str | None, *, labels: str | os.PathLike | None = None,
+               skip_bad: bool = False, skip_unknown: bool = False) -> tuple[str, FaceSet]:  # fmt: skip
     """The named (or default) split of a data set, for evaluation or prediction."""
-    ds = load_dataset(path, skip_bad=skip_bad, skip_unknown=skip_unknown)
+    ds = load_dataset(path, labels=labels, skip_bad=skip_bad, skip_unknown=skip_unknown)
     name = pick_split(list(ds.splits), split)
     return name, ds.split(name)

@@ -54,14 +54,24 @@ def package(runs: str | Path | list[str | Path], name: str, *, data: str | Path,
     """
     from emotorch import checkpoint
     from emotorch.data import load_dataset
-    from emotorch.evaluate import LoadedModel, calibration, compute_metrics, fit_temperature, predict_logits, softmax
+    from emotorch.evaluate import (
+        LoadedModel,
+        compute_metrics,
+        fit_temperature,
+        predict_logits,
+        scorable,
+        score,
+        softmax,
+        vote_distribution,
+    )
     from emotorch.export import OnnxModel, calibration_sample, quantize_onnx, set_metadata
     from emotorch.train import precise_batchnorm
 
     ckpt = combine(runs if isinstance(runs, list) else [runs])
     meta = dict(ckpt["meta"])
     faces = load_dataset(data, progress=False)
-    train, val = faces.split("train"), faces.split("val")
+    train = faces.split("train")
+    val, left_out = scorable(faces.split("val"), meta["classes"])
     extra: dict[str, Any] = {"precise_bn_faces": len(train) if precise_bn else 0}
     if precise_bn:
         recalibrated = precise_batchnorm(checkpoint.build_model(ckpt), train.images, meta["mean"], meta["std"])
@@ -80,20 +90,23 @@ def package(runs: str | Path | list[str | Path], name: str, *, data: str | Path,
         float_pred = predict_logits(model, val.images, meta, tta=tta).argmax(1)
         served = OnnxModel(onnx_path)
         extra |= {"onnx": onnx_path.name, "calibration_faces": len(sample),
-                  "float_val_accuracy": compute_metrics(val.labels, float_pred)["accuracy"]}  # fmt: skip
+                  "float_val_accuracy": compute_metrics(val.labels, float_pred, val.classes)["accuracy"]}  # fmt: skip
     logits = predict_logits(served, val.images, meta, tta=tta)
-    temperature = fit_temperature(logits, val.labels)
-    before = calibration(softmax(logits), val.labels)
-    probs = softmax(logits, temperature)
-    metrics = compute_metrics(val.labels, probs.argmax(1)) | calibration(probs, val.labels)
+    # with crowd votes the probabilities are fitted to what the taggers said, else to the labels
+    votes = val.votes is not None
+    temperature = fit_temperature(logits, vote_distribution(val.votes, val.classes) if votes else val.labels)
+    before = score(softmax(logits), val)
+    metrics = score(softmax(logits, temperature), val) | {"left_out": left_out}
     meta |= extra | {
         "name": name,
         "temperature": temperature,
         "tta": tta,
         "recipe": recipe,
         "val_metrics": metrics,
-        "calibration": {"ece_before": before["ece"], "ece_after": metrics["ece"], "fitted_on": "val"},
-        "licence": "MIT (weights trained by the EmoTorch project on FER2013, a research data set)",
+        "calibration": {"ece_before": before["ece"], "ece_after": metrics["ece"],
+                        "fitted_on": "val votes" if votes else "val labels"},
+        "licence": "MIT (weights trained by the EmoTorch project on FER2013, a research data set"
+                   + (", with the FER+ crowd labels of Microsoft, MIT)" if votes else ")"),
     }
     path = zoo.WEIGHTS / f"{name}.pt"
     checkpoint.save({"format": checkpoint.FORMAT, "model": state, "meta": meta, "history": ckpt["history"]}, path)

@@ -27,7 +27,17 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from emotorch import checkpoint, plots
-from emotorch.data import CLASSES, FER_MEAN, FER_STD, IMAGE_SIZE, DataError, FaceSet, load_dataset, normalize
+from emotorch.data import (
+    FER_MEAN,
+    FER_STD,
+    IMAGE_SIZE,
+    TARGETS,
+    DataError,
+    FaceSet,
+    load_dataset,
+    normalize,
+    vote_targets,
+)
 from emotorch.evaluate import compute_metrics
 from emotorch.models import count_parameters, create_model
 
@@ -39,6 +49,8 @@ class TrainConfig:
     """Everything a run depends on; saved as config.json in the run and inside each checkpoint."""
 
     data: str = ""  # data set path (any format emotorch.data loads)
+    labels: str | None = None  # FER+'s fer2013new.csv, paired row by row with a fer2013.csv `data`
+    targets: str = "auto"  # with FER+ votes: majority | probability | crossentropy | soft (auto: crossentropy)
     model: str = "emonet"  # registry name, see `emotorch models`
     model_options: dict[str, Any] = field(default_factory=dict)  # builder options, e.g. width
     pretrained: str | None = None  # local ImageNet weights file for transfer models
@@ -72,7 +84,7 @@ class TrainConfig:
         choices = {
             "optimizer": ("sgd", "adam", "adamw"), "schedule": ("cosine", "constant"),
             "balance": ("none", "sampler", "loss"), "augment": ("none", "flip", "standard"),
-            "select": ("accuracy", "macro_f1"),
+            "select": ("accuracy", "macro_f1"), "targets": ("auto", *TARGETS),
         }  # fmt: skip
         for key, allowed in choices.items():
             if getattr(self, key) not in allowed:
@@ -96,15 +108,22 @@ PRESETS: dict[str, dict[str, Any]] = {
     "seed": dict(model="vgg19", optimizer="adam", lr=1e-4, batch_size=64, epochs=25, weight_decay=0.0,
                  schedule="constant", warmup_epochs=0.0, label_smoothing=0.0, augment="flip",
                  freeze_backbone=True),
-    # Our best recipe on 2 CPU cores: EmoNet, SGD + cosine, label smoothing, augmentation.
+    # Our from-scratch recipe on 2 CPU cores: EmoNet, SGD + cosine, label smoothing, augmentation
+    # (the shipped `fer2013-default` model).
     "default": dict(model="emonet", optimizer="sgd", lr=0.05, batch_size=128, epochs=60),
-    # A member of the shipped `accurate` ensemble: the default recipe, trained longer. Members differ
-    # by --seed (and --epochs 200 for one) and are combined by `emotorch package RUN RUN --name accurate`.
-    "accurate": dict(model="emonet", optimizer="sgd", lr=0.05, batch_size=128, epochs=80),
-    # The shipped `fast` model: a narrower EmoNet distilled from the shipped `accurate` ensemble,
-    # then quantised to int8 for ONNX Runtime by `emotorch package RUN --name fast --int8`.
-    "fast": dict(model="emonet", model_options={"width": 40}, optimizer="sgd", lr=0.05, batch_size=128,
-                 epochs=60, teacher="accurate"),
+    # A member of the shipped `fer2013-accurate` ensemble (FER2013's labels): the default recipe, trained
+    # longer. Members differ by --seed (and --epochs 200 for one).
+    "fer2013-accurate": dict(model="emonet", optimizer="sgd", lr=0.05, batch_size=128, epochs=80),
+    # `fer2013-fast`: a narrower EmoNet distilled from `fer2013-accurate`, shipped as int8 ONNX.
+    "fer2013-fast": dict(model="emonet", model_options={"width": 40}, optimizer="sgd", lr=0.05, batch_size=128,
+                         epochs=60, teacher="fer2013-accurate"),
+    # A member of the shipped `accurate` ensemble (FER+ votes): a `fer2013-accurate` member fine-tuned on
+    # FERPlus's vote distributions. The other member: --init fer2013-accurate#1 --seed 1.
+    "accurate": dict(model="emonet", optimizer="sgd", lr=0.02, batch_size=128, epochs=25, warmup_epochs=1.0,
+                     label_smoothing=0.05, targets="crossentropy", init="fer2013-accurate#0"),
+    # The shipped `fast` model (FER+ votes): `fer2013-fast` fine-tuned the same way, then int8.
+    "fast": dict(model="emonet", model_options={"width": 40}, optimizer="sgd", lr=0.02, batch_size=128,
+                 epochs=25, warmup_epochs=1.0, label_smoothing=0.05, targets="crossentropy", init="fer2013-fast"),
 }  # fmt: skip
 
 
@@ -164,7 +183,7 @@ def augment_batch(x: Tensor, mode: str, gen: torch.Generator) -> Tensor:
 
 def split_train_val(cfg: TrainConfig) -> tuple[FaceSet, FaceSet, dict]:
     """The training and validation faces, and the data summary recorded in checkpoints."""
-    ds = load_dataset(cfg.data, skip_bad=cfg.skip_bad, skip_unknown=cfg.skip_unknown)
+    ds = load_dataset(cfg.data, labels=cfg.labels, skip_bad=cfg.skip_bad, skip_unknown=cfg.skip_unknown)
     train = ds.split(cfg.train_split)
     if not train.labeled:
         raise DataError(f"{cfg.data}: split {cfg.train_split!r} has no labels to train on")
@@ -172,7 +191,7 @@ def split_train_val(cfg: TrainConfig) -> tuple[FaceSet, FaceSet, dict]:
         val = ds.split(cfg.val_split)
     else:  # a stratified hold-out, fixed by the seed
         rng = np.random.default_rng(cfg.seed)
-        per_class = [np.flatnonzero(train.labels == c) for c in range(len(CLASSES))]
+        per_class = [np.flatnonzero(train.labels == c) for c in range(-1, len(train.classes))]
         held = np.concatenate([rng.permutation(ix)[: math.ceil(cfg.val_fraction * len(ix))] for ix in per_class])
         keep = np.setdiff1d(np.arange(len(train)), held)
         train, val = train.subset(keep), train.subset(np.sort(held))
@@ -185,10 +204,25 @@ def split_train_val(cfg: TrainConfig) -> tuple[FaceSet, FaceSet, dict]:
     return train, val, summary
 
 
+def training_targets(faces: FaceSet, mode: str) -> tuple[np.ndarray, np.ndarray]:
+    """Each face's target distribution (N, classes) and which faces to train on.
+
+    Faces with FER+ votes follow ``mode`` (``auto`` means ``crossentropy``); labelled faces are
+    one-hot, and a vote mode other than ``majority`` on them is an error, not a silent fallback.
+    """
+    if faces.votes is not None:
+        return vote_targets(faces.votes, "crossentropy" if mode == "auto" else mode)
+    if mode not in ("auto", "majority"):
+        raise DataError(f"--targets {mode} needs FER+ votes (the FERPlus layout, or --labels fer2013new.csv); "
+                        "these faces carry one label each")  # fmt: skip
+    keep = faces.labels >= 0
+    return np.eye(len(faces.classes), dtype=np.float32)[np.maximum(faces.labels, 0)] * keep[:, None], keep
+
+
 def epoch_indices(labels: Tensor, balance: str, gen: torch.Generator) -> Tensor:
     """The epoch's sample order: a permutation, or class-balanced draws with replacement."""
     if balance == "sampler":
-        counts = torch.bincount(labels, minlength=len(CLASSES)).clamp(min=1).float()
+        counts = torch.bincount(labels).clamp(min=1).float()
         return torch.multinomial(1.0 / counts[labels], len(labels), replacement=True, generator=gen)
     return torch.randperm(len(labels), generator=gen)
 
@@ -244,13 +278,39 @@ def precise_batchnorm(model: nn.Module, faces: np.ndarray, mean: float = FER_MEA
     return model.eval()
 
 
-def _load_init(model: nn.Module, cfg: TrainConfig) -> None:
-    """Start from the weights of an earlier run of the same architecture (``cfg.init``)."""
-    start = checkpoint.load(cfg.init)
+def _load_init(model: nn.Module, cfg: TrainConfig, classes: tuple[str, ...]) -> None:
+    """Start from the weights of an earlier run or shipped model of the same architecture (``cfg.init``;
+    ``NAME#i`` takes member i of an ensemble).
+
+    Where the classes differ (a FER2013 model starting a FER+ one), the classifier's rows of the
+    classes both share are copied by name and the others keep their fresh initialisation.
+    """
+    from emotorch import zoo
+
+    source, _, member = cfg.init.rpartition("#") if "#" in cfg.init else (cfg.init, "", "")
+    start = checkpoint.load(zoo.shipped_path(source) if source in zoo.shipped() else source)
+    if member:
+        members = start["meta"]["model_options"].get("members", [])
+        if not member.isdigit() or int(member) >= len(members):
+            raise ValueError(f"init {cfg.init}: {source} has {len(members)} ensemble member(s), no member {member}")
+        prefix = f"members.{member}."
+        start = {"model": {k[len(prefix):]: v for k, v in start["model"].items() if k.startswith(prefix)},
+                 "meta": start["meta"] | members[int(member)]}  # fmt: skip
     arch, want = (start["meta"]["model"], start["meta"]["model_options"]), (cfg.model, cfg.model_options)
     if arch != want:
         raise ValueError(f"init {cfg.init} holds {arch[0]} {arch[1]}, not the {want[0]} {want[1]} this run trains")
-    model.load_state_dict(start["model"])
+    old = list(start["meta"]["classes"])
+    state = {k: v.float() if v.is_floating_point() else v for k, v in start["model"].items()}
+    if old != list(classes):
+        own = model.state_dict()
+        shared = [(classes.index(c), old.index(c)) for c in classes if c in old]
+        for key, value in state.items():
+            if value.shape[:1] == (len(old),) and own[key].shape[:1] == (len(classes),):  # the classifier
+                rows = own[key].clone()
+                for new_row, old_row in shared:
+                    rows[new_row] = value[old_row]
+                state[key] = rows
+    model.load_state_dict(state)
 
 
 def prepare_run_dir(out: Path, *, resume: bool, force: bool) -> None:
@@ -300,14 +360,22 @@ def train(cfg: TrainConfig, out: str | os.PathLike, *, resume: bool = False, for
         dist.barrier()
 
     train_set, val_set, data_summary = split_train_val(cfg)
+    classes = train_set.classes
+    targets, keep = training_targets(train_set, cfg.targets)
+    if not keep.all():
+        log.info("training on %d of %d faces: %d have no %s target (unknown or not a face)",
+                 keep.sum(), len(keep), (~keep).sum(), cfg.targets)  # fmt: skip
+        train_set, targets = train_set.subset(np.flatnonzero(keep)), targets[keep]
+    data_summary["train"]["targets"] = {"mode": cfg.targets, "faces": len(train_set)}
+    val_set = val_set.subset(np.flatnonzero(val_set.labels >= 0))  # FER+: faces with a majority label
     train_x = torch.from_numpy(train_set.images).unsqueeze(1).to(device)
-    train_y = torch.from_numpy(train_set.labels).to(device)
+    train_t = torch.from_numpy(targets)  # on the CPU, where the sampling generator is
     val_x = torch.from_numpy(val_set.images).unsqueeze(1).to(device)
     val_y = torch.from_numpy(val_set.labels).to(device)
-    train_labels = torch.from_numpy(train_set.labels)  # on the CPU, where the sampling generator is
+    train_labels = train_t.argmax(1)
 
     torch.manual_seed(cfg.seed)
-    model = create_model(cfg.model, len(CLASSES), cfg.pretrained, **cfg.model_options)
+    model = create_model(cfg.model, len(classes), cfg.pretrained, **cfg.model_options)
     if cfg.freeze_backbone:
         if cfg.pretrained is None:
             log.warning("freeze_backbone needs pretrained weights; none given, so the whole network trains")
@@ -315,7 +383,7 @@ def train(cfg: TrainConfig, out: str | os.PathLike, *, resume: bool = False, for
             for p in model.backbone.parameters():
                 p.requires_grad_(False)
     if cfg.init is not None and ckpt is None:
-        _load_init(model, cfg)
+        _load_init(model, cfg, classes)
     model.to(device)
     if cfg.channels_last:
         model.to(memory_format=torch.channels_last)
@@ -336,8 +404,8 @@ def train(cfg: TrainConfig, out: str | os.PathLike, *, resume: bool = False, for
     scaler = torch.amp.GradScaler(device.type, enabled=use_scaler)
     class_weights = None
     if cfg.balance == "loss":
-        counts = torch.bincount(train_y, minlength=len(CLASSES)).clamp(min=1).float()
-        class_weights = counts.sum() / (len(CLASSES) * counts)
+        counts = torch.bincount(train_labels, minlength=len(classes)).clamp(min=1).float()
+        class_weights = (counts.sum() / (len(classes) * counts)).to(device)
 
     start_epoch, history, best = 0, [], {"metric": -1.0, "epoch": -1}
     if ckpt is not None:
@@ -353,6 +421,9 @@ def train(cfg: TrainConfig, out: str | os.PathLike, *, resume: bool = False, for
         loaded = load_model(cfg.teacher)  # a shipped model's name, a checkpoint or a run directory
         if (loaded.meta["mean"], loaded.meta["std"]) != (FER_MEAN, FER_STD):
             raise ValueError(f"teacher {cfg.teacher} expects other input normalisation than this model")
+        if list(loaded.meta["classes"]) != list(classes):
+            raise ValueError(f"teacher {cfg.teacher} tells {', '.join(loaded.meta['classes'])}, "
+                             f"not the {', '.join(classes)} this model learns")  # fmt: skip
         teacher = loaded.model.to(device).eval()
         if cfg.channels_last:
             teacher = teacher.to(memory_format=torch.channels_last)
@@ -363,7 +434,7 @@ def train(cfg: TrainConfig, out: str | os.PathLike, *, resume: bool = False, for
     meta = {
         "model": cfg.model,
         "model_options": dict(cfg.model_options),
-        "classes": list(CLASSES),
+        "classes": list(classes),
         "input_size": [1, IMAGE_SIZE, IMAGE_SIZE],
         "mean": FER_MEAN,
         "std": FER_STD,
@@ -388,6 +459,10 @@ def train(cfg: TrainConfig, out: str | os.PathLike, *, resume: bool = False, for
         gen = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)  # same on every rank
         torch.manual_seed(cfg.seed * 100_003 + epoch * 7919 + rank)  # dropout
         order = epoch_indices(train_labels, cfg.balance, gen)
+        epoch_t = train_t
+        if cfg.targets == "probability":  # FERPlus's label drawing: one answer per face, drawn each epoch
+            epoch_t = F.one_hot(torch.multinomial(train_t, 1, generator=gen)[:, 0], len(classes)).float()
+        epoch_t = epoch_t.to(device)
         net.train()
         if cfg.freeze_backbone and cfg.pretrained is not None:
             model.backbone.eval()  # frozen: keep its batch-norm statistics too
@@ -399,7 +474,7 @@ def train(cfg: TrainConfig, out: str | os.PathLike, *, resume: bool = False, for
             idx = order[step * cfg.batch_size + rank * local_batch : step * cfg.batch_size + (rank + 1) * local_batch]
             idx = idx.to(device)
             x = augment_batch(normalize(train_x[idx]), cfg.augment, gen)
-            y = train_y[idx]
+            y = epoch_t[idx]
             if cfg.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
             with ctx:
@@ -417,7 +492,7 @@ def train(cfg: TrainConfig, out: str | os.PathLike, *, resume: bool = False, for
             scaler.update()
             sched.step()
             loss_sum += loss.detach()
-            correct += (logits.argmax(1) == y).sum()
+            correct += (logits.argmax(1) == y.argmax(1)).sum()
             if master and step % 20 == 0:
                 bar.set_postfix(loss=f"{loss.item():.3f}", lr=f"{sched.get_last_lr()[0]:.2g}")
         train_seconds += time.time() - t0
@@ -426,7 +501,7 @@ def train(cfg: TrainConfig, out: str | os.PathLike, *, resume: bool = False, for
             dist.all_reduce(correct)
         if master:
             val_loss, val_probs = _validate(model, val_x, val_y, ctx, cfg.channels_last)
-            metrics = compute_metrics(val_set.labels, val_probs.argmax(1))
+            metrics = compute_metrics(val_set.labels, val_probs.argmax(1), classes)
             row = {
                 "epoch": epoch + 1,
                 "step": (epoch + 1) * steps_per_epoch,
@@ -453,7 +528,7 @@ def train(cfg: TrainConfig, out: str | os.PathLike, *, resume: bool = False, for
                 checkpoint.save(state, out / "best.pt")
             checkpoint.save({**state, "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
                              "scaler": scaler.state_dict(), "epoch": epoch, "best": best}, out / "last.pt")  # fmt: skip
-            _log_epoch(writer, out, history, metrics, val_set, val_probs, improved)
+            _log_epoch(writer, out, history, metrics, val_set, val_probs, improved, classes)
             log.info("epoch %d/%d  train loss %.3f acc %.3f | val loss %.3f acc %.4f macro-F1 %.4f%s  (%.0fs)",
                      epoch + 1, cfg.epochs, row["train_loss"], row["train_accuracy"], val_loss,
                      metrics["accuracy"], metrics["macro_f1"], "  *best*" if improved else "",
@@ -472,7 +547,7 @@ def train(cfg: TrainConfig, out: str | os.PathLike, *, resume: bool = False, for
 
 
 def _log_epoch(writer, out: Path, history: list[dict], metrics: dict, val_set: FaceSet,
-               val_probs: np.ndarray, improved: bool) -> None:  # fmt: skip
+               val_probs: np.ndarray, improved: bool, classes: tuple[str, ...]) -> None:  # fmt: skip
     """TensorBoard scalars and figures, the JSON-lines log, and the run's plots."""
     row = history[-1]
     step = row["step"]
@@ -482,7 +557,7 @@ def _log_epoch(writer, out: Path, history: list[dict], metrics: dict, val_set: F
         writer.add_scalar(f"accuracy/{key.split('_')[0]}", row[key], step)
     writer.add_scalar("macro_f1/val", row["val_macro_f1"], step)
     writer.add_scalar("lr", row["lr"], step)
-    classes = list(CLASSES)
+    classes = list(classes)
     cm_fig = plots.confusion_matrix(metrics["confusion_matrix"], classes, f"val, epoch {row['epoch']}")
     grid_fig = plots.prediction_grid(val_set.images, val_probs, val_set.labels, classes)
     writer.add_figure("val/confusion_matrix", cm_fig, step, close=False)

@@ -23,8 +23,8 @@ if TYPE_CHECKING:  # naming and verifying shipped models needs no PyTorch; loadi
 
 WEIGHTS = Path(__file__).with_name("weights")
 MANIFEST = WEIGHTS / "manifest.json"
-PHOTO_MODEL = "accurate"  # photos: accuracy first
-STREAM_MODEL = "fast"  # video, webcam and the server: int8, about 3x faster than `default`
+PHOTO_MODEL = "fer2013-accurate"  # photos: accuracy first
+STREAM_MODEL = "fer2013-fast"  # video, webcam and the server: int8, about 3x faster than `default`
 _SHA_KEYS = {"file": "sha256", "onnx": "onnx_sha256"}
 
 
@@ -53,6 +53,11 @@ def _verified(name: str, key: str = "file") -> Path:
     if not path.is_file() or sha256(path) != entry[_SHA_KEYS[key]]:
         raise CheckpointError(f"shipped model {name!r} ({path}) is missing or damaged: reinstall emotorch")
     return path
+
+
+def shipped_path(name: str) -> Path:
+    """The verified checkpoint file of a shipped model."""
+    return _verified(name)
 
 
 def load_shipped(name: str) -> LoadedModel:

@@ -25,7 +25,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from emotorch.choices import CATEGORIES, CATEGORY_NAMES, FEEDBACK_KINDS, LEARNED_STRATEGIES, STRATEGIES
-from emotorch.data import CLASSES
+from emotorch.data import CLASSES, FERPLUS_CLASSES
 from emotorch.recommend.catalog import STARTER_CATALOG, import_file, item_dict
 from emotorch.recommend.db import (
     BanditArm,
@@ -44,19 +44,21 @@ from emotorch.recommend.db import (
 # placements used in affective computing): valence, arousal in [-1, 1].
 EMOTION_VA: dict[str, tuple[float, float]] = {
     "angry": (-0.6, 0.7), "disgust": (-0.65, 0.35), "fear": (-0.65, 0.65), "happy": (0.8, 0.45),
-    "neutral": (0.0, 0.0), "sad": (-0.7, -0.45), "surprise": (0.35, 0.75),
+    "neutral": (0.0, 0.0), "sad": (-0.7, -0.45), "surprise": (0.35, 0.75), "contempt": (-0.55, 0.25),
 }  # fmt: skip
 # Where ``uplift`` aims for each emotion: comfort for sad, calm for angry and afraid.
 UPLIFT_VA: dict[str, tuple[float, float]] = {
     "angry": (0.35, -0.45), "disgust": (0.45, 0.0), "fear": (0.4, -0.35), "happy": (0.8, 0.45),
-    "neutral": (0.55, 0.2), "sad": (0.5, -0.1), "surprise": (0.55, 0.5),
+    "neutral": (0.55, 0.2), "sad": (0.5, -0.1), "surprise": (0.55, 0.5), "contempt": (0.5, 0.15),
 }  # fmt: skip
 UPLIFT_WORD = {"angry": "calming", "disgust": "refreshing", "fear": "reassuring", "happy": "upbeat",
-               "neutral": "pleasant", "sad": "comforting", "surprise": "exciting"}  # fmt: skip
+               "neutral": "pleasant", "sad": "comforting", "surprise": "exciting",
+               "contempt": "warm-hearted"}  # fmt: skip
 MATCH_WORD = {"angry": "intense", "disgust": "edgy", "fear": "suspenseful", "happy": "joyful",
-              "neutral": "easy-going", "sad": "gentle, reflective", "surprise": "surprising"}  # fmt: skip
+              "neutral": "easy-going", "sad": "gentle, reflective", "surprise": "surprising",
+              "contempt": "wry"}  # fmt: skip
 AS_ADJECTIVE = {"angry": "angry", "disgust": "disgusted", "fear": "afraid", "happy": "happy", "neutral": "calm",
-                "sad": "sad", "surprise": "surprised"}  # fmt: skip
+                "sad": "sad", "surprise": "surprised", "contempt": "unimpressed"}  # fmt: skip
 NOUN = {"product": "pick", "place": "place to visit", "food": "dish", "song": "song", "movie": "film"}
 DEFAULT_STRATEGY = {"product": "uplift", "place": "uplift", "food": "uplift", "song": "match", "movie": "match"}
 SUM_TOLERANCE = 0.05  # probabilities summing this close to 1 are renormalised; others are refused
@@ -68,6 +70,19 @@ TAG_PRIOR = 5.0  # pseudo-impressions at the viewer's overall rate that each tag
 OFTEN_CLICKS = 3  # picks of a tag before a reason may say "you often pick" it
 ARM_PRIOR = 5.0  # ridge strength of an item's bandit arm: pseudo-impressions without a click
 NEAR_DUPLICATE = 0.75  # tag Jaccard similarity at which two items count as near-duplicates
+
+
+def _arm_stats(arm: BanditArm | None, dim: int) -> tuple[np.ndarray, np.ndarray]:
+    """An arm's (A, b) in a ``dim``-sized context; arms stored before contempt joined the context (7
+    probabilities and a bias) get its row and column as if it had never been seen."""
+    if arm is None or arm.a is None:
+        return np.eye(dim), np.zeros(dim)
+    a, b = np.asarray(arm.a, np.float64), np.asarray(arm.b, np.float64)
+    if len(b) == dim - 1:  # insert contempt before the bias term
+        a = np.insert(np.insert(a, dim - 2, 0.0, axis=0), dim - 2, 0.0, axis=1)
+        a[dim - 2, dim - 2] = 1.0
+        b = np.insert(b, dim - 2, 0.0)
+    return a, b
 
 
 class ItemNotFound(ValueError):
@@ -84,20 +99,21 @@ def _category(name: str) -> str:
 
 @dataclass(frozen=True)
 class Mood:
-    """An emotion probability vector and where it sits in the valence/arousal plane."""
+    """An emotion probability vector over FER+'s eight classes (:data:`FERPLUS_CLASSES`; a FER2013
+    model's seven leave contempt at 0) and where it sits in the valence/arousal plane."""
 
     probs: tuple[float, ...]
 
     @property
     def emotion(self) -> str:
-        return CLASSES[int(np.argmax(self.probs))]
+        return FERPLUS_CLASSES[int(np.argmax(self.probs))]
 
     @property
     def confidence(self) -> float:
         return float(max(self.probs))
 
     def point(self, table: Mapping[str, tuple[float, float]]) -> np.ndarray:
-        return np.asarray(self.probs) @ np.asarray([table[c] for c in CLASSES])
+        return np.asarray(self.probs) @ np.asarray([table[c] for c in FERPLUS_CLASSES])
 
     @property
     def negative(self) -> bool:
@@ -105,27 +121,31 @@ class Mood:
         return bool(self.point(EMOTION_VA)[0] < 0)
 
     def context(self) -> np.ndarray:
-        """The bandit's context vector: the 7 probabilities and a bias term."""
+        """The bandit's context vector: the 8 probabilities and a bias term."""
         return np.append(np.asarray(self.probs), 1.0)
 
 
 def mood(emotion: str | None = None, probs: Mapping[str, float] | Sequence[float] | None = None) -> Mood:
-    """A :class:`Mood` from a label (certain) or a probability vector (by name or in class order)."""
+    """A :class:`Mood` from a label (certain) or a probability vector (by name, or in the class order of
+    FER2013's seven or FER+'s eight classes)."""
     if (emotion is None) == (probs is None):
         raise ValueError("give exactly one of an emotion label or a probability vector")
+    names = ", ".join(FERPLUS_CLASSES)
     if emotion is not None:
-        if emotion not in CLASSES:
-            raise ValueError(f"unknown emotion {emotion!r}; expected one of {', '.join(CLASSES)}")
-        return Mood(tuple(float(c == emotion) for c in CLASSES))
+        if emotion not in FERPLUS_CLASSES:
+            raise ValueError(f"unknown emotion {emotion!r}; expected one of {names}")
+        return Mood(tuple(float(c == emotion) for c in FERPLUS_CLASSES))
     if isinstance(probs, Mapping):
-        unknown = set(probs) - set(CLASSES)
+        unknown = set(probs) - set(FERPLUS_CLASSES)
         if unknown:
-            raise ValueError(f"unknown emotion(s) {', '.join(sorted(unknown))}; expected {', '.join(CLASSES)}")
-        values = [float(probs.get(c, 0.0)) for c in CLASSES]
+            raise ValueError(f"unknown emotion(s) {', '.join(sorted(unknown))}; expected {names}")
+        values = [float(probs.get(c, 0.0)) for c in FERPLUS_CLASSES]
     else:
         values = [float(p) for p in probs]
-        if len(values) != len(CLASSES):
-            raise ValueError(f"a probability vector has {len(CLASSES)} values ({', '.join(CLASSES)})")
+        if len(values) not in (len(CLASSES), len(FERPLUS_CLASSES)):
+            raise ValueError(f"a probability vector has {len(CLASSES)} values ({', '.join(CLASSES)}) "
+                             f"or {len(FERPLUS_CLASSES)} ({names})")  # fmt: skip
+        values += [0.0] * (len(FERPLUS_CLASSES) - len(values))
     if not all(np.isfinite(v) and 0.0 <= v <= 1.0 for v in values):
         raise ValueError("each probability must be a number within [0, 1]")
     total = sum(values)
@@ -333,9 +353,9 @@ class Recommender:
     def _ucb(self, arm: BanditArm | None, x: np.ndarray) -> float:
         """LinUCB: expected click rate in this context (ridge-shrunk toward 0 by ``arm_prior``
         pseudo-impressions, :data:`ARM_PRIOR`, and clipped to [0, 1]) plus an exploration bonus."""
-        a = np.asarray(arm.a) if arm is not None else np.eye(len(x))
+        a, b = _arm_stats(arm, len(x))
         a_inv = np.linalg.inv(a + (self.arm_prior - 1) * np.eye(len(x)))  # stored arms start from the identity
-        expected = float(np.clip(a_inv @ np.asarray(arm.b) @ x, 0.0, 1.0)) if arm is not None else 0.0
+        expected = float(np.clip(a_inv @ b @ x, 0.0, 1.0))
         return float(self.learned_weight * expected + self.alpha * np.sqrt(x @ a_inv @ x))
 
     def _diverse_top(self, scored: list, n: int) -> list:
@@ -375,7 +395,7 @@ class Recommender:
         with Session(self.engine) as session:
             if session.get(Item, item_id) is None:
                 raise ItemNotFound(f"no item {item_id!r} in the catalog")
-        unknown = mood(probs=[1 / len(CLASSES)] * len(CLASSES))  # no mood given: every emotion equally likely
+        unknown = mood(probs=[1 / len(FERPLUS_CLASSES)] * len(FERPLUS_CLASSES))  # no mood given: all equally likely
         self._record(current or unknown, [(item_id, None)], kind, user_id, session_id)
 
     def _record(self, current: Mood, shown: list[tuple[str, str | None]], kind: str, user_id: str | None,
@@ -400,11 +420,13 @@ class Recommender:
                                   strategy=strategy, context=list(current.probs) if keep_context else None))
                 if strategy is not None:
                     self._count(session, scopes, item_id, current.negative, strategy, kind)
-                arm = arms.get(item_id) or BanditArm(item_id=item_id, a=np.eye(len(x)).tolist(), b=[0.0] * len(x))
+                arm = arms.get(item_id) or BanditArm(item_id=item_id)
+                a, b = _arm_stats(arm, len(x))
                 if kind == "impression" or not was_shown:  # a click on an unrecorded showing: it was seen too
-                    arm.a = (np.asarray(arm.a) + np.outer(x, x)).tolist()
+                    a = a + np.outer(x, x)
                 if kind != "impression":
-                    arm.b = (np.asarray(arm.b) + x).tolist()
+                    b = b + x
+                arm.a, arm.b = a.tolist(), b.tolist()
                 session.add(arm)
 
         self._write(work)

@@ -7,11 +7,12 @@ from typing import Annotated, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from emotorch.choices import CATEGORY_NAMES, FEEDBACK_KINDS, STRATEGIES
+from emotorch.data import FERPLUS_CLASSES
 from emotorch.recommend.db import canonical_category
 from emotorch.recommend.engine import SUM_TOLERANCE
 
 Id = Field(default=None, min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.:-]+$")
-Emotion = Literal["angry", "disgust", "fear", "happy", "neutral", "sad", "surprise"]
+Emotion = Literal[FERPLUS_CLASSES]  # FER+'s eight: FER2013's seven and contempt
 # singular or plural ("song", "songs"), always handed on as the singular
 Category = Annotated[Literal[CATEGORY_NAMES], AfterValidator(canonical_category)]
 Probabilities = dict[Emotion, Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)]]

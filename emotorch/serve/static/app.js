@@ -2,7 +2,7 @@
 // probabilities, and recommendations that follow the mood. No frame is kept by the page.
 "use strict";
 
-const EMOTIONS = ["angry", "disgust", "fear", "happy", "neutral", "sad", "surprise"];
+let EMOTIONS = []; // the classes of the model the server runs, from its first answer
 const CATEGORIES = ["product", "place", "food", "song", "movie"];
 const FRAME_INTERVAL_MS = 200; // at most 5 frames a second: "a few times a second"
 const SEND_WIDTH = 480; // frames are downscaled before they leave the browser
@@ -188,6 +188,11 @@ function clearOverlay() {
 function show(result, media) {
   const faces = result.faces;
   const face = faces.reduce((a, b) => (b.box[2] * b.box[3] > (a ? a.box[2] * a.box[3] : 0) ? b : a), null);
+  if (result.model.classes.join() !== EMOTIONS.join()) { // FER2013's seven or FER+'s eight
+    EMOTIONS = result.model.classes;
+    state.smoothed = null;
+    buildBars();
+  }
   drawBoxes(faces, face, result, media);
   if (!face) {
     $("emotion").textContent = "no face in view";
