@@ -19,7 +19,8 @@ import numpy as np
 
 from emotorch.data import load_dataset
 from emotorch.detect import FER_TEMPLATE, YuNetDetector, align
-from emotorch.evaluate import compute_metrics, load_model, predict_proba
+from emotorch.evaluate import compute_metrics
+from emotorch.inference import load_model, predict_proba
 
 SCALE, PAD = 4, 48
 

@@ -21,7 +21,8 @@ import torch
 
 from emotorch import checkpoint
 from emotorch.data import load_dataset
-from emotorch.evaluate import TTA_PAD, compute_metrics, predict_logits
+from emotorch.evaluate import compute_metrics
+from emotorch.inference import TTA_PAD, predict_logits
 from emotorch.train import precise_batchnorm
 
 DEFAULT_DATA = Path(__file__).parents[1] / ".." / "shared" / "fer2013"

@@ -25,8 +25,8 @@ from skimage.data import astronaut
 
 from emotorch import zoo
 from emotorch.detect import YuNetDetector, align
-from emotorch.evaluate import load_model, predict_proba
 from emotorch.export import onnx_backend
+from emotorch.inference import load_model, predict_proba
 from emotorch.pipeline import EmotionRecognizer
 from emotorch.video import FaceFollower
 

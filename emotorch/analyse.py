@@ -383,7 +383,7 @@ def _classify_batches(scans: Iterator[Scan], recognizer, batch_size: int,
     """Classify the faces of many files together: a call once ``batch_size`` faces (or files) wait,
     or the oldest has waited ``max_wait_s``, so results keep reaching the disk. Files come out in
     the order they arrived."""
-    from emotorch.evaluate import predict_proba
+    from emotorch.inference import predict_proba
 
     pending: list[Scan] = []
     since, waiting = 0.0, 0

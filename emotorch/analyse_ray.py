@@ -46,7 +46,7 @@ class _Classifier:
         self.recognizer = EmotionRecognizer(model, backend=backend)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        from emotorch.evaluate import predict_proba
+        from emotorch.inference import predict_proba
 
         faces = batch["row"] == "face"
         probs = np.zeros((len(faces), len(self.recognizer.classes)), np.float32)

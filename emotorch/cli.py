@@ -17,7 +17,15 @@ from emotorch import threads
 # light imports only: `emotorch --help` must not wait for PyTorch; each command imports what it uses
 from emotorch.choices import BACKENDS, ENGINES, FEEDBACK_KINDS, STRATEGIES
 from emotorch.data import FERPLUS_CLASSES, TARGETS, VOTE_NAMES
-from emotorch.errors import CatalogBusy, CatalogError, CheckpointError, DatabaseUnavailable, DataError
+from emotorch.errors import (
+    CatalogBusy,
+    CatalogError,
+    CheckpointError,
+    DatabaseUnavailable,
+    DataError,
+    MissingExtra,
+    require_torch,  # fmt: skip
+)
 from emotorch.zoo import PHOTO_MODEL, STREAM_MODEL
 
 EXIT_FAILED = 1  # an input (photo, video, data set, checkpoint) could not be read or used
@@ -183,7 +191,8 @@ def build_parser() -> argparse.ArgumentParser:
     for p, default in ((ev, None), (pr, None), (vid, "auto"), (cam, "auto")):
         p.add_argument("--backend", choices=BACKENDS, default=default,
                        help="inference engine; auto: ONNX Runtime where it works (default: "
-                            + (f"{default})" if default else "the model's own: auto for fast, torch for the others)"))
+                            + (f"{default})" if default else "the model's own: ONNX Runtime for shipped models and "
+                               ".onnx files, PyTorch for checkpoints)"))  # fmt: skip
 
     an = sub.add_parser("analyse", help="emotions of every face in many photos and videos, resumable, in parallel")
     an.add_argument("inputs", nargs="+", metavar="INPUT",
@@ -398,11 +407,10 @@ def cmd_train(args: argparse.Namespace) -> None:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
-    from emotorch import plots
-    from emotorch.evaluate import evaluate, load_model, load_split, predict_proba, write_predictions
-    from emotorch.export import serve_with
+    from emotorch.evaluate import evaluate, load_split, write_predictions
+    from emotorch.inference import load_model, predict_proba
 
-    model = serve_with(load_model(args.model), args.backend)
+    model = load_model(args.model, args.backend)
     split, faces = load_split(args.data, args.split, labels=args.labels, skip_bad=args.skip_bad,
                               skip_unknown=args.skip_unknown)  # fmt: skip
     classes = model.meta["classes"]
@@ -418,6 +426,8 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     metrics, probs, scored = evaluate(model, faces, tta=args.tta)
     metrics = {"model": model.source, "data": str(args.data), "split": split} | metrics
     if args.out:
+        from emotorch import plots
+
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)
         plots.save(plots.confusion_matrix(metrics["confusion_matrix"], classes, f"{split} ({len(scored)} faces)"),
@@ -572,15 +582,15 @@ def cmd_package(args: argparse.Namespace) -> None:
 
 def cmd_export(args: argparse.Namespace) -> None:
     from emotorch.data import load_dataset
-    from emotorch.evaluate import load_model
     from emotorch.export import calibration_sample, export_onnx, quantize_onnx
+    from emotorch.inference import load_model
 
     if args.int8 and not args.data:
         raise ValueError("--int8 needs --data: training faces calibrate the int8 activation ranges")
     dest = Path(args.out)
     if dest.exists() and not args.force:
         raise FileExistsError(f"{dest} exists; pass --force to overwrite it")
-    model = load_model(args.model)
+    model = load_model(args.model, "torch")
     if args.int8:
         print(quantize_onnx(model, dest, calibration_sample(load_dataset(args.data).split("train"))))
     else:
@@ -719,7 +729,7 @@ def cmd_user(args: argparse.Namespace) -> None:
 def cmd_serve(args: argparse.Namespace) -> None:
     import uvicorn
 
-    from emotorch.evaluate import load_model
+    from emotorch.inference import load_model
     from emotorch.recommend import open_database
     from emotorch.serve.app import ENV, Settings
 
@@ -788,6 +798,7 @@ def cmd_forget(args: argparse.Namespace) -> None:
     print(f"forgot user {args.user}: {removed} events deleted")
 
 
+NEEDS_TORCH = {"train", "package", "export", "models"}  # the `train` extra's commands
 COMMANDS = {
     "models": cmd_models, "train": cmd_train, "evaluate": cmd_evaluate, "data": cmd_data_stats,
     "predict": cmd_predict, "video": cmd_video, "export": cmd_export, "webcam": cmd_webcam,
@@ -808,10 +819,13 @@ def main(argv: list[str] | None = None) -> int:
     ours.setLevel(logging.WARNING if args.quiet else logging.INFO)
     ours.propagate = False
     try:
+        if args.command in NEEDS_TORCH:
+            require_torch(f"emotorch {args.command}")
         if hasattr(args, "threads") and args.command != "serve":  # serve: each worker sets its own
             threads.configure(args.threads)
         return COMMANDS[args.command](args) or 0
-    except (DataError, CheckpointError, CatalogError, FileNotFoundError, CatalogBusy, DatabaseUnavailable) as e:
+    except (DataError, CheckpointError, CatalogError, FileNotFoundError, CatalogBusy, DatabaseUnavailable,
+            MissingExtra) as e:  # fmt: skip
         print(f"emotorch: error: {e}", file=sys.stderr)  # an input, file or database could not be used
         return EXIT_FAILED
     except (ValueError, FileExistsError) as e:  # the command asked for something it cannot do

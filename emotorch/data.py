@@ -666,10 +666,8 @@ def _read_cache(file: Path, path: Path, fmt: str) -> Dataset | None:
 
 
 def normalize(images, mean: float = FER_MEAN, std: float = FER_STD):
-    """uint8 faces (N, 48, 48) as a numpy array or tensor -> float tensor (N, 1, 48, 48)."""
-    import torch
-
-    x = torch.as_tensor(images)
-    if x.ndim == 3:
-        x = x.unsqueeze(1)
-    return (x.float() / 255.0 - mean) / std
+    """uint8 faces (N, 48, 48) -> float32 (N, 1, 48, 48): a numpy array for a numpy array (inference
+    needs no PyTorch), a tensor for a tensor (training, on its device)."""
+    x = images[:, None] if images.ndim == 3 else images
+    x = x.astype(np.float32) if isinstance(x, np.ndarray) else x.float()
+    return (x / 255.0 - mean) / std

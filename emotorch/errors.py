@@ -26,3 +26,15 @@ class CatalogBusy(RuntimeError):
 
 class DatabaseUnavailable(RuntimeError):
     """The database cannot be opened, read or written; the message names it and says why, in one line."""
+
+
+class MissingExtra(RuntimeError):
+    """A command needs an optional part (PyTorch: the ``train`` extra) that is not installed."""
+
+
+def require_torch(what: str) -> None:
+    """Raise :class:`MissingExtra` in one line when PyTorch (the ``train`` extra) is not installed."""
+    import importlib.util
+
+    if importlib.util.find_spec("torch") is None:
+        raise MissingExtra(f'{what} needs PyTorch, which this lean install lacks: pip install "emotorch[train]"')

@@ -1,104 +1,31 @@
-"""Evaluation: predictions (with optional flip + ten-crop TTA) and metrics as plain data."""
+"""Evaluation: metrics as plain data, against labels or the FER+ majority and its votes (no PyTorch)."""
 
 from __future__ import annotations
 
 import csv
 import itertools
 import os
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
-from torch import Tensor, nn
-from torch.nn import functional as F
 
-from emotorch import checkpoint
-from emotorch.data import CLASSES, VOTE_NAMES, DataError, FaceSet, load_dataset, normalize
-
-# ten-crop: reflect-pad by 2 px, take 48x48 crops at the corners and centre, and flip. On val a 2 px shift
-# beat 4 px for every trained run and 26 of 31 ensembles of them (docs/MODEL_CARD.md, "Test-time augmentation").
-TTA_PAD = 2
-
-
-@dataclass
-class LoadedModel:
-    """A model ready for inference plus the metadata its preprocessing comes from."""
-
-    model: nn.Module
-    meta: dict[str, Any]
-    history: list[dict[str, Any]]
-    source: str
-    onnx: Path | None = None  # an ONNX file shipped with the model, served by the ONNX Runtime backend
-
-
-def load_model(name_or_path: str | os.PathLike) -> LoadedModel:
-    """Load a shipped model by name, a checkpoint file, or a run directory (its ``best.pt``)."""
-    from emotorch import zoo
-
-    path = Path(name_or_path).expanduser()
-    if not path.exists():
-        if str(name_or_path) in zoo.shipped():
-            return zoo.load_shipped(str(name_or_path))
-        known = ", ".join(zoo.shipped()) or "none yet"
-        raise checkpoint.CheckpointError(
-            f"{name_or_path}: no such checkpoint file, run directory or shipped model (shipped: {known})"
-        )
-    ckpt = checkpoint.load(path)
-    return LoadedModel(checkpoint.build_model(ckpt, path), ckpt["meta"], ckpt.get("history", []), str(path))
-
-
-def tta_views(x: Tensor, pad: int = TTA_PAD) -> list[Tensor]:
-    """Ten views of a (N, C, H, W) batch: 5 crops of a copy reflect-padded by ``pad``, each also flipped."""
-    h, w = x.shape[-2:]
-    padded = F.pad(x, (pad,) * 4, mode="reflect")
-    offsets = ((0, 0), (0, 2 * pad), (2 * pad, 0), (2 * pad, 2 * pad), (pad, pad))
-    crops = [padded[..., i : i + h, j : j + w] for i, j in offsets]
-    return crops + [c.flip(-1) for c in crops]
-
-
-@torch.no_grad()
-def predict_logits(
-    model: nn.Module,
-    images: np.ndarray,
-    meta: dict[str, Any],
-    *,
-    tta: bool = False,
-    tta_pad: int = TTA_PAD,
-    batch_size: int = 256,
-    device: str | torch.device = "cpu",
-) -> np.ndarray:
-    """Logits (N, K) for uint8 faces (N, 48, 48), preprocessed from ``meta``; TTA averages views."""
-    model = model.to(device).eval()
-    out = [torch.zeros(0, len(meta["classes"]))]
-    for i in range(0, len(images), batch_size):
-        x = normalize(images[i : i + batch_size], meta["mean"], meta["std"]).to(device)
-        views = tta_views(x, tta_pad) if tta else [x]
-        out.append(torch.stack([model(v).float() for v in views]).mean(0).cpu())
-    return torch.cat(out).numpy()
-
-
-def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
-    return F.softmax(torch.from_numpy(logits) / temperature, dim=1).numpy()
-
-
-def predict_proba(model: nn.Module, images: np.ndarray, meta: dict[str, Any], *, tta: bool = False,
-                  device: str | torch.device = "cpu") -> np.ndarray:  # fmt: skip
-    """Calibrated class probabilities (N, K): softmax of the logits over the model's temperature."""
-    logits = predict_logits(model, images, meta, tta=tta, device=device)
-    return softmax(logits, float(meta.get("temperature", 1.0)))
+from emotorch.data import CLASSES, VOTE_NAMES, DataError, FaceSet, load_dataset
+from emotorch.inference import LoadedModel, predict_proba
 
 
 def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> float:
     """The temperature T minimising the negative log-likelihood of softmax(logits / T) (Guo et al. 2017);
     ``labels`` are class indices (N,) or target distributions (N, K) such as crowd votes."""
+    import torch
+    from torch.nn import functional as F
+
     z, y = torch.from_numpy(logits).double(), torch.from_numpy(labels)
     y = y.double() if y.is_floating_point() else y
     log_t = torch.zeros(1, dtype=torch.float64, requires_grad=True)
     opt = torch.optim.LBFGS([log_t], lr=0.1, max_iter=200, line_search_fn="strong_wolfe")
 
-    def closure() -> Tensor:
+    def closure() -> torch.Tensor:
         opt.zero_grad()
         loss = F.cross_entropy(z / log_t.exp(), y)
         loss.backward()
@@ -213,7 +140,7 @@ def evaluate(
     faces: FaceSet,
     *,
     tta: bool = False,
-    device: str | torch.device = "cpu",
+    device: Any = "cpu",
 ) -> tuple[dict, np.ndarray, FaceSet]:
     """Metrics of ``model`` on labelled ``faces``, with the probabilities and the faces they describe.
 

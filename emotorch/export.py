@@ -13,32 +13,66 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch import Tensor, nn
 
 from emotorch.choices import BACKENDS
 from emotorch.data import FaceSet, cache_dir, normalize
-from emotorch.evaluate import LoadedModel
+from emotorch.inference import METADATA_KEY, LoadedModel, OnnxModel
 
 log = logging.getLogger(__name__)
 
-METADATA_KEYS = ("model", "model_options", "classes", "input_size", "mean", "std", "temperature")
+# what an ONNX file carries, so that it is usable (and its model described) without the checkpoint
+METADATA_KEYS = ("name", "model", "model_options", "classes", "input_size", "mean", "std", "temperature", "tta",
+                 "parameters", "val_metrics", "recipe", "licence")  # fmt: skip
 CALIBRATION_FACES = 2048  # training faces that calibrate an int8 model's activation ranges
 
 
-def export_onnx(model: LoadedModel, path: str | os.PathLike) -> Path:
-    """Write the model as ONNX (input ``faces`` (N, 1, 48, 48), output ``logits``), batch size dynamic.
+def export_onnx(model: LoadedModel, path: str | os.PathLike, *, half_weights: bool = False) -> Path:
+    """Write the model as one ONNX file (input ``faces`` (N, 1, 48, 48), output ``logits``), batch size
+    dynamic; an ensemble becomes one graph.
 
     The checkpoint's metadata (classes, input size, mean/std, temperature) travels in the
-    file's metadata as JSON under ``emotorch``, so the ONNX file is usable on its own.
+    file's metadata as JSON under ``emotorch``, so the ONNX file is usable on its own. With
+    ``half_weights`` (shipped models, whose weights are float16 already) the weights are stored as
+    float16 and cast to float32 when the session loads: half the file, the same numbers.
     """
     path = Path(path)
     net = model.model.float().eval().cpu()
     example = torch.zeros(2, *model.meta["input_size"])
     batch = torch.export.Dim("batch")
+    # half_weights: the graph unoptimised, its weights as trained (ONNX Runtime folds batch norm when it loads)
     torch.onnx.export(net, (example,), str(path), input_names=["faces"], output_names=["logits"],
-                      dynamic_shapes=({0: batch},), dynamo=True, verbose=False)  # fmt: skip
+                      dynamic_shapes=({0: batch},), dynamo=True, external_data=False, optimize=not half_weights,
+                      verbose=False)  # fmt: skip
+    if half_weights:
+        _store_half(path)
     set_metadata(path, model.meta)
     return path
+
+
+def _store_half(path: Path) -> None:
+    """Replace each float32 weight that float16 holds exactly by a float16 copy and a Cast node (folded
+    when ONNX Runtime loads the file): no number changes."""
+    import onnx
+    from onnx import helper, numpy_helper
+
+    proto = onnx.load(str(path))
+    graph = proto.graph
+    casts, keep = [], []
+    for init in graph.initializer:
+        value = numpy_helper.to_array(init)
+        # only weights that float16 holds exactly (constants the exporter derived from them stay float32)
+        if init.data_type != onnx.TensorProto.FLOAT or not np.array_equal(value.astype(np.float16), value):
+            keep.append(init)
+            continue
+        half = numpy_helper.from_array(value.astype(np.float16), f"{init.name}__fp16")
+        keep.append(half)
+        casts.append(helper.make_node("Cast", [half.name], [init.name], to=onnx.TensorProto.FLOAT))
+    del graph.initializer[:]
+    graph.initializer.extend(keep)
+    nodes = casts + list(graph.node)
+    del graph.node[:]
+    graph.node.extend(nodes)
+    onnx.save(proto, str(path))
 
 
 def set_metadata(path: str | os.PathLike, meta: dict[str, Any]) -> None:
@@ -46,11 +80,11 @@ def set_metadata(path: str | os.PathLike, meta: dict[str, Any]) -> None:
     import onnx
 
     proto = onnx.load(str(path))
-    kept = [p for p in proto.metadata_props if p.key != "emotorch"]
+    kept = [p for p in proto.metadata_props if p.key != METADATA_KEY]
     del proto.metadata_props[:]
     proto.metadata_props.extend(kept)
     entry = proto.metadata_props.add()
-    entry.key, entry.value = "emotorch", json.dumps({k: meta[k] for k in METADATA_KEYS if k in meta})
+    entry.key, entry.value = METADATA_KEY, json.dumps({k: meta[k] for k in METADATA_KEYS if k in meta})
     onnx.save(proto, str(path))
 
 
@@ -72,7 +106,7 @@ def quantize_onnx(model: LoadedModel, path: str | os.PathLike, calibration: np.n
     class Faces(CalibrationDataReader):
         def __init__(self) -> None:
             self.batches: Iterator[dict[str, np.ndarray]] = (
-                {"faces": normalize(calibration[i : i + 64], meta["mean"], meta["std"]).numpy()}
+                {"faces": normalize(calibration[i : i + 64], meta["mean"], meta["std"])}
                 for i in range(0, len(calibration), 64)
             )
 
@@ -88,28 +122,6 @@ def quantize_onnx(model: LoadedModel, path: str | os.PathLike, calibration: np.n
                         activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)  # fmt: skip
     set_metadata(path, meta)
     return path
-
-
-class OnnxModel(nn.Module):
-    """An ONNX Runtime session behind the ``nn.Module`` call that inference code already makes."""
-
-    def __init__(self, path: str | os.PathLike, threads: int | None = None) -> None:
-        super().__init__()
-        import onnxruntime as ort
-
-        from emotorch.threads import current
-
-        options = ort.SessionOptions()
-        threads = threads or current()  # the process's thread budget, when one was set
-        if threads:
-            options.intra_op_num_threads = threads
-        # idle worker threads must not spin: the face detector shares the same few cores
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-
-    def forward(self, x: Tensor) -> Tensor:
-        faces = np.ascontiguousarray(x.detach().float().cpu().numpy())
-        return torch.from_numpy(self.session.run(["logits"], {"faces": faces})[0])
 
 
 def onnx_backend(model: LoadedModel) -> LoadedModel:
@@ -131,14 +143,11 @@ def onnx_backend(model: LoadedModel) -> LoadedModel:
 
 
 def serve_with(model: LoadedModel, backend: str | None = None) -> LoadedModel:
-    """The model on an inference engine: ``torch``; ``onnx`` (ONNX Runtime); ``auto`` (ONNX Runtime
-    where it loads, else PyTorch); None: the model's own setting, ``auto`` for a model that ships an
-    ONNX file (``fast``, whose val metrics are its int8 file's) and ``torch`` for the others."""
+    """A PyTorch model on an inference engine: ``torch`` or None (as it is); ``onnx`` (ONNX Runtime);
+    ``auto`` (ONNX Runtime where it loads, else PyTorch). A model already on ONNX Runtime stays there."""
     if backend is not None and backend not in BACKENDS:
         raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, not {backend!r}")
-    if backend is None:
-        backend = "auto" if model.onnx is not None else "torch"
-    if backend == "torch":
+    if isinstance(model.model, OnnxModel) or backend in (None, "torch"):
         return model
     try:
         return onnx_backend(model)

@@ -1,6 +1,7 @@
 """Shipping models inside the package (maintainers): a run, or an ensemble of runs, becomes float16
-weights in ``emotorch/weights`` with its sha256 in the manifest, a temperature fitted on val and,
-on request, an int8 ONNX file. :mod:`emotorch.zoo` reads what this writes."""
+weights in ``emotorch/weights`` and an ONNX file (one graph, also for an ensemble; int8 on
+request) with their sha256 in the manifest and a temperature fitted on val. What is measured and
+shipped for inference is the ONNX file. :mod:`emotorch.zoo` reads what this writes."""
 
 from __future__ import annotations
 
@@ -46,25 +47,17 @@ def combine(runs: list[str | Path]) -> dict[str, Any]:
 
 def package(runs: str | Path | list[str | Path], name: str, *, data: str | Path, recipe: str,
             tta: bool = False, int8: bool = False, precise_bn: bool = True) -> dict[str, Any]:  # fmt: skip
-    """Ship a run's best checkpoint (or an ensemble of several runs) as ``name``: fp16 weights, and
-    with ``int8`` also an int8 ONNX file calibrated on training faces, which then is what the val
-    metrics and the temperature (fitted on val) describe. With ``precise_bn`` the batch-norm
-    statistics are first recomputed on the clean training faces. Returns the manifest entry;
-    ``recipe`` is the command(s) that reproduce the run(s).
+    """Ship a run's best checkpoint (or an ensemble of several runs) as ``name``: fp16 weights and an
+    ONNX file (``int8``: int8, calibrated on training faces), which is what the val metrics and the
+    temperature (fitted on val: to the crowd's votes where the data has them) describe. With
+    ``precise_bn`` the batch-norm statistics are first recomputed on the clean training faces.
+    Returns the manifest entry; ``recipe`` is the command(s) that reproduce the run(s).
     """
     from emotorch import checkpoint
     from emotorch.data import load_dataset
-    from emotorch.evaluate import (
-        LoadedModel,
-        compute_metrics,
-        fit_temperature,
-        predict_logits,
-        scorable,
-        score,
-        softmax,
-        vote_distribution,
-    )
-    from emotorch.export import OnnxModel, calibration_sample, quantize_onnx, set_metadata
+    from emotorch.evaluate import compute_metrics, fit_temperature, scorable, score, vote_distribution
+    from emotorch.export import calibration_sample, export_onnx, quantize_onnx, set_metadata
+    from emotorch.inference import LoadedModel, OnnxModel, predict_logits, softmax
     from emotorch.train import precise_batchnorm
 
     ckpt = combine(runs if isinstance(runs, list) else [runs])
@@ -81,16 +74,19 @@ def package(runs: str | Path | list[str | Path], name: str, *, data: str | Path,
     model = checkpoint.build_model(ckpt | {"model": {k: v.float() if v.is_floating_point() else v
                                                       for k, v in state.items()}})  # fmt: skip
     zoo.WEIGHTS.mkdir(exist_ok=True)
-    onnx_path = zoo.WEIGHTS / f"{name}.onnx"
-    onnx_path.unlink(missing_ok=True)  # a stale int8 file must not outlive the weights it came from
-    served = model
+    onnx_path = zoo.WEIGHTS / f"{name}.onnx"  # every model ships ONNX: inference needs no PyTorch
+    onnx_path.unlink(missing_ok=True)  # a stale file must not outlive the weights it came from
+    loaded = LoadedModel(model, meta, [], name)
     if int8:
         sample = calibration_sample(train)
-        quantize_onnx(LoadedModel(model, meta, [], name), onnx_path, sample)
+        quantize_onnx(loaded, onnx_path, sample)
         float_pred = predict_logits(model, val.images, meta, tta=tta).argmax(1)
-        served = OnnxModel(onnx_path)
-        extra |= {"onnx": onnx_path.name, "calibration_faces": len(sample),
+        extra |= {"calibration_faces": len(sample),
                   "float_val_accuracy": compute_metrics(val.labels, float_pred, val.classes)["accuracy"]}  # fmt: skip
+    else:
+        export_onnx(loaded, onnx_path, half_weights=True)
+    extra |= {"onnx": onnx_path.name, "onnx_int8": int8}
+    served = OnnxModel(onnx_path)  # what ships is what is measured
     logits = predict_logits(served, val.images, meta, tta=tta)
     # with crowd votes the probabilities are fitted to what the taggers said, else to the labels
     votes = val.votes is not None
@@ -120,9 +116,8 @@ def package(runs: str | Path | list[str | Path], name: str, *, data: str | Path,
         "tta": tta,
         "temperature": temperature,
     }
-    if int8:
-        set_metadata(onnx_path, meta)  # now with the temperature fitted on its own logits
-        entry |= {"onnx": onnx_path.name, "onnx_sha256": zoo.sha256(onnx_path)}
+    set_metadata(onnx_path, meta)  # now with the temperature fitted on its own logits
+    entry |= {"onnx": onnx_path.name, "onnx_int8": int8, "onnx_sha256": zoo.sha256(onnx_path)}
     zoo.MANIFEST.write_text(json.dumps(zoo.shipped() | {name: entry}, indent=2) + "\n")
     zoo.forget_verified()
     return entry

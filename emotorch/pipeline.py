@@ -10,9 +10,8 @@ from typing import Any
 import numpy as np
 
 from emotorch.detect import Detector, Face, YuNetDetector, align
-from emotorch.evaluate import LoadedModel, load_model, predict_proba
-from emotorch.export import serve_with
 from emotorch.images import ImageInput, read_image
+from emotorch.inference import LoadedModel, load_model, predict_proba
 from emotorch.zoo import PHOTO_MODEL
 
 
@@ -37,15 +36,20 @@ class FaceResult:
 
 
 class EmotionRecognizer:
-    """Emotions of every face in an image. ``model`` is a shipped model's name, a checkpoint file or a
-    run directory. ``backend="onnx"`` serves it with ONNX Runtime (the int8 file a model ships with, or
-    else exported once into the cache; faster on the CPU: benchmarks/pipeline_speed.py); ``"auto"``
-    uses ONNX Runtime where that works and PyTorch otherwise; the default (None) is the model's own
-    setting: ``auto`` for a model that ships an ONNX file (``fast``), PyTorch for the others."""
+    """Emotions of every face in an image. ``model`` is a shipped model's name, an exported ``.onnx``
+    file, a checkpoint file or a run directory. ``backend`` (see :func:`emotorch.inference.load_model`):
+    by default shipped models and ONNX files run on ONNX Runtime (no PyTorch needed) and checkpoints
+    on PyTorch; ``"onnx"`` exports a checkpoint once into the cache (faster on the CPU:
+    benchmarks/pipeline_speed.py); ``"torch"`` runs a shipped model's float weights on PyTorch."""
 
     def __init__(self, model: str | os.PathLike | LoadedModel = PHOTO_MODEL, detector: Detector | None = None,
                  *, tta: bool = False, backend: str | None = None) -> None:  # fmt: skip
-        self.model = serve_with(model if isinstance(model, LoadedModel) else load_model(model), backend)
+        if isinstance(model, LoadedModel):
+            from emotorch.export import serve_with  # a PyTorch model handed over: the train extra is there
+
+            self.model = serve_with(model, backend)
+        else:
+            self.model = load_model(model, backend)
         self.detector = detector if detector is not None else YuNetDetector()
         self.tta = tta
         self.classes: list[str] = list(self.model.meta["classes"])

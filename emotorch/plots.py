@@ -5,7 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import matplotlib
+try:
+    import matplotlib
+except ImportError:  # the lean install: plotting is the `plots` extra
+    from emotorch.errors import MissingExtra
+
+    raise MissingExtra('plots need matplotlib, which this install lacks: pip install "emotorch[plots]"') from None
 
 matplotlib.use("Agg")  # files and TensorBoard only: never needs a display
 import numpy as np

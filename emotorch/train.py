@@ -274,6 +274,7 @@ def precise_batchnorm(model: nn.Module, faces: np.ndarray, mean: float = FER_MEA
     """
     from torch.optim.swa_utils import update_bn
 
+    faces = torch.from_numpy(faces)
     update_bn((normalize(faces[i : i + batch_size], mean, std) for i in range(0, len(faces), batch_size)), model)
     return model.eval()
 
@@ -416,9 +417,9 @@ def train(cfg: TrainConfig, out: str | os.PathLike, *, resume: bool = False, for
         start_epoch, history, best = ckpt["epoch"] + 1, ckpt["history"], ckpt["best"]
     teacher = None
     if cfg.teacher is not None:
-        from emotorch.evaluate import load_model
+        from emotorch.inference import load_model
 
-        loaded = load_model(cfg.teacher)  # a shipped model's name, a checkpoint or a run directory
+        loaded = load_model(cfg.teacher, "torch")  # a shipped model's name, a checkpoint or a run directory
         if (loaded.meta["mean"], loaded.meta["std"]) != (FER_MEAN, FER_STD):
             raise ValueError(f"teacher {cfg.teacher} expects other input normalisation than this model")
         if list(loaded.meta["classes"]) != list(classes):

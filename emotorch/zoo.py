@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from emotorch.errors import CheckpointError
 
 if TYPE_CHECKING:  # naming and verifying shipped models needs no PyTorch; loading and packaging import it
-    from emotorch.evaluate import LoadedModel
+    from emotorch.inference import LoadedModel
 
 WEIGHTS = Path(__file__).with_name("weights")
 MANIFEST = WEIGHTS / "manifest.json"
@@ -55,15 +55,16 @@ def _verified(name: str, key: str = "file") -> Path:
     return path
 
 
-def shipped_path(name: str) -> Path:
-    """The verified checkpoint file of a shipped model."""
-    return _verified(name)
+def shipped_path(name: str, key: str = "file") -> Path:
+    """The verified checkpoint file (``key="onnx"``: ONNX file) of a shipped model."""
+    return _verified(name, key)
 
 
 def load_shipped(name: str) -> LoadedModel:
-    """A shipped model by name, its weights verified and turned back into float32."""
+    """A shipped model by name as PyTorch (the ``train`` extra), its weights verified and turned back into
+    float32; :func:`emotorch.inference.load_model` opens its ONNX file without PyTorch."""
     from emotorch import checkpoint
-    from emotorch.evaluate import LoadedModel
+    from emotorch.inference import LoadedModel
 
     manifest = shipped()
     if name not in manifest:

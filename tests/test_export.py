@@ -9,12 +9,13 @@ import pytest
 from conftest import synthetic_faces
 
 from emotorch.data import cache_dir
-from emotorch.evaluate import load_model, predict_proba
+from emotorch.inference import load_model, predict_proba
 
 onnx = pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
 
-from emotorch.export import OnnxModel, onnx_backend  # noqa: E402
+from emotorch.export import onnx_backend  # noqa: E402
+from emotorch.inference import OnnxModel  # noqa: E402
 
 
 def test_cli_export_and_pytorch_onnx_agree(tiny_run, tmp_path):

@@ -24,7 +24,8 @@ from emotorch.data import (
     majority,
     vote_targets,
 )
-from emotorch.evaluate import evaluate, load_model, scorable
+from emotorch.evaluate import evaluate, scorable
+from emotorch.inference import load_model
 from emotorch.train import TrainConfig, train
 
 HEADER = "Usage,Image name,neutral,happiness,surprise,sadness,anger,disgust,fear,contempt,unknown,NF"

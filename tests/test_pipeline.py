@@ -11,7 +11,7 @@ from PIL import Image
 
 from emotorch.data import DataError
 from emotorch.detect import align
-from emotorch.evaluate import predict_proba
+from emotorch.inference import predict_proba
 
 skdata = pytest.importorskip("skimage.data", reason="scikit-image ships the test photos")
 pytest.importorskip("yuface", reason="the YuNet detector package is not installed")

@@ -414,3 +414,31 @@ def test_two_imports_at_once_never_crash(db_url, tmp_path):
         assert code == 0 or "being changed by another process" in err
     assert any(code == 0 for code, _, _ in results)
     assert count_items(open_database(db_url)) == 300 + 200
+
+
+def test_contempt_has_a_place_and_a_reason(rec):
+    assert mood("contempt").emotion == "contempt" and mood(probs=[0.0] * 7 + [1.0]).emotion == "contempt"
+    assert len(mood(probs=[0.1, 0, 0, 0.9, 0, 0, 0]).probs) == 8  # a FER2013 model's seven: contempt at 0
+    uplift = rec.recommend(mood("contempt"), categories="movie", n=3, strategy="uplift", record=False)
+    match = rec.recommend(mood("contempt"), categories="movie", n=3, strategy="match", record=False)
+    assert all("you seem unimpressed" in r.reason for r in uplift + match)
+    assert all("warm-hearted" in r.reason for r in uplift) and all("wry" in r.reason for r in match)
+    assert mood("contempt").negative
+
+
+def test_bandit_arms_from_seven_class_contexts_keep_counting(rec):
+    """Arms stored before contempt joined the context (8 numbers) grow a contempt row and column."""
+    import numpy as np
+
+    from emotorch.recommend.db import BanditArm
+
+    item = "song:lean-on-me-bill-withers"
+    with Session(rec.engine) as s:
+        s.add(BanditArm(item_id=item, a=(np.eye(8) * 2).tolist(), b=[0.0] * 7 + [1.0]))
+        s.commit()
+    rec.recommend(mood("sad"), categories="song", n=5, record=False)  # scoring reads the old arm
+    rec.feedback(item, "click", mood("contempt"), session_id="s")
+    with Session(rec.engine) as s:
+        arm = s.get(BanditArm, item)
+    assert len(arm.b) == 9 and arm.b[-1] == 2.0 and arm.b[7] == 1.0  # bias kept last; contempt counted
+    assert arm.a[6][6] == 2.0 and arm.a[7][7] == 2.0  # old surprise row kept; contempt: identity + this one

@@ -16,7 +16,7 @@ import json, os, sys
 from emotorch import threads, zoo
 n = threads.configure({threads!r}, workers={workers})
 import cv2, torch
-from emotorch.export import OnnxModel
+from emotorch.inference import OnnxModel
 session = OnnxModel(zoo.WEIGHTS / zoo.shipped()["fast"]["onnx"]).session
 print(json.dumps({{"budget": n, "omp": os.environ["OMP_NUM_THREADS"], "wait": os.environ["OMP_WAIT_POLICY"],
                   "cv2": cv2.getNumThreads(), "torch": torch.get_num_threads(),

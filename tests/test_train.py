@@ -131,12 +131,15 @@ def test_presets_and_unknown_config_keys():
     seed = config_from_preset("seed")
     assert (seed.model, seed.optimizer, seed.lr, seed.batch_size, seed.epochs) == ("vgg19", "adam", 1e-4, 64, 25)
     assert config_from_preset("default").model == "emonet"
-    # the accurate member recipe is the default one trained longer (the shipped second member's config)
-    assert config_from_preset("accurate", seed=1) == config_from_preset("default", epochs=80, seed=1)
-    # the fast model: a narrower EmoNet distilled from the shipped ensemble (its teacher must exist)
-    fast = config_from_preset("fast")
-    assert (fast.model_options, fast.teacher, fast.epochs) == ({"width": 40}, "accurate", 60)
-    assert fast.teacher in zoo.shipped()
+    # FER2013's accurate member recipe is the default one trained longer (its second member's config)
+    assert config_from_preset("fer2013-accurate", seed=1) == config_from_preset("default", epochs=80, seed=1)
+    fer2013_fast = config_from_preset("fer2013-fast")  # distilled from the FER2013 ensemble (it must exist)
+    assert (fer2013_fast.model_options, fer2013_fast.teacher) == ({"width": 40}, "fer2013-accurate")
+    # the FER+ models start from the FER2013 ones, shipped under their names, and learn the votes
+    accurate, fast = config_from_preset("accurate"), config_from_preset("fast")
+    assert accurate.init == "fer2013-accurate#0" and fast.init == "fer2013-fast" and fast.model_options["width"] == 40
+    assert {accurate.targets, fast.targets} == {"crossentropy"}
+    assert {fer2013_fast.teacher, accurate.init.split("#")[0], fast.init} <= set(zoo.shipped())
     with pytest.raises(ValueError, match="did you mean 'epochs'"):
         TrainConfig.from_dict({"epoch": 3})
     with pytest.raises(ValueError, match="balance must be one of"):
@@ -166,9 +169,10 @@ def test_seed_preset_trains_vgg19_with_its_head(tiny_folders, tmp_path):
 
 
 def test_a_shipped_model_can_teach(tiny_folders, tmp_path):
-    cfg = tiny_config(tiny_folders, epochs=1, model_options={"width": 2}, teacher="default")
+    cfg = tiny_config(tiny_folders, epochs=1, model_options={"width": 2}, teacher="fer2013-fast")
     train(cfg, tmp_path / "student", progress=False)
-    assert torch.load(tmp_path / "student" / "best.pt", weights_only=True)["meta"]["config"]["teacher"] == "default"
+    meta = torch.load(tmp_path / "student" / "best.pt", weights_only=True)["meta"]
+    assert meta["config"]["teacher"] == "fer2013-fast"
 
 
 def test_distillation_from_a_teacher_checkpoint(tiny_folders, tmp_path):
@@ -209,5 +213,5 @@ def test_precise_batchnorm_recomputes_statistics_on_clean_faces():
     assert isinstance(bn, torch.nn.BatchNorm2d) and torch.equal(bn.running_mean, torch.zeros(4))
     assert precise_batchnorm(model, faces, batch_size=16) is model and not model.training
     with torch.no_grad():  # three equal batches: the average of their means is the mean over all faces
-        expected = model.features[0](normalize(faces)).mean((0, 2, 3))
+        expected = model.features[0](normalize(torch.from_numpy(faces))).mean((0, 2, 3))
     torch.testing.assert_close(bn.running_mean, expected, rtol=1e-4, atol=1e-5)

@@ -137,7 +137,7 @@ def test_follower_tracks_moving_faces_between_detections(tmp_path):
     from emotorch.video import FaceFollower, frames
 
     video = make_video(tmp_path / "two.mp4", n=12)
-    recognizer = EmotionRecognizer("default")
+    recognizer = EmotionRecognizer("fer2013-fast")
     follower, every_frame = FaceFollower(recognizer, detect_every=4), FaceFollower(recognizer, detect_every=1)
     calls = 0
     detector = recognizer.detector
@@ -165,4 +165,4 @@ def test_follower_refuses_a_bad_interval():
     from emotorch.video import FaceFollower
 
     with pytest.raises(ValueError, match="at least 1"):
-        FaceFollower(EmotionRecognizer("default"), detect_every=0)
+        FaceFollower(EmotionRecognizer("fer2013-fast"), detect_every=0)

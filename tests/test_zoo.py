@@ -7,7 +7,7 @@ from conftest import synthetic_faces
 
 from emotorch import packaging, zoo
 from emotorch.checkpoint import CheckpointError
-from emotorch.evaluate import load_model, predict_proba
+from emotorch.inference import OnnxModel, load_model, predict_proba
 
 
 @pytest.fixture
@@ -26,11 +26,15 @@ def test_package_and_load_by_name(tiny_run, weights_dir):
     ckpt = torch.load(weights_dir / "tiny.pt", weights_only=True)
     assert all(v.dtype == torch.float16 for v in ckpt["model"].values() if v.is_floating_point())
     meta = ckpt["meta"]
-    assert meta["recipe"] == "emotorch train ..." and meta["calibration"]["fitted_on"] == "val"
+    assert meta["recipe"] == "emotorch train ..." and meta["calibration"]["fitted_on"] == "val labels"
     assert {"classes", "input_size", "mean", "std", "model", "val_metrics", "hardware"} <= set(meta)
-    shipped = load_model("tiny")
+    shipped = load_model("tiny")  # its ONNX file: no PyTorch needed
+    assert isinstance(shipped.model, OnnxModel) and shipped.meta["val_metrics"] == meta["val_metrics"]
+    assert entry["onnx"] == "tiny.onnx" and not entry["onnx_int8"]
     images, _ = synthetic_faces(9)
     probs = predict_proba(shipped.model, images, shipped.meta)
+    full = load_model("tiny", "torch")  # the float16 weights on PyTorch
+    np.testing.assert_allclose(probs, predict_proba(full.model, images, full.meta), atol=1e-4)
     original = load_model(tiny_run)
     raw = predict_proba(original.model, images, original.meta | {"temperature": meta["temperature"]})
     np.testing.assert_allclose(probs, raw, atol=2e-2)  # float16 storage changes little
@@ -61,19 +65,19 @@ def test_damaged_or_unknown_shipped_model(tiny_run, weights_dir):
 
 
 def test_package_int8_ships_an_onnx_file_that_serves_by_default(tiny_run, weights_dir):
-    pytest.importorskip("onnxruntime")
-    from emotorch.export import OnnxModel
     from emotorch.pipeline import EmotionRecognizer
 
     entry = packaging.package(tiny_run, "tiny8", data=tiny_run.parent / "faces", recipe="r", int8=True)
     assert entry["onnx"] == "tiny8.onnx" and entry["onnx_sha256"] == zoo.sha256(weights_dir / "tiny8.onnx")
     shipped = load_model("tiny8")
-    assert shipped.onnx == weights_dir / "tiny8.onnx"
-    assert shipped.meta["calibration_faces"] == 112 and 0 <= shipped.meta["float_val_accuracy"] <= 1
+    assert shipped.onnx == weights_dir / "tiny8.onnx" and entry["onnx_int8"]
+    full = load_model("tiny8", "torch").meta
+    assert full["calibration_faces"] == 112 and 0 <= full["float_val_accuracy"] <= 1
     assert isinstance(EmotionRecognizer("tiny8").model.model, OnnxModel)  # the model's own setting: int8
     assert not isinstance(EmotionRecognizer("tiny8", backend="torch").model.model, OnnxModel)
+    int8_size = (weights_dir / "tiny8.onnx").stat().st_size
     packaging.package(tiny_run, "tiny8", data=tiny_run.parent / "faces", recipe="r")  # re-shipped without int8
-    assert not (weights_dir / "tiny8.onnx").exists() and load_model("tiny8").onnx is None
+    assert not zoo.shipped()["tiny8"]["onnx_int8"] and (weights_dir / "tiny8.onnx").stat().st_size != int8_size
 
 
 def test_a_damaged_int8_file_is_refused(tiny_run, weights_dir):
@@ -85,21 +89,33 @@ def test_a_damaged_int8_file_is_refused(tiny_run, weights_dir):
         zoo.load_shipped("tiny8")
 
 
-@pytest.mark.parametrize("name", ["fast", "default", "accurate"])
-def test_the_shipped_models_read_the_sample_photo(name):
+@pytest.mark.parametrize("name", sorted(zoo.shipped()))
+def test_the_shipped_models_read_the_sample_photo_alike_with_and_without_torch(name):
+    """Every shipped model ships ONNX; its lean path gives the torch path's probabilities within 1e-4."""
     from pathlib import Path
 
+    from emotorch.data import load_dataset
     from emotorch.pipeline import EmotionRecognizer
 
     pytest.importorskip("yuface", reason="the YuNet detector package is not installed")
-    assert name in zoo.shipped()
-    model = load_model(name)  # sha256-checked
-    assert model.meta["classes"][4] == "neutral" and model.meta["temperature"] > 0
-    assert model.meta["val_metrics"]["accuracy"] >= (0.73 if name == "accurate" else 0.70)  # the targets
-    assert (model.onnx is not None) == (name == "fast")  # fast ships int8 ONNX, which its metrics describe
+    entry = zoo.shipped()[name]
+    lean, full = load_model(name), load_model(name, "torch")  # both sha256-checked
+    assert isinstance(lean.model, OnnxModel) and lean.meta["classes"] == full.meta["classes"]
+    assert lean.meta["classes"][4] == "neutral" and lean.meta["temperature"] == full.meta["temperature"] > 0
+    assert lean.meta["val_metrics"]["accuracy"] == entry["val_accuracy"]
     sample = Path(zoo.__file__).with_name("samples") / "astronaut.jpg"
-    faces = EmotionRecognizer(model).predict(sample)
+    faces = EmotionRecognizer(name).predict(sample)
     assert len(faces) == 1 and faces[0].emotion == "happy"
+    if entry["onnx_int8"]:  # int8: what its metrics describe, and what the full install serves too
+        assert isinstance(EmotionRecognizer(name, backend="auto").model.model, OnnxModel)
+        return
+    on_torch = EmotionRecognizer(name, backend="torch").predict(sample)[0].probabilities
+    assert all(abs(faces[0].probabilities[c] - on_torch[c]) <= 1e-4 for c in on_torch)
+    ferplus = Path(__file__).resolve().parents[1] / ".." / "shared" / "ferplus"
+    images = load_dataset(ferplus, progress=False).split("val").images[:256] if ferplus.is_dir() else \
+        synthetic_faces(64)[0]  # fmt: skip
+    np.testing.assert_allclose(predict_proba(lean.model, images, lean.meta),
+                               predict_proba(full.model, images, full.meta), atol=1e-4)  # fmt: skip
 
 
 def test_photos_default_to_the_accurate_model():
@@ -110,7 +126,7 @@ def test_photos_default_to_the_accurate_model():
 
 def test_package_an_ensemble_of_runs(tiny_run, weights_dir, tmp_path):
     from emotorch.checkpoint import load
-    from emotorch.evaluate import predict_logits, softmax
+    from emotorch.inference import predict_logits, softmax
     from emotorch.train import TrainConfig, train
 
     data = tiny_run.parent / "faces"
@@ -118,9 +134,9 @@ def test_package_an_ensemble_of_runs(tiny_run, weights_dir, tmp_path):
     train(TrainConfig(data=str(data), model="baseline", batch_size=16, epochs=1, seed=3), other, progress=False)
     entry = packaging.package([tiny_run, other], "pair", data=data, recipe="two runs", precise_bn=False)
     assert entry["architecture"] == "ensemble"
-    shipped = load_model("pair")  # one checkpoint, weights_only
+    shipped = load_model("pair")  # one ONNX graph
     assert [m["model"] for m in shipped.meta["model_options"]["members"]] == ["emonet", "baseline"]
-    assert [m["run"] for m in shipped.meta["members"]] == [str(tiny_run), str(other)]
+    assert [m["run"] for m in load_model("pair", "torch").meta["members"]] == [str(tiny_run), str(other)]
     images, _ = synthetic_faces(9)
     members = [load_model(tiny_run), load_model(other)]
     mean_log = np.mean([np.log(softmax(predict_logits(m.model, images, m.meta))) for m in members], 0)

@@ -10,7 +10,7 @@ from fastapi.responses import FileResponse
 from pydantic import ValidationError
 
 from emotorch import __version__, zoo
-from emotorch.evaluate import LoadedModel
+from emotorch.inference import LoadedModel
 from emotorch.recommend import Recommender, list_items, mood
 from emotorch.recommend.db import writable
 from emotorch.recommend.engine import ItemNotFound, Mood
