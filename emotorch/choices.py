@@ -10,3 +10,10 @@ STRATEGIES = ("auto", "match", "uplift")
 LEARNED_STRATEGIES = ("match", "uplift")  # what ``auto`` chooses between, per category
 FEEDBACK_KINDS = ("impression", "click", "like")
 ENGINES = ("local", "ray")  # where ``emotorch analyse`` runs
+# training (TrainConfig checks them; `emotorch train` offers them)
+OPTIMIZERS = ("sgd", "adam", "adamw")
+SCHEDULES = ("cosine", "constant")
+BALANCES = ("none", "sampler", "loss")  # class imbalance: nothing, class-balanced sampling, weighted loss
+AUGMENTS = ("none", "flip", "standard")
+SELECTS = ("accuracy", "macro_f1")  # the val metric that picks best.pt
+TARGETS = ("majority", "probability", "crossentropy", "soft")  # what FER+ votes become (emotorch.data)

@@ -15,8 +15,18 @@ from typing import Any
 from emotorch import threads
 
 # light imports only: `emotorch --help` must not wait for PyTorch; each command imports what it uses
-from emotorch.choices import BACKENDS, ENGINES, FEEDBACK_KINDS, STRATEGIES
-from emotorch.data import FERPLUS_CLASSES, TARGETS, VOTE_NAMES
+from emotorch.choices import (
+    AUGMENTS,
+    BACKENDS,
+    BALANCES,
+    ENGINES,
+    FEEDBACK_KINDS,
+    OPTIMIZERS,
+    SELECTS,
+    STRATEGIES,
+    TARGETS,
+)
+from emotorch.data import FERPLUS_CLASSES, VOTE_NAMES
 from emotorch.errors import (
     CatalogBusy,
     CatalogError,
@@ -24,7 +34,7 @@ from emotorch.errors import (
     DatabaseUnavailable,
     DataError,
     MissingExtra,
-    require_torch,  # fmt: skip
+    require_torch,
 )
 from emotorch.zoo import PHOTO_MODEL, STREAM_MODEL
 
@@ -108,9 +118,9 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--epochs", type=int, help="epochs to train (default: the preset's)")
     tr.add_argument("--batch-size", type=int, help="faces per step (default: the preset's)")
     tr.add_argument("--lr", type=float, help="peak learning rate (default: the preset's)")
-    tr.add_argument("--optimizer", choices=["sgd", "adam", "adamw"], help="optimizer (default: the preset's)")
-    tr.add_argument("--balance", choices=["none", "sampler", "loss"], help="class-imbalance handling")
-    tr.add_argument("--augment", choices=["none", "flip", "standard"],
+    tr.add_argument("--optimizer", choices=OPTIMIZERS, help="optimizer (default: the preset's)")
+    tr.add_argument("--balance", choices=BALANCES, help="class-imbalance handling")
+    tr.add_argument("--augment", choices=AUGMENTS,
                     help="training augmentation: none, flips, or the standard set (default: the preset's)")
     tr.add_argument("--label-smoothing", type=float, help="label smoothing, 0-1 (default: the preset's)")
     tr.add_argument("--targets", choices=["auto", *TARGETS],
@@ -119,7 +129,7 @@ def build_parser() -> argparse.ArgumentParser:
                          "(default: auto, crossentropy with votes, the label without)")  # fmt: skip
     tr.add_argument("--warmup-epochs", type=float, help="linear learning-rate warm-up (default: the preset's)")
     tr.add_argument("--val-split", help="split to validate on (default val; held out from train if absent)")
-    tr.add_argument("--select", choices=["accuracy", "macro_f1"], help="val metric that picks best.pt")
+    tr.add_argument("--select", choices=SELECTS, help="val metric that picks best.pt")
     tr.add_argument("--init", metavar="RUN_OR_CHECKPOINT",
                     help="start from the weights of this run or checkpoint (fine-tuning, warm restarts)")
     tr.add_argument("--teacher", help="model to distil from: " + _model_help())

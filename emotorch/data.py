@@ -23,6 +23,7 @@ import numpy as np
 import platformdirs
 from PIL import Image, UnidentifiedImageError
 
+from emotorch.choices import TARGETS
 from emotorch.errors import DataError
 
 # Canonical class order of FER2013's seven emotions; FER+ appends contempt, so its first seven
@@ -36,7 +37,7 @@ FERPLUS_COLUMNS: tuple[str, ...] = (
     "neutral", "happy", "surprise", "sad", "angry", "disgust", "fear", "contempt", "unknown", "not_a_face",
 )  # fmt: skip
 FERPLUS_SPLITS: dict[str, str] = {"FER2013Train": "train", "FER2013Valid": "val", "FER2013Test": "test"}
-TARGETS: tuple[str, ...] = ("majority", "probability", "crossentropy", "soft")
+
 # FER2013's CSV codes are NOT alphabetical: 0=Angry 1=Disgust 2=Fear 3=Happy 4=Sad 5=Surprise 6=Neutral.
 CSV_CODE_TO_CLASS: tuple[str, ...] = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
 CLASS_ALIASES: dict[str, str] = {

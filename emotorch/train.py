@@ -27,11 +27,11 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from emotorch import checkpoint, plots
+from emotorch.choices import AUGMENTS, BALANCES, OPTIMIZERS, SCHEDULES, SELECTS, TARGETS
 from emotorch.data import (
     FER_MEAN,
     FER_STD,
     IMAGE_SIZE,
-    TARGETS,
     DataError,
     FaceSet,
     load_dataset,
@@ -81,11 +81,8 @@ class TrainConfig:
     skip_unknown: bool = False
 
     def __post_init__(self) -> None:
-        choices = {
-            "optimizer": ("sgd", "adam", "adamw"), "schedule": ("cosine", "constant"),
-            "balance": ("none", "sampler", "loss"), "augment": ("none", "flip", "standard"),
-            "select": ("accuracy", "macro_f1"), "targets": ("auto", *TARGETS),
-        }  # fmt: skip
+        choices = {"optimizer": OPTIMIZERS, "schedule": SCHEDULES, "balance": BALANCES, "augment": AUGMENTS,
+                   "select": SELECTS, "targets": ("auto", *TARGETS)}  # fmt: skip
         for key, allowed in choices.items():
             if getattr(self, key) not in allowed:
                 raise ValueError(f"{key} must be one of {', '.join(allowed)}, not {getattr(self, key)!r}")
