@@ -1,4 +1,5 @@
-"""EmoTorch: facial emotion recognition on FER2013-style data with PyTorch.
+"""EmoTorch: facial emotion recognition that agrees with people (FER+ crowd votes): ONNX Runtime
+inference, PyTorch training (the ``train`` extra).
 
 The names below load on first use (PEP 562), so importing one light module, such as
 ``emotorch.images`` in a worker process, does not import PyTorch.
@@ -11,8 +12,9 @@ import importlib
 __version__ = "0.1.0"
 
 _HOMES = {
-    "emotorch.data": ("CLASSES", "DataError", "Dataset", "FaceSet", "load_dataset"),
-    "emotorch.evaluate": ("compute_metrics", "evaluate", "load_model", "predict_proba"),
+    "emotorch.data": ("CLASSES", "FERPLUS_CLASSES", "DataError", "Dataset", "FaceSet", "load_dataset"),
+    "emotorch.evaluate": ("compute_metrics", "evaluate"),
+    "emotorch.inference": ("load_model", "predict_proba"),
     "emotorch.models": ("create_model", "list_models"),
     "emotorch.pipeline": ("EmotionRecognizer", "FaceResult"),
     "emotorch.train": ("TrainConfig", "config_from_preset", "train"),

@@ -23,8 +23,8 @@ if TYPE_CHECKING:  # naming and verifying shipped models needs no PyTorch; loadi
 
 WEIGHTS = Path(__file__).with_name("weights")
 MANIFEST = WEIGHTS / "manifest.json"
-PHOTO_MODEL = "fer2013-accurate"  # photos: accuracy first
-STREAM_MODEL = "fer2013-fast"  # video, webcam and the server: int8, about 3x faster than `default`
+PHOTO_MODEL = "accurate"  # photos: accuracy first
+STREAM_MODEL = "fast"  # video, webcam and the server: int8, about 3x faster than `default`
 _SHA_KEYS = {"file": "sha256", "onnx": "onnx_sha256"}
 
 
