@@ -12,7 +12,8 @@ import argparse
 import tempfile
 from pathlib import Path
 
-from emotorch.train import config_from_preset, train
+from emotorch.config import config_from_preset
+from emotorch.train import train
 
 DEFAULT_DATA = Path(__file__).parents[1] / ".." / "shared" / "fer2013"
 

@@ -17,7 +17,8 @@ _HOMES = {
     "emotorch.inference": ("load_model", "predict_proba"),
     "emotorch.models": ("create_model", "list_models"),
     "emotorch.pipeline": ("EmotionRecognizer", "FaceResult"),
-    "emotorch.train": ("TrainConfig", "config_from_preset", "train"),
+    "emotorch.config": ("TrainConfig", "config_from_preset"),
+    "emotorch.train": ("train",),
 }
 _HOME_OF = {name: module for module, names in _HOMES.items() for name in names}
 __all__ = ["__version__", *sorted(_HOME_OF)]

@@ -16,17 +16,15 @@ from emotorch import threads
 
 # light imports only: `emotorch --help` must not wait for PyTorch; each command imports what it uses
 from emotorch.choices import (
-    AUGMENTS,
     BACKENDS,
-    BALANCES,
     ENGINES,
     FEEDBACK_KINDS,
-    OPTIMIZERS,
-    SELECTS,
     STRATEGIES,
-    TARGETS,
 )
-from emotorch.data import FERPLUS_CLASSES, VOTE_NAMES
+from emotorch.config import CHOICES as CONFIG_CHOICES
+from emotorch.config import PRESETS
+from emotorch.config import flags as config_flags
+from emotorch.data import FERPLUS_CLASSES
 from emotorch.errors import (
     CatalogBusy,
     CatalogError,
@@ -107,34 +105,21 @@ def build_parser() -> argparse.ArgumentParser:
     models.add_argument("--json", action="store_true", help="print one JSON list instead of a table")
 
     tr = sub.add_parser("train", help="train a model into a run directory")
-    tr.add_argument("--data", help="training data (any supported format); read from the run when resuming")
-    tr.add_argument("--preset", default="default",
-                    help="seed (the hackathon recipe), default (the shipped default model's recipe), accurate "
-                         "(a member of the accurate ensemble) or fast (width 40, distilled from accurate)")  # fmt: skip
-    tr.add_argument("--model", help="registry name (see `emotorch models`)")
-    tr.add_argument("--model-option", action="append", default=[], metavar="KEY=VALUE",
-                    help="a model builder option, e.g. width=32 (repeatable)")
-    tr.add_argument("--pretrained", help="local ImageNet weights file for vgg16/vgg19/resnet50/densenet121")
-    tr.add_argument("--epochs", type=int, help="epochs to train (default: the preset's)")
-    tr.add_argument("--batch-size", type=int, help="faces per step (default: the preset's)")
-    tr.add_argument("--lr", type=float, help="peak learning rate (default: the preset's)")
-    tr.add_argument("--optimizer", choices=OPTIMIZERS, help="optimizer (default: the preset's)")
-    tr.add_argument("--balance", choices=BALANCES, help="class-imbalance handling")
-    tr.add_argument("--augment", choices=AUGMENTS,
-                    help="training augmentation: none, flips, or the standard set (default: the preset's)")
-    tr.add_argument("--label-smoothing", type=float, help="label smoothing, 0-1 (default: the preset's)")
-    tr.add_argument("--targets", choices=["auto", *TARGETS],
-                    help="with FER+ votes: the majority label, a label drawn from the votes each epoch "
-                         "(probability), FERPlus's vote distribution (crossentropy) or every emotion vote (soft) "
-                         "(default: auto, crossentropy with votes, the label without)")  # fmt: skip
-    tr.add_argument("--warmup-epochs", type=float, help="linear learning-rate warm-up (default: the preset's)")
-    tr.add_argument("--val-split", help="split to validate on (default val; held out from train if absent)")
-    tr.add_argument("--select", choices=SELECTS, help="val metric that picks best.pt")
-    tr.add_argument("--init", metavar="RUN_OR_CHECKPOINT",
-                    help="start from the weights of this run or checkpoint (fine-tuning, warm restarts)")
-    tr.add_argument("--teacher", help="model to distil from: " + _model_help())
-    tr.add_argument("--seed", type=int, help="random seed: data order, augmentation and init (default: the preset's)")
-    tr.add_argument("--no-amp", action="store_true", help="train in float32")
+    tr.add_argument("--preset", default="default", choices=list(PRESETS),
+                    help="a recipe: default (from scratch), seed (the hackathon's), accurate and fast (the shipped "
+                         "FER+ models' recipes), fer2013-accurate and fer2013-fast (the FER2013-label ones'); "
+                         "the flags below override it")  # fmt: skip
+    for f, flag in config_flags():  # every TrainConfig field is a flag: declared once, in emotorch.config
+        shipped_names = f"; shipped: {_shipped_names()}" if f.name in ("teacher", "init") else ""
+        text = f"{f.metadata['help']}{shipped_names} (default: the preset's)"
+        if f.type == "bool":
+            tr.add_argument(flag, dest=f.name, action="store_const", const=not f.default, help=text)
+        elif f.name == "model_options":
+            tr.add_argument(flag, dest=f.name, action="append", metavar=f.metadata["metavar"], help=text)
+        else:
+            kind = {"int": int, "float": float}.get(f.type, str)
+            tr.add_argument(flag, dest=f.name, type=kind, choices=CONFIG_CHOICES.get(f.name),
+                            metavar=f.metadata.get("metavar"), help=text)  # fmt: skip
     tr.add_argument("--out", help="run directory (default: runs/train/<preset>-<model>[-N])")
     tr.add_argument("--resume", action="store_true", help="continue the run in --out from its last.pt")
     tr.add_argument("--force", action="store_true", help="overwrite an existing run directory")
@@ -321,47 +306,11 @@ def _parse_option(text: str) -> tuple[str, Any]:
 
 
 def cmd_data_stats(args: argparse.Namespace) -> None:
-    from emotorch.data import load_dataset
+    from emotorch.data import format_stats, load_dataset, stats_report
 
     ds = load_dataset(args.path, labels=args.labels, skip_bad=True, skip_unknown=True, progress=not args.quiet)
-    report = {
-        "path": str(ds.path),
-        "format": ds.format,
-        "classes": list(ds.classes),
-        "splits": {
-            name: {
-                "n": len(fs),
-                "labeled": fs.labeled,
-                # with FER+ votes: faces per majority answer, unknown / not a face / no majority included
-                "classes": (fs.vote_counts() if fs.votes is not None else fs.class_counts()) if fs.labeled else {},
-                "image_sizes": fs.source_sizes,
-                "bad": len(fs.skipped),
-                "bad_examples": [str(b) for b in fs.skipped[:5]],
-            }
-            for name, fs in ds.splits.items()
-        },
-        "unknown_class_folders": ds.unknown_classes,
-    }
-    if args.json:
-        print(_json(report, indent=2))
-        return
-    print(f"{ds.path} ({ds.format})")
-    columns = [*VOTE_NAMES, "no_majority"] if any(fs.votes is not None for fs in ds.splits.values()) else ds.classes
-    if len(columns) > len(ds.classes):
-        print("faces per FER+ majority answer (single votes dropped; no_majority: no answer has over half the votes)")
-    print(f"{'split':<10}{'faces':>8}" + "".join(f"{c:>{max(9, len(c) + 1)}}" for c in columns) + f"{'bad':>6}")
-    for name, r in report["splits"].items():
-        counts = "".join(f"{r['classes'].get(c, '-'):>{max(9, len(c) + 1)}}" for c in columns)
-        print(f"{name:<10}{r['n']:>8}{counts}{r['bad']:>6}")
-    for name, r in report["splits"].items():
-        sizes = ", ".join(f"{s} x{n}" for s, n in sorted(r["image_sizes"].items(), key=lambda kv: -kv[1])[:5])
-        print(f"{name}: image sizes {sizes or '-'}" + ("" if r["labeled"] else " (unlabeled)"))
-        for example in r["bad_examples"]:
-            print(f"  bad: {example}")
-        if r["bad"] > len(r["bad_examples"]):
-            print(f"  ... and {r['bad'] - len(r['bad_examples'])} more bad")
-    for folder in ds.unknown_classes:
-        print(f"unknown class folder (not loaded): {folder}")
+    report = stats_report(ds)
+    print(_json(report, indent=2) if args.json else format_stats(report))
 
 
 def cmd_models(args: argparse.Namespace) -> None:
@@ -387,7 +336,8 @@ def _default_run_dir(preset: str, model: str) -> Path:
 
 def cmd_train(args: argparse.Namespace) -> None:
     from emotorch import checkpoint
-    from emotorch.train import TrainConfig, config_from_preset, train
+    from emotorch.config import TrainConfig, config_from_preset
+    from emotorch.train import train
 
     if args.resume:
         if not args.out:
@@ -397,18 +347,12 @@ def cmd_train(args: argparse.Namespace) -> None:
         logging.getLogger("emotorch").info("resuming %s from its last checkpoint", args.out)
     else:
         if not args.data:
-            raise ValueError("--data PATH is required (fer2013.csv, train.csv folder, or image folders)")
-        overrides = {
-            "data": args.data, "labels": args.labels, "targets": args.targets, "warmup_epochs": args.warmup_epochs,
-            "model": args.model, "pretrained": args.pretrained, "epochs": args.epochs,
-            "batch_size": args.batch_size, "lr": args.lr, "optimizer": args.optimizer, "balance": args.balance,
-            "augment": args.augment, "label_smoothing": args.label_smoothing, "val_split": args.val_split,
-            "select": args.select, "seed": args.seed, "teacher": args.teacher, "init": args.init,
-            "skip_bad": args.skip_bad or None,
-            "skip_unknown": args.skip_unknown or None, "amp": False if args.no_amp else None,
+            raise ValueError("--data PATH is required (fer2013.csv, train.csv folder, image folders or FERPlus)")
+        overrides = {f.name: getattr(args, f.name) for f, _ in config_flags()} | {
+            "labels": args.labels, "skip_bad": args.skip_bad or None, "skip_unknown": args.skip_unknown or None,
         }  # fmt: skip
-        if args.model_option:
-            overrides["model_options"] = dict(_parse_option(o) for o in args.model_option)
+        if args.model_options:
+            overrides["model_options"] = dict(_parse_option(o) for o in args.model_options)
         cfg = config_from_preset(args.preset, **{k: v for k, v in overrides.items() if v is not None})
     out = Path(args.out) if args.out else _default_run_dir(args.preset, cfg.model)
     result = train(cfg, out, resume=args.resume, force=args.force, progress=not args.quiet)
@@ -487,13 +431,11 @@ def _annotated_paths(files: list[Path], out: Path) -> list[Path]:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    import csv
-
     from tqdm import tqdm
 
     from emotorch.annotate import annotate
     from emotorch.images import read_image
-    from emotorch.pipeline import EmotionRecognizer
+    from emotorch.pipeline import EmotionRecognizer, write_summary
 
     recognizer = EmotionRecognizer(args.model, tta=args.tta, backend=args.backend)
     files = _image_files(args.inputs)
@@ -504,7 +446,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         if clash and not args.force:
             more = f" and {len(clash) - 3} more" if len(clash) > 3 else ""
             raise FileExistsError(f"{out} already holds {', '.join(clash[:3])}{more}; pass --force to overwrite")
-    results, rows, failed = [], [], 0
+    results, failed = [], 0
     for k, f in enumerate(tqdm(files, desc="photos", unit=" img",
                                disable=None if len(files) > 1 and not args.quiet else True)):  # fmt: skip
         try:
@@ -516,8 +458,6 @@ def cmd_predict(args: argparse.Namespace) -> int:
             failed += 1
             continue
         results.append({"path": str(f), "faces": [face.to_dict() for face in faces]})
-        rows += [[str(f), i, *face.to_dict()["box"], face.emotion, *face.probabilities.values()]
-                 for i, face in enumerate(faces)]  # fmt: skip
         if out is not None:
             annotated[k].parent.mkdir(parents=True, exist_ok=True)
             annotate(rgb, faces).save(annotated[k])
@@ -525,11 +465,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
             summary = ", ".join(f"{face.emotion} {face.probabilities[face.emotion]:.0%}" for face in faces)
             print(f"{f}: {len(faces)} face(s){': ' + summary if faces else ''}")
     if out is not None and failed < len(files):  # nothing is written when no photo could be read
-        out.mkdir(parents=True, exist_ok=True)
-        with open(out / "summary.csv", "w", newline="") as fh:
-            writer = csv.writer(fh)
-            writer.writerow(["path", "face", "x", "y", "w", "h", "emotion", *recognizer.classes])
-            writer.writerows(rows)
+        write_summary(out / "summary.csv", results, recognizer.classes)
     if args.json:
         print(_json(results))
     if failed:
@@ -540,7 +476,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
 def cmd_webcam(args: argparse.Namespace) -> None:
     from emotorch.detect import YuNetDetector
     from emotorch.pipeline import EmotionRecognizer
-    from emotorch.video import live
+    from emotorch.video import live, window
 
     source: str | int = int(args.camera) if args.camera.isdigit() else args.camera
     if not args.headless and sys.platform.startswith("linux") and not os.environ.get("DISPLAY"):
@@ -554,32 +490,7 @@ def cmd_webcam(args: argparse.Namespace) -> None:
 
         live(recognizer, source, on_frame=emit, max_frames=args.max_frames, detect_every=args.detect_every)
         return
-    import tkinter
-
-    from PIL import ImageDraw, ImageTk
-
-    from emotorch.annotate import annotate
-
-    root = tkinter.Tk()
-    root.title("EmoTorch (q or Esc to quit)")
-    panel = tkinter.Label(root)
-    panel.pack()
-    closed = []
-    root.bind("<Key-q>", lambda _e: closed.append(1))
-    root.bind("<Escape>", lambda _e: closed.append(1))
-    root.protocol("WM_DELETE_WINDOW", lambda: closed.append(1))
-
-    def show(_i, rgb, faces, fps) -> bool:
-        image = annotate(rgb, [f for _, f in faces], labels=[f"#{t.id}" for t, _ in faces])
-        ImageDraw.Draw(image).text((8, 8), f"{fps:.1f} FPS", fill=(255, 255, 0))
-        photo = ImageTk.PhotoImage(image)
-        panel.configure(image=photo)
-        panel.image = photo
-        root.update()
-        return not closed
-
-    live(recognizer, source, on_frame=show, max_frames=args.max_frames, detect_every=args.detect_every)
-    root.destroy()
+    window(recognizer, source, max_frames=args.max_frames, detect_every=args.detect_every)
 
 
 def cmd_package(args: argparse.Namespace) -> None:

@@ -615,6 +615,51 @@ def to_face_array(image: Image.Image) -> np.ndarray:
     return np.asarray(gray, dtype=np.uint8)
 
 
+def stats_report(ds: Dataset) -> dict:
+    """What `emotorch data stats` reports: faces per split and class (with FER+ votes: per majority answer,
+    unknown, not a face and no majority included), source image sizes and bad records."""
+    return {
+        "path": str(ds.path),
+        "format": ds.format,
+        "classes": list(ds.classes),
+        "splits": {
+            name: {
+                "n": len(fs),
+                "labeled": fs.labeled,
+                "classes": (fs.vote_counts() if fs.votes is not None else fs.class_counts()) if fs.labeled else {},
+                "image_sizes": fs.source_sizes,
+                "bad": len(fs.skipped),
+                "bad_examples": [str(b) for b in fs.skipped[:5]],
+            }
+            for name, fs in ds.splits.items()
+        },
+        "unknown_class_folders": ds.unknown_classes,
+    }
+
+
+def format_stats(report: dict) -> str:
+    """A :func:`stats_report` as the table `emotorch data stats` prints."""
+    voted = any("no_majority" in r["classes"] for r in report["splits"].values())
+    columns = [*VOTE_NAMES, "no_majority"] if voted else report["classes"]
+    lines = [f"{report['path']} ({report['format']})"]
+    if voted:
+        lines.append("faces per FER+ majority answer (single votes dropped; no_majority: no answer has over half "
+                     "the votes)")  # fmt: skip
+    width = {c: max(9, len(c) + 1) for c in columns}
+    lines.append(f"{'split':<10}{'faces':>8}" + "".join(f"{c:>{width[c]}}" for c in columns) + f"{'bad':>6}")
+    for name, r in report["splits"].items():
+        counts = "".join(f"{r['classes'].get(c, '-'):>{width[c]}}" for c in columns)
+        lines.append(f"{name:<10}{r['n']:>8}{counts}{r['bad']:>6}")
+    for name, r in report["splits"].items():
+        sizes = ", ".join(f"{s} x{n}" for s, n in sorted(r["image_sizes"].items(), key=lambda kv: -kv[1])[:5])
+        lines.append(f"{name}: image sizes {sizes or '-'}" + ("" if r["labeled"] else " (unlabeled)"))
+        lines += [f"  bad: {example}" for example in r["bad_examples"]]
+        if r["bad"] > len(r["bad_examples"]):
+            lines.append(f"  ... and {r['bad'] - len(r['bad_examples'])} more bad")
+    lines += [f"unknown class folder (not loaded): {folder}" for folder in report["unknown_class_folders"]]
+    return "\n".join(lines)
+
+
 _LOADERS = {"csv": _load_csv_sources, "csv+votes": _load_csv_votes, "folders": _load_folders,
             "ferplus": _load_ferplus}  # fmt: skip
 

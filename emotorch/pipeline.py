@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import csv
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -34,6 +36,16 @@ class FaceResult:
             "emotion": self.emotion,
             "probabilities": {k: round(v, 4) for k, v in self.probabilities.items()},
         }
+
+
+def write_summary(path: Path, results: list[dict[str, Any]], classes: list[str]) -> None:
+    """`predict --out`'s summary.csv: a row per face (photo, face index, box, emotion, every probability)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["path", "face", "x", "y", "w", "h", "emotion", *classes])
+        writer.writerows([r["path"], i, *face["box"], face["emotion"], *(face["probabilities"][c] for c in classes)]
+                         for r in results for i, face in enumerate(r["faces"]))  # fmt: skip
 
 
 class EmotionRecognizer:

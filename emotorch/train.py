@@ -1,4 +1,4 @@
-"""Training: a config dataclass, presets, batch augmentation and one readable loop.
+"""Training: batch augmentation, vote targets and one readable loop (the config: :mod:`emotorch.config`).
 
 The same loop runs on one CPU, one GPU or under ``torchrun`` with DistributedDataParallel:
 each rank takes its slice of the same seeded global batch, and rank 0 alone evaluates, logs
@@ -9,14 +9,12 @@ from (seed, epoch), so a resumed run continues exactly as the uninterrupted one 
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import json
 import logging
 import math
 import os
 import time
 from contextlib import nullcontext
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +25,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from emotorch import checkpoint, plots
-from emotorch.choices import AUGMENTS, BALANCES, OPTIMIZERS, SCHEDULES, SELECTS, TARGETS
+from emotorch.config import TrainConfig
 from emotorch.data import (
     FER_MEAN,
     FER_STD,
@@ -42,92 +40,6 @@ from emotorch.evaluate import compute_metrics
 from emotorch.models import count_parameters, create_model
 
 log = logging.getLogger("emotorch.train")
-
-
-@dataclass
-class TrainConfig:
-    """Everything a run depends on; saved as config.json in the run and inside each checkpoint."""
-
-    data: str = ""  # data set path (any format emotorch.data loads)
-    labels: str | None = None  # FER+'s fer2013new.csv, paired row by row with a fer2013.csv `data`
-    targets: str = "auto"  # with FER+ votes: majority | probability | crossentropy | soft (auto: crossentropy)
-    model: str = "emonet"  # registry name, see `emotorch models`
-    model_options: dict[str, Any] = field(default_factory=dict)  # builder options, e.g. width
-    pretrained: str | None = None  # local ImageNet weights file for transfer models
-    freeze_backbone: bool = False  # train only the head (applies when pretrained weights are given)
-    init: str | None = None  # checkpoint or run whose weights start this run (fine-tuning, warm restarts)
-    epochs: int = 60
-    batch_size: int = 128  # global batch, split across DDP ranks
-    optimizer: str = "sgd"  # sgd (Nesterov) | adam | adamw
-    lr: float = 0.05
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
-    schedule: str = "cosine"  # cosine (after linear warm-up) | constant
-    warmup_epochs: float = 2.0
-    label_smoothing: float = 0.1
-    balance: str = "none"  # none | sampler (class-balanced sampling) | loss (class-weighted loss)
-    augment: str = "standard"  # none | flip | standard (flip, affine, light, erasing)
-    amp: bool = True  # bf16 autocast on CPU, bf16/fp16 AMP on CUDA
-    channels_last: bool = True
-    train_split: str = "train"
-    val_split: str = "val"  # held out from train_split (val_fraction) when the data has no such split
-    val_fraction: float = 0.1
-    select: str = "accuracy"  # val metric that picks best.pt: accuracy | macro_f1
-    teacher: str | None = None  # shipped model, checkpoint or run to distil from (Hinton et al. 2015)
-    distill_alpha: float = 0.5  # weight of the distillation term; 1 - alpha weighs the labels
-    distill_temperature: float = 4.0
-    seed: int = 0
-    skip_bad: bool = False
-    skip_unknown: bool = False
-
-    def __post_init__(self) -> None:
-        choices = {"optimizer": OPTIMIZERS, "schedule": SCHEDULES, "balance": BALANCES, "augment": AUGMENTS,
-                   "select": SELECTS, "targets": ("auto", *TARGETS)}  # fmt: skip
-        for key, allowed in choices.items():
-            if getattr(self, key) not in allowed:
-                raise ValueError(f"{key} must be one of {', '.join(allowed)}, not {getattr(self, key)!r}")
-        if self.epochs < 1 or self.batch_size < 1 or self.lr <= 0:
-            raise ValueError("epochs, batch_size and lr must be positive")
-
-    @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
-        """Build from a dict, rejecting unknown keys with the closest valid name."""
-        names = [f.name for f in dataclasses.fields(cls)]
-        for key in values:
-            if key not in names:
-                hint = difflib.get_close_matches(key, names, n=1)
-                raise ValueError(f"unknown config key {key!r}" + (f"; did you mean {hint[0]!r}?" if hint else ""))
-        return cls(**values)
-
-
-PRESETS: dict[str, dict[str, Any]] = {
-    # The hackathon recipe: VGG19 with a 1024-unit head, Adam at 1e-4, batch 64, 25 epochs.
-    "seed": dict(model="vgg19", optimizer="adam", lr=1e-4, batch_size=64, epochs=25, weight_decay=0.0,
-                 schedule="constant", warmup_epochs=0.0, label_smoothing=0.0, augment="flip",
-                 freeze_backbone=True),
-    # Our from-scratch recipe on 2 CPU cores: EmoNet, SGD + cosine, label smoothing, augmentation
-    # (the shipped `fer2013-default` model).
-    "default": dict(model="emonet", optimizer="sgd", lr=0.05, batch_size=128, epochs=60),
-    # A member of the shipped `fer2013-accurate` ensemble (FER2013's labels): the default recipe, trained
-    # longer. Members differ by --seed (and --epochs 200 for one).
-    "fer2013-accurate": dict(model="emonet", optimizer="sgd", lr=0.05, batch_size=128, epochs=80),
-    # `fer2013-fast`: a narrower EmoNet distilled from `fer2013-accurate`, shipped as int8 ONNX.
-    "fer2013-fast": dict(model="emonet", model_options={"width": 40}, optimizer="sgd", lr=0.05, batch_size=128,
-                         epochs=60, teacher="fer2013-accurate"),
-    # A member of the shipped `accurate` ensemble (FER+ votes): a `fer2013-accurate` member fine-tuned on
-    # FERPlus's vote distributions. The other member: --init fer2013-accurate#1 --seed 1.
-    "accurate": dict(model="emonet", optimizer="sgd", lr=0.02, batch_size=128, epochs=25, warmup_epochs=1.0,
-                     label_smoothing=0.05, targets="crossentropy", init="fer2013-accurate#0"),
-    # The shipped `fast` model (FER+ votes): `fer2013-fast` fine-tuned the same way, then int8.
-    "fast": dict(model="emonet", model_options={"width": 40}, optimizer="sgd", lr=0.02, batch_size=128,
-                 epochs=25, warmup_epochs=1.0, label_smoothing=0.05, targets="crossentropy", init="fer2013-fast"),
-}  # fmt: skip
-
-
-def config_from_preset(preset: str, **overrides: Any) -> TrainConfig:
-    if preset not in PRESETS:
-        raise ValueError(f"unknown preset {preset!r}; presets: {', '.join(PRESETS)}")
-    return TrainConfig.from_dict({**PRESETS[preset], **overrides})
 
 
 # --- augmentation -----------------------------------------------------------------------------

@@ -242,3 +242,32 @@ def live(recognizer: EmotionRecognizer, source: str | int, *, on_frame, max_fram
         fps = (i + 1) / max(time.perf_counter() - started, 1e-6)
         if on_frame(i, rgb, smoothed, fps) is False or (max_frames is not None and i + 1 >= max_frames):
             break
+
+
+def window(recognizer: EmotionRecognizer, source: str | int, *, max_frames: int | None = None,
+           detect_every: int = 1) -> None:  # fmt: skip
+    """`emotorch webcam`'s window (Tk): the annotated stream with track ids and FPS; q or Esc closes it."""
+    import tkinter
+
+    from PIL import ImageDraw, ImageTk
+
+    root = tkinter.Tk()
+    root.title("EmoTorch (q or Esc to quit)")
+    panel = tkinter.Label(root)
+    panel.pack()
+    closed = []
+    root.bind("<Key-q>", lambda _e: closed.append(1))
+    root.bind("<Escape>", lambda _e: closed.append(1))
+    root.protocol("WM_DELETE_WINDOW", lambda: closed.append(1))
+
+    def show(_i, rgb, faces, fps) -> bool:
+        image = annotate(rgb, [f for _, f in faces], labels=[f"#{t.id}" for t, _ in faces])
+        ImageDraw.Draw(image).text((8, 8), f"{fps:.1f} FPS", fill=(255, 255, 0))
+        photo = ImageTk.PhotoImage(image)
+        panel.configure(image=photo)
+        panel.image = photo
+        root.update()
+        return not closed
+
+    live(recognizer, source, on_frame=show, max_frames=max_frames, detect_every=detect_every)
+    root.destroy()

@@ -55,7 +55,8 @@ def write_image_folders(root: Path, splits: dict[str, int], seed: int = 0, names
 @pytest.fixture(scope="session")
 def tiny_run(tmp_path_factory) -> Path:
     """A run directory with a tiny EmoNet trained for two epochs on synthetic faces."""
-    from emotorch.train import TrainConfig, train
+    from emotorch.config import TrainConfig
+    from emotorch.train import train
 
     root = tmp_path_factory.mktemp("evalrun")
     data = write_image_folders(root / "faces", {"train": 112, "val": 28})

@@ -14,6 +14,7 @@ import torch
 from conftest import pixels_text, write_image_folders
 from PIL import Image
 
+from emotorch.config import TrainConfig
 from emotorch.data import (
     CLASSES,
     FERPLUS_CLASSES,
@@ -26,7 +27,7 @@ from emotorch.data import (
 )
 from emotorch.evaluate import evaluate, scorable
 from emotorch.inference import load_model
-from emotorch.train import TrainConfig, train
+from emotorch.train import train
 
 HEADER = "Usage,Image name,neutral,happiness,surprise,sadness,anger,disgust,fear,contempt,unknown,NF"
 USAGES = {"train": "Training", "val": "PublicTest"}

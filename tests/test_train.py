@@ -14,9 +14,10 @@ import torch
 from conftest import synthetic_faces
 
 from emotorch import checkpoint, zoo
+from emotorch.config import TrainConfig, config_from_preset
 from emotorch.data import normalize
 from emotorch.models import create_model
-from emotorch.train import TrainConfig, augment_batch, config_from_preset, precise_batchnorm, train
+from emotorch.train import augment_batch, precise_batchnorm, train
 
 TINY = dict(model="emonet", model_options={"width": 4}, batch_size=16, epochs=2, lr=0.02, warmup_epochs=0.5)
 

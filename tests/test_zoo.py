@@ -126,8 +126,9 @@ def test_photos_default_to_the_accurate_model():
 
 def test_package_an_ensemble_of_runs(tiny_run, weights_dir, tmp_path):
     from emotorch.checkpoint import load
+    from emotorch.config import TrainConfig
     from emotorch.inference import predict_logits, softmax
-    from emotorch.train import TrainConfig, train
+    from emotorch.train import train
 
     data = tiny_run.parent / "faces"
     other = tmp_path / "other"
