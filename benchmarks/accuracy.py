@@ -105,13 +105,14 @@ def main() -> None:
         shipped = load_model(source)  # what the model's own setting runs
         size = (model.onnx or file).stat().st_size / 1e6
         tta = bool(model.meta.get("tta", False))
+        serves = "int8" if zoo.shipped().get(name, {}).get("onnx_int8") else "fp32"
         plus, _, _ = evaluate(shipped, ferplus, tta=tta)
         plus_tta, _, _ = evaluate(shipped, ferplus, tta=True)
         own, _, _ = evaluate(shipped, fer2013, tta=tta)
         t_ms, _ = speed(model)
         o_ms, o_fps = speed(served)
         print(f"{name:<18}{len(model.meta['classes']):>3}{model.meta['parameters']:>11,}{size:>6.1f}"
-              f"{'int8' if model.onnx else 'fp32':>7}{plus['n']:>6}{plus['accuracy']:>8.2%}{plus_tta['accuracy']:>8.2%}"
+              f"{serves:>7}{plus['n']:>6}{plus['accuracy']:>8.2%}{plus_tta['accuracy']:>8.2%}"
               f"{plus['macro_f1']:>7.3f}{plus['vote_kl']:>7.3f}{plus['ece']:>7.3f}{own['accuracy']:>9.2%}"
               f"{own['macro_f1']:>7.3f}{t_ms:>10.2f}{o_ms:>9.2f}{o_fps:>10,.0f}")  # fmt: skip
 

@@ -154,7 +154,7 @@ def lost_updates(db: str, shown: Counter, clicked: Counter) -> int:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--url", help="a running server (default: start one)")
-    parser.add_argument("--model", default="default", help="model for the server this starts")
+    parser.add_argument("--model", default="fast", help="model for the server this starts")
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--clients", type=int, nargs="+", default=[1, 8, 32])
     parser.add_argument("--mixed", type=int, default=16, metavar="N", help="clients in the mixed row (0: none)")

@@ -129,7 +129,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--model", required=True, help=_model_help())
     ev.add_argument("--data", required=True, help="data set to evaluate on (any supported format)")
     ev.add_argument("--split", help="split to evaluate (default: val, else test, else the only one)")
-    ev.add_argument("--tta", action="store_true", help="horizontal flip and ten-crop test-time augmentation")
+    ev.add_argument("--tta", action=argparse.BooleanOptionalAction,
+                    help="horizontal flip and ten-crop test-time augmentation (default: the model's own setting)")
     ev.add_argument("--json", action="store_true", help="print exactly one JSON object on stdout")
     ev.add_argument("--out", help="also write confusion_matrix.png, predictions.png and curves.png here")
     ev.add_argument("--predictions", help="write per-face predictions to this CSV (for unlabeled data)")
@@ -142,8 +143,9 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--json", action="store_true", help="print one JSON document: a list of {path, faces}")
     pr.add_argument("--out", help="write annotated images and summary.csv here")
     pr.add_argument("--force", action="store_true", help="overwrite files already in --out")
-    pr.add_argument("--tta", action="store_true",
-                    help="average flipped and shifted views of each face (slower, slightly more accurate)")
+    pr.add_argument("--tta", action=argparse.BooleanOptionalAction,
+                    help="average flipped and shifted views of each face: slower, slightly more accurate "
+                         "(default: the model's own setting)")  # fmt: skip
 
     pk = sub.add_parser("package", help="ship a run's best checkpoint inside the package (maintainers)")
     pk.add_argument("run", nargs="+", help="run directory or checkpoint; several make an averaged ensemble")
@@ -365,6 +367,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     from emotorch.inference import load_model, predict_proba
 
     model = load_model(args.model, args.backend)
+    tta = bool(model.meta.get("tta", False)) if args.tta is None else args.tta
     split, faces = load_split(args.data, args.split, labels=args.labels, skip_bad=args.skip_bad,
                               skip_unknown=args.skip_unknown)  # fmt: skip
     classes = model.meta["classes"]
@@ -372,12 +375,12 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
         dest = Path(args.predictions)
         if dest.exists() and not args.force:
             raise FileExistsError(f"{dest} exists; pass --force to overwrite it")
-        probs = predict_proba(model.model, faces.images, model.meta, tta=args.tta)
+        probs = predict_proba(model.model, faces.images, model.meta, tta=tta)
         write_predictions(dest, faces, probs, classes)
         logging.getLogger("emotorch").info("wrote %d predictions to %s", len(faces), dest)
         if not faces.labeled:
             return
-    metrics, probs, scored = evaluate(model, faces, tta=args.tta)
+    metrics, probs, scored = evaluate(model, faces, tta=tta)
     metrics = {"model": model.source, "data": str(args.data), "split": split} | metrics
     if args.out:
         from emotorch import plots
@@ -394,7 +397,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
         return
     truth = "the FER+ majority label" if faces.votes is not None else "their label"
     print(f"{model.source} on {args.data} [{split}], {metrics['n']} faces scored against {truth}"
-          f"{' (TTA)' if args.tta else ''}")
+          f"{' (TTA)' if tta else ''}")
     if metrics["left_out"]:
         why = {"no_majority": "no majority among the taggers"}
         print("left out: " + ", ".join(f"{n} ({why.get(k, f'{k}, a class the model does not tell')})"

@@ -56,7 +56,7 @@ class EmotionRecognizer:
     benchmarks/pipeline_speed.py); ``"torch"`` runs a shipped model's float weights on PyTorch."""
 
     def __init__(self, model: str | os.PathLike | LoadedModel = PHOTO_MODEL, detector: Detector | None = None,
-                 *, tta: bool = False, backend: str | None = None) -> None:  # fmt: skip
+                 *, tta: bool | None = None, backend: str | None = None) -> None:  # fmt: skip
         if threads.current() is None:  # the Python API gets the CLI's thread budget: OpenCV's default pool
             threads.configure()  # fights ONNX Runtime for the same cores (YuNet 0.44 s instead of 0.02 s)
         if isinstance(model, LoadedModel):
@@ -66,7 +66,7 @@ class EmotionRecognizer:
         else:
             self.model = load_model(model, backend)
         self.detector = detector if detector is not None else YuNetDetector()
-        self.tta = tta
+        self.tta = bool(self.model.meta.get("tta", False)) if tta is None else tta  # None: the model's setting
         self.classes: list[str] = list(self.model.meta["classes"])
 
     def predict(self, image: ImageInput) -> list[FaceResult]:
