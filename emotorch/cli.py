@@ -364,10 +364,10 @@ def cmd_train(args: argparse.Namespace) -> None:
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
     from emotorch.evaluate import evaluate, load_split, write_predictions
-    from emotorch.inference import load_model, predict_proba
+    from emotorch.inference import load_model, predict_proba, uses_tta
 
     model = load_model(args.model, args.backend)
-    tta = bool(model.meta.get("tta", False)) if args.tta is None else args.tta
+    tta = uses_tta(model.meta, args.tta)
     split, faces = load_split(args.data, args.split, labels=args.labels, skip_bad=args.skip_bad,
                               skip_unknown=args.skip_unknown)  # fmt: skip
     classes = model.meta["classes"]

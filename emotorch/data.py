@@ -16,6 +16,7 @@ import os
 import re
 import sys
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -290,6 +291,24 @@ def _load_csv_votes(path: Path, files: list[Path], progress: bool) -> Dataset:
     return Dataset(path, "csv+votes", splits)
 
 
+def _csv_rows(path: Path, *, header: bool) -> Iterator[tuple[int, int, list[str]]]:
+    """A CSV file's rows as (first line, last line, fields): the header as it is (with ``header``),
+    then every row that is not blank. Undecodable bytes and broken quoting become a DataError that
+    names the file (and the line)."""
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as fh:
+            reader = csv.reader(fh)
+            end = 0  # the last line read so far: a row starts after it, and a quoted field may span lines
+            for k, row in enumerate(reader):
+                line, end = end + 1, reader.line_num
+                if (header and k == 0) or any(c.strip() for c in row):
+                    yield line, end, row
+    except UnicodeDecodeError as e:
+        raise DataError(f"{path}: not a text CSV file ({e.reason} at byte {e.start})") from None
+    except csv.Error as e:
+        raise DataError(f"{path}, line {reader.line_num}: malformed CSV: {e}") from None
+
+
 @dataclass
 class _ParsedCSV:
     faces: dict[str, FaceSet]  # split -> faces
@@ -305,62 +324,49 @@ def _parse_csv(path: Path, progress: bool) -> _ParsedCSV:
     rows: dict[str, tuple[list[np.ndarray], list[int], list[str], list[BadRecord], list[int]]] = {}
     usages: list[str | None] = []
     default_split = path.stem.lower()
-    try:
-        with open(path, newline="", encoding="utf-8-sig") as fh:
-            reader = csv.reader(fh)
-            header = [h.strip().lower() for h in next(reader, [])]
-            if not header:
-                raise DataError(f"{path}: empty file; expected a header emotion,pixels[,Usage]")
-            if "pixels" not in header:
-                raise DataError(
-                    f"{path}: header {header} has no 'pixels' column; expected emotion,pixels[,Usage]"
-                )
-            i_pix = header.index("pixels")
-            i_emo = header.index("emotion") if "emotion" in header else None
-            i_use = header.index("usage") if "usage" in header else None
-            lines = tqdm(reader, desc=f"reading {path.name}", unit=" rows", disable=None if progress else True,
-                         file=sys.stderr, leave=False)
-            end = reader.line_num  # the last line read so far
-            for row in lines:
-                line, end = end + 1, reader.line_num  # a row starts after the last; a quoted field may span lines
-                where = f"{path}, line {line}"
-                if not row or all(not c.strip() for c in row):
-                    continue
-                usages.append(None)
-                split = default_split
-                problem = None
-                if end > line:
-                    problem = f"a quote opened on this line is not closed until line {end}"
-                elif len(row) != len(header):
-                    problem = f"has {len(row)} fields, expected {len(header)} ({','.join(header)})"
-                elif i_use is not None:
-                    usages[-1] = usage = row[i_use].strip()
-                    split = USAGE_TO_SPLIT.get(usage)
-                    if split is None:
-                        usages[-1] = None
-                        problem = f"unknown Usage {usage!r}; expected one of {', '.join(USAGE_TO_SPLIT)}"
-                label = UNLABELED
-                if problem is None and i_emo is not None:
-                    code = row[i_emo].strip()
-                    if not (code.isascii() and code.isdigit()) or int(code) >= len(CSV_CODE_TO_CLASS):
-                        problem = f"unknown emotion code {code!r}; expected an integer 0-6"
-                    else:
-                        label = CLASSES.index(CSV_CODE_TO_CLASS[int(code)])
-                pixels = None
-                if problem is None:
-                    pixels, problem = _parse_pixels(row[i_pix], n_pixels)
-                bucket = rows.setdefault(split or default_split, ([], [], [], [], []))
-                if problem is not None:
-                    bucket[3].append(BadRecord(where, problem))
-                    continue
-                bucket[0].append(pixels)
-                bucket[1].append(label)
-                bucket[2].append(f"{path.name}:{line}")
-                bucket[4].append(len(usages) - 1)
-    except UnicodeDecodeError as e:
-        raise DataError(f"{path}: not a text CSV file ({e.reason} at byte {e.start})") from None
-    except csv.Error as e:
-        raise DataError(f"{path}, line {reader.line_num}: malformed CSV: {e}") from None
+    records = _csv_rows(path, header=True)
+    header = [h.strip().lower() for h in next(records, (0, 0, []))[2]]
+    if not header:
+        raise DataError(f"{path}: empty file; expected a header emotion,pixels[,Usage]")
+    if "pixels" not in header:
+        raise DataError(f"{path}: header {header} has no 'pixels' column; expected emotion,pixels[,Usage]")
+    i_pix = header.index("pixels")
+    i_emo = header.index("emotion") if "emotion" in header else None
+    i_use = header.index("usage") if "usage" in header else None
+    for line, end, row in tqdm(records, desc=f"reading {path.name}", unit=" rows",
+                               disable=None if progress else True, file=sys.stderr, leave=False):  # fmt: skip
+        where = f"{path}, line {line}"
+        usages.append(None)
+        split = default_split
+        problem = None
+        if end > line:
+            problem = f"a quote opened on this line is not closed until line {end}"
+        elif len(row) != len(header):
+            problem = f"has {len(row)} fields, expected {len(header)} ({','.join(header)})"
+        elif i_use is not None:
+            usages[-1] = usage = row[i_use].strip()
+            split = USAGE_TO_SPLIT.get(usage)
+            if split is None:
+                usages[-1] = None
+                problem = f"unknown Usage {usage!r}; expected one of {', '.join(USAGE_TO_SPLIT)}"
+        label = UNLABELED
+        if problem is None and i_emo is not None:
+            code = row[i_emo].strip()
+            if not (code.isascii() and code.isdigit()) or int(code) >= len(CSV_CODE_TO_CLASS):
+                problem = f"unknown emotion code {code!r}; expected an integer 0-6"
+            else:
+                label = CLASSES.index(CSV_CODE_TO_CLASS[int(code)])
+        pixels = None
+        if problem is None:
+            pixels, problem = _parse_pixels(row[i_pix], n_pixels)
+        bucket = rows.setdefault(split or default_split, ([], [], [], [], []))
+        if problem is not None:
+            bucket[3].append(BadRecord(where, problem))
+            continue
+        bucket[0].append(pixels)
+        bucket[1].append(label)
+        bucket[2].append(f"{path.name}:{line}")
+        bucket[4].append(len(usages) - 1)
     faces = {}
     for split, (imgs, labels, sources, bad, _) in rows.items():
         images = np.stack(imgs) if imgs else np.zeros((0, IMAGE_SIZE, IMAGE_SIZE), np.uint8)
@@ -371,30 +377,20 @@ def _parse_csv(path: Path, progress: bool) -> _ParsedCSV:
 
 def _parse_vote_rows(path: Path) -> list[tuple[int, str | None, np.ndarray | None, str | None]]:
     """Every data row of fer2013new.csv as (line, Usage, votes in VOTE_NAMES order, problem)."""
+    records = _csv_rows(path, header=True)
+    header = [h.strip().lower() for h in next(records, (0, 0, []))[2]]
+    if len(header) != 12 or header[0] != "usage":
+        raise DataError(
+            f"{path}: header {','.join(header) or '(none)'} is not FER+'s "
+            "Usage,Image name,neutral,happiness,surprise,sadness,anger,disgust,fear,contempt,unknown,NF"
+        )
     out = []
-    try:
-        with open(path, newline="", encoding="utf-8-sig") as fh:
-            reader = csv.reader(fh)
-            header = [h.strip().lower() for h in next(reader, [])]
-            if len(header) != 12 or header[0] != "usage":
-                raise DataError(
-                    f"{path}: header {','.join(header) or '(none)'} is not FER+'s "
-                    "Usage,Image name,neutral,happiness,surprise,sadness,anger,disgust,fear,contempt,unknown,NF"
-                )
-            end = reader.line_num
-            for row in reader:
-                line, end = end + 1, reader.line_num
-                if not row or all(not c.strip() for c in row):
-                    continue
-                if len(row) != 12:
-                    out.append((line, None, None, f"has {len(row)} fields, expected 12 (Usage, Image name, 10 votes)"))
-                    continue
-                votes, problem = parse_votes(row[2:])
-                out.append((line, row[0].strip(), votes, problem))
-    except UnicodeDecodeError as e:
-        raise DataError(f"{path}: not a text CSV file ({e.reason} at byte {e.start})") from None
-    except csv.Error as e:
-        raise DataError(f"{path}, line {reader.line_num}: malformed CSV: {e}") from None
+    for line, _, row in records:
+        if len(row) != 12:
+            out.append((line, None, None, f"has {len(row)} fields, expected 12 (Usage, Image name, 10 votes)"))
+            continue
+        votes, problem = parse_votes(row[2:])
+        out.append((line, row[0].strip(), votes, problem))
     return out
 
 
@@ -425,6 +421,11 @@ def majority(votes: np.ndarray, *, emotions_only: bool = True) -> np.ndarray:
     return np.where(ok, top, UNLABELED).astype(np.int64)
 
 
+def one_hot(labels: np.ndarray, n: int) -> np.ndarray:
+    """float32 one-hot rows (N, n) of class indices; an unlabeled face (-1) gets a row of zeros."""
+    return np.eye(n, dtype=np.float32)[np.maximum(labels, 0)] * (labels >= 0)[:, None]
+
+
 def vote_targets(votes: np.ndarray, mode: str) -> tuple[np.ndarray, np.ndarray]:
     """Training targets (N, 8) over :data:`FERPLUS_CLASSES` and which faces to train on.
 
@@ -438,8 +439,7 @@ def vote_targets(votes: np.ndarray, mode: str) -> tuple[np.ndarray, np.ndarray]:
         raise ValueError(f"targets must be one of {', '.join(TARGETS)}, not {mode!r}")
     if mode == "majority":
         labels = majority(votes)
-        keep = labels >= 0
-        return np.eye(n_emotions, dtype=np.float32)[np.maximum(labels, 0)] * keep[:, None], keep
+        return one_hot(labels, n_emotions), labels >= 0
     if mode == "soft":
         emo = votes[:, :n_emotions].astype(np.float32)
         keep = emo.sum(1) * 2 > votes.sum(1)
@@ -532,39 +532,28 @@ def _load_ferplus(path: Path, files: list[Path], progress: bool) -> Dataset:
     ``name,"(x, y, w, h)",<10 votes>`` rows."""
     splits = {}
     for label_file in files:
-        items, votes, bad = [], [], []
-        try:
-            with open(label_file, newline="", encoding="utf-8-sig") as fh:
-                reader = csv.reader(fh)
-                end = reader.line_num
-                for row in reader:
-                    line, end = end + 1, reader.line_num
-                    if not row or all(not c.strip() for c in row):
-                        continue
-                    where = f"{label_file}, line {line}"
-                    if len(row) != 12:
-                        bad.append(BadRecord(where, f"has {len(row)} fields, expected 12 (image, box, 10 votes)"))
-                        continue
-                    box = re.fullmatch(r"\(\s*(\d+),\s*(\d+),\s*(\d+),\s*(\d+)\s*\)", row[1].strip())
-                    v, problem = parse_votes(row[2:])
-                    image = label_file.parent / row[0].strip()
-                    if problem is None and box is None:
-                        problem = f"face box {row[1]!r} is not (x, y, w, h)"
-                    if problem is None and (not row[0].strip() or not image.is_file()):
-                        problem = f"names {row[0].strip() or 'no image'}, which is not in {label_file.parent}"
-                    if problem is not None:
-                        bad.append(BadRecord(where, problem))
-                        continue
-                    x, y, w, h = map(int, box.groups())
-                    items.append((image, (x, y, x + w, y + h), where))
-                    votes.append(v)
-        except UnicodeDecodeError as e:
-            raise DataError(f"{label_file}: not a text CSV file ({e.reason} at byte {e.start})") from None
-        except csv.Error as e:
-            raise DataError(f"{label_file}, line {reader.line_num}: malformed CSV: {e}") from None
+        items, boxes, votes, bad = [], [], [], []
+        for line, _, row in _csv_rows(label_file, header=False):
+            where = f"{label_file}, line {line}"
+            if len(row) != 12:
+                bad.append(BadRecord(where, f"has {len(row)} fields, expected 12 (image, box, 10 votes)"))
+                continue
+            box = re.fullmatch(r"\(\s*(\d+),\s*(\d+),\s*(\d+),\s*(\d+)\s*\)", row[1].strip())
+            v, problem = parse_votes(row[2:])
+            image = label_file.parent / row[0].strip()
+            if problem is None and box is None:
+                problem = f"face box {row[1]!r} is not (x, y, w, h)"
+            if problem is None and (not row[0].strip() or not image.is_file()):
+                problem = f"names {row[0].strip() or 'no image'}, which is not in {label_file.parent}"
+            if problem is not None:
+                bad.append(BadRecord(where, problem))
+                continue
+            x, y, w, h = map(int, box.groups())
+            items.append((image, len(items)))  # the label is the item's index, to find its votes after decoding
+            boxes.append((x, y, x + w, y + h))
+            votes.append(v)
         split = FERPLUS_SPLITS[label_file.parent.name]
-        fs = _decode_images([(f, i) for i, (f, _, _) in enumerate(items)], f"{path.name}/{label_file.parent.name}",
-                            progress, boxes=[b for _, b, _ in items])  # fmt: skip
+        fs = _decode_images(items, f"{path.name}/{label_file.parent.name}", progress, boxes=boxes)
         kept = fs.labels  # the item index of each face that decoded
         fs.votes = np.stack(votes)[kept] if len(kept) else np.zeros((0, len(VOTE_NAMES)), np.int64)
         fs.labels, fs.classes, fs.skipped = majority(fs.votes), FERPLUS_CLASSES, bad + fs.skipped

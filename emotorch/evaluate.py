@@ -102,18 +102,13 @@ def scorable(faces: FaceSet, classes: list[str] | tuple[str, ...]) -> tuple[Face
     were left out and why: FER+ faces without a majority label, and faces of a class the model lacks
     (contempt, for a FER2013 model)."""
     classes = list(classes)
-    index = {c: classes.index(c) for c in faces.classes if c in classes}
-    left_out: dict[str, int] = {}
-    if (faces.labels < 0).any():
-        left_out["no_majority"] = int((faces.labels < 0).sum())
-    for i, c in enumerate(faces.classes):
-        if c not in index and (faces.labels == i).any():
-            left_out[c] = int((faces.labels == i).sum())
-    keep = np.flatnonzero([label >= 0 and faces.classes[label] in index for label in faces.labels])
-    kept = faces.subset(keep)
-    kept.labels = np.asarray([index[faces.classes[label]] for label in kept.labels], np.int64)
-    kept.classes = tuple(classes)
-    return kept, left_out
+    lookup = np.asarray([classes.index(c) if c in classes else -1 for c in faces.classes], np.int64)
+    relabelled = np.where(faces.labels >= 0, lookup[np.maximum(faces.labels, 0)], -1)
+    left_out = {"no_majority": int((faces.labels < 0).sum())}
+    left_out |= {c: int((faces.labels == i).sum()) for i, c in enumerate(faces.classes) if lookup[i] < 0}
+    kept = faces.subset(np.flatnonzero(relabelled >= 0))
+    kept.labels, kept.classes = relabelled[relabelled >= 0], tuple(classes)
+    return kept, {k: n for k, n in left_out.items() if n}
 
 
 def restrict(probs: np.ndarray, classes: list[str] | tuple[str, ...], present: tuple[str, ...]) -> np.ndarray:
@@ -124,11 +119,9 @@ def restrict(probs: np.ndarray, classes: list[str] | tuple[str, ...], present: t
     return p / np.maximum(p.sum(1, keepdims=True), 1e-12)
 
 
-def score(probs: np.ndarray, faces: FaceSet, present: tuple[str, ...] | None = None) -> dict[str, Any]:
+def score(probs: np.ndarray, faces: FaceSet) -> dict[str, Any]:
     """Accuracy, macro-F1, per-class metrics, confusion, ECE and NLL of ``probs`` on scorable ``faces``,
     plus the fit to the crowd's votes where the faces have them."""
-    if present is not None:
-        probs = restrict(probs, faces.classes, present)
     metrics = compute_metrics(faces.labels, probs.argmax(1), faces.classes) | calibration(probs, faces.labels)
     if faces.votes is not None:
         metrics |= vote_fit(probs, faces.votes, faces.classes)
@@ -153,10 +146,11 @@ def evaluate(
     scored, left_out = scorable(faces, model.meta["classes"])
     if not len(scored):
         raise DataError(f"none of these faces has a label the model {model.source} can tell")
-    probs = predict_proba(model.model, scored.images, model.meta, tta=tta, device=device)
-    metrics = score(probs, scored, faces.classes)
+    probs = restrict(predict_proba(model.model, scored.images, model.meta, tta=tta, device=device),
+                     scored.classes, faces.classes)  # fmt: skip
+    metrics = score(probs, scored)
     metrics |= {"left_out": left_out, "temperature": float(model.meta.get("temperature", 1.0)), "tta": tta}
-    return metrics, restrict(probs, scored.classes, faces.classes), scored
+    return metrics, probs, scored
 
 
 def write_predictions(path: Path, faces: FaceSet, probs: np.ndarray, classes: list[str]) -> None:

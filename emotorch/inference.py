@@ -80,6 +80,11 @@ def tta_views(x: np.ndarray, pad: int = TTA_PAD) -> list[np.ndarray]:
     return crops + [c[..., ::-1] for c in crops]
 
 
+def uses_tta(meta: dict[str, Any], tta: bool | None) -> bool:
+    """Whether to average test-time views: ``tta`` when given, else the model's own setting."""
+    return bool(meta.get("tta", False)) if tta is None else tta
+
+
 def _forward(model: Any, x: np.ndarray, device: Any) -> np.ndarray:
     if isinstance(model, OnnxModel):
         return model(x)

@@ -55,7 +55,7 @@ def package(runs: str | Path | list[str | Path], name: str, *, data: str | Path,
     """
     from emotorch import checkpoint
     from emotorch.data import load_dataset
-    from emotorch.evaluate import compute_metrics, fit_temperature, scorable, score, vote_distribution
+    from emotorch.evaluate import calibration, compute_metrics, fit_temperature, scorable, score, vote_distribution
     from emotorch.export import calibration_sample, export_onnx, quantize_onnx, set_metadata
     from emotorch.inference import LoadedModel, OnnxModel, predict_logits, softmax
     from emotorch.train import precise_batchnorm
@@ -91,7 +91,7 @@ def package(runs: str | Path | list[str | Path], name: str, *, data: str | Path,
     # with crowd votes the probabilities are fitted to what the taggers said, else to the labels
     votes = val.votes is not None
     temperature = fit_temperature(logits, vote_distribution(val.votes, val.classes) if votes else val.labels)
-    before = score(softmax(logits), val)
+    before = calibration(softmax(logits), val.labels)
     metrics = score(softmax(logits, temperature), val) | {"left_out": left_out}
     meta |= extra | {
         "name": name,

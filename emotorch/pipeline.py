@@ -14,7 +14,7 @@ import numpy as np
 from emotorch import threads
 from emotorch.detect import Detector, Face, YuNetDetector, align
 from emotorch.images import ImageInput, read_image
-from emotorch.inference import LoadedModel, load_model, predict_proba
+from emotorch.inference import LoadedModel, load_model, predict_proba, uses_tta
 from emotorch.zoo import PHOTO_MODEL
 
 
@@ -66,7 +66,7 @@ class EmotionRecognizer:
         else:
             self.model = load_model(model, backend)
         self.detector = detector if detector is not None else YuNetDetector()
-        self.tta = bool(self.model.meta.get("tta", False)) if tta is None else tta  # None: the model's setting
+        self.tta = uses_tta(self.model.meta, tta)
         self.classes: list[str] = list(self.model.meta["classes"])
 
     def predict(self, image: ImageInput) -> list[FaceResult]:

@@ -34,6 +34,7 @@ from emotorch.data import (
     FaceSet,
     load_dataset,
     normalize,
+    one_hot,
     vote_targets,
 )
 from emotorch.evaluate import compute_metrics
@@ -124,8 +125,7 @@ def training_targets(faces: FaceSet, mode: str) -> tuple[np.ndarray, np.ndarray]
     if mode not in ("auto", "majority"):
         raise DataError(f"--targets {mode} needs FER+ votes (the FERPlus layout, or --labels fer2013new.csv); "
                         "these faces carry one label each")  # fmt: skip
-    keep = faces.labels >= 0
-    return np.eye(len(faces.classes), dtype=np.float32)[np.maximum(faces.labels, 0)] * keep[:, None], keep
+    return one_hot(faces.labels, len(faces.classes)), faces.labels >= 0
 
 
 def epoch_indices(labels: Tensor, balance: str, gen: torch.Generator) -> Tensor:
@@ -438,7 +438,7 @@ def train(cfg: TrainConfig, out: str | os.PathLike, *, resume: bool = False, for
                 checkpoint.save(state, out / "best.pt")
             checkpoint.save({**state, "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
                              "scaler": scaler.state_dict(), "epoch": epoch, "best": best}, out / "last.pt")  # fmt: skip
-            _log_epoch(writer, out, history, metrics, val_set, val_probs, improved, classes)
+            _log_epoch(writer, out, history, metrics, val_set, val_probs, improved)
             log.info("epoch %d/%d  train loss %.3f acc %.3f | val loss %.3f acc %.4f macro-F1 %.4f%s  (%.0fs)",
                      epoch + 1, cfg.epochs, row["train_loss"], row["train_accuracy"], val_loss,
                      metrics["accuracy"], metrics["macro_f1"], "  *best*" if improved else "",
@@ -457,7 +457,7 @@ def train(cfg: TrainConfig, out: str | os.PathLike, *, resume: bool = False, for
 
 
 def _log_epoch(writer, out: Path, history: list[dict], metrics: dict, val_set: FaceSet,
-               val_probs: np.ndarray, improved: bool, classes: tuple[str, ...]) -> None:  # fmt: skip
+               val_probs: np.ndarray, improved: bool) -> None:  # fmt: skip
     """TensorBoard scalars and figures, the JSON-lines log, and the run's plots."""
     row = history[-1]
     step = row["step"]
@@ -467,7 +467,7 @@ def _log_epoch(writer, out: Path, history: list[dict], metrics: dict, val_set: F
         writer.add_scalar(f"accuracy/{key.split('_')[0]}", row[key], step)
     writer.add_scalar("macro_f1/val", row["val_macro_f1"], step)
     writer.add_scalar("lr", row["lr"], step)
-    classes = list(classes)
+    classes = metrics["classes"]
     cm_fig = plots.confusion_matrix(metrics["confusion_matrix"], classes, f"val, epoch {row['epoch']}")
     grid_fig = plots.prediction_grid(val_set.images, val_probs, val_set.labels, classes)
     writer.add_figure("val/confusion_matrix", cm_fig, step, close=False)
