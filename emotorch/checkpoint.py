@@ -95,11 +95,15 @@ def check(ckpt: dict[str, Any], source: str | Path) -> None:
 
 
 def build_model(ckpt: dict[str, Any], source: str | Path = "checkpoint") -> nn.Module:
-    """Rebuild the model a checkpoint describes and load its weights, in eval mode."""
+    """Rebuild the model a checkpoint (or a shipped ONNX file's weights) describes and load its weights,
+    in eval mode. Batch norm's step counters may be absent: inference never reads them."""
     meta = ckpt["meta"]
     try:
         model = create_model(meta["model"], len(meta["classes"]), **meta["model_options"])
-        model.load_state_dict(ckpt["model"])
+        loaded = model.load_state_dict(ckpt["model"], strict=False)
+        missing = [k for k in loaded.missing_keys if not k.endswith("num_batches_tracked")]
+        if missing or loaded.unexpected_keys:
+            raise RuntimeError(f"weights missing {missing[:3]}, unexpected {loaded.unexpected_keys[:3]}")
     except (RuntimeError, KeyError, TypeError, ValueError) as e:  # shapes, names or options that do not fit
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise CheckpointError(f"{source}: the weights do not fit the model {meta['model']!r} ({first})") from None

@@ -1,7 +1,8 @@
-"""Shipping models inside the package (maintainers): a run, or an ensemble of runs, becomes float16
-weights in ``emotorch/weights`` and an ONNX file (one graph, also for an ensemble; int8 on
-request) with their sha256 in the manifest and a temperature fitted on val. What is measured and
-shipped for inference is the ONNX file. :mod:`emotorch.zoo` reads what this writes."""
+"""Shipping models inside the package (maintainers): a run, or an ensemble of runs, becomes an ONNX
+file in ``emotorch/weights`` (one graph, also for an ensemble; weights int8 per channel and
+float16, from which PyTorch reads them back), plus an int8 file on request, with their sha256 in
+the manifest and a temperature fitted on val. What is measured is what ONNX Runtime serves.
+:mod:`emotorch.zoo` reads what this writes."""
 
 from __future__ import annotations
 
@@ -47,16 +48,18 @@ def combine(runs: list[str | Path]) -> dict[str, Any]:
 
 def package(runs: str | Path | list[str | Path], name: str, *, data: str | Path, recipe: str,
             tta: bool = False, int8: bool = False, precise_bn: bool = True) -> dict[str, Any]:  # fmt: skip
-    """Ship a run's best checkpoint (or an ensemble of several runs) as ``name``: fp16 weights and an
-    ONNX file (``int8``: int8, calibrated on training faces), which is what the val metrics and the
-    temperature (fitted on val: to the crowd's votes where the data has them) describe. With
-    ``precise_bn`` the batch-norm statistics are first recomputed on the clean training faces.
-    Returns the manifest entry; ``recipe`` is the command(s) that reproduce the run(s).
+    """Ship a run's best checkpoint (or an ensemble of several runs) as ``name``: its weights rounded to
+    int8 per channel (float16 for batch norm and biases) in ``name.onnx``, and with ``int8`` also
+    ``name-int8.onnx`` (weights and activations int8, calibrated on training faces), which the
+    model then serves. What it serves is what the val metrics and the temperature (fitted on val:
+    to the crowd's votes where the data has them) describe. With ``precise_bn`` the batch-norm
+    statistics are first recomputed on the clean training faces. Returns the manifest entry;
+    ``recipe`` is the command(s) that reproduce the run(s).
     """
     from emotorch import checkpoint
     from emotorch.data import load_dataset
     from emotorch.evaluate import calibration, compute_metrics, fit_temperature, scorable, score, vote_distribution
-    from emotorch.export import calibration_sample, export_onnx, quantize_onnx, set_metadata
+    from emotorch.export import calibration_sample, export_onnx, quantize_onnx, set_metadata, shipped_precision
     from emotorch.inference import LoadedModel, OnnxModel, predict_logits, softmax
     from emotorch.train import precise_batchnorm
 
@@ -65,29 +68,26 @@ def package(runs: str | Path | list[str | Path], name: str, *, data: str | Path,
     faces = load_dataset(data, progress=False)
     train = faces.split("train")
     val, left_out = scorable(faces.split("val"), meta["classes"])
-    extra: dict[str, Any] = {"precise_bn_faces": len(train) if precise_bn else 0}
+    extra: dict[str, Any] = {"precise_bn_faces": len(train) if precise_bn else meta.get("precise_bn_faces", 0)}
     if precise_bn:
         recalibrated = precise_batchnorm(checkpoint.build_model(ckpt), train.images, meta["mean"], meta["std"])
         ckpt["model"] = recalibrated.state_dict()
-    state = {k: v.half() if v.is_floating_point() else v for k, v in ckpt["model"].items()}
-    # measure what ships: the weights rounded to float16
-    model = checkpoint.build_model(ckpt | {"model": {k: v.float() if v.is_floating_point() else v
-                                                      for k, v in state.items()}})  # fmt: skip
+    model = checkpoint.build_model(ckpt | {"model": shipped_precision(ckpt["model"])})  # measure what ships
     zoo.WEIGHTS.mkdir(exist_ok=True)
-    onnx_path = zoo.WEIGHTS / f"{name}.onnx"  # every model ships ONNX: inference needs no PyTorch
-    onnx_path.unlink(missing_ok=True)  # a stale file must not outlive the weights it came from
+    path, int8_path = zoo.WEIGHTS / f"{name}.onnx", zoo.WEIGHTS / f"{name}-int8.onnx"
+    for stale in (path, int8_path):  # a file must not outlive the weights it came from
+        stale.unlink(missing_ok=True)
     loaded = LoadedModel(model, meta, [], name)
+    export_onnx(loaded, path, compact=True)  # every model ships ONNX: inference needs no PyTorch
+    served = path
     if int8:
         sample = calibration_sample(train)
-        quantize_onnx(loaded, onnx_path, sample)
-        float_pred = predict_logits(model, val.images, meta, tta=tta).argmax(1)
+        trained = LoadedModel(checkpoint.build_model(ckpt), meta, [], name)  # quantised once, not twice
+        served = quantize_onnx(trained, int8_path, sample)
+        float_pred = predict_logits(OnnxModel(path), val.images, meta, tta=tta).argmax(1)
         extra |= {"calibration_faces": len(sample),
                   "float_val_accuracy": compute_metrics(val.labels, float_pred, val.classes)["accuracy"]}  # fmt: skip
-    else:
-        export_onnx(loaded, onnx_path, half_weights=True)
-    extra |= {"onnx": onnx_path.name, "onnx_int8": int8}
-    served = OnnxModel(onnx_path)  # what ships is what is measured
-    logits = predict_logits(served, val.images, meta, tta=tta)
+    logits = predict_logits(OnnxModel(served), val.images, meta, tta=tta)  # what ships is what is measured
     # with crowd votes the probabilities are fitted to what the taggers said, else to the labels
     votes = val.votes is not None
     temperature = fit_temperature(logits, vote_distribution(val.votes, val.classes) if votes else val.labels)
@@ -103,9 +103,11 @@ def package(runs: str | Path | list[str | Path], name: str, *, data: str | Path,
                         "fitted_on": "val votes" if votes else "val labels"},
         "licence": "MIT (weights trained by the EmoTorch project on FER2013, a research data set"
                    + (", with the FER+ crowd labels of Microsoft, MIT)" if votes else ")"),
+        "onnx": served.name,
+        "onnx_int8": int8,
     }
-    path = zoo.WEIGHTS / f"{name}.pt"
-    checkpoint.save({"format": checkpoint.FORMAT, "model": state, "meta": meta, "history": ckpt["history"]}, path)
+    for written in {path, served}:
+        set_metadata(written, meta)  # now with the temperature fitted on its own logits
     entry = {
         "file": path.name,
         "sha256": zoo.sha256(path),
@@ -115,9 +117,10 @@ def package(runs: str | Path | list[str | Path], name: str, *, data: str | Path,
         "val_macro_f1": metrics["macro_f1"],
         "tta": tta,
         "temperature": temperature,
+        "onnx": served.name,
+        "onnx_int8": int8,
+        "onnx_sha256": zoo.sha256(served),
     }
-    set_metadata(onnx_path, meta)  # now with the temperature fitted on its own logits
-    entry |= {"onnx": onnx_path.name, "onnx_int8": int8, "onnx_sha256": zoo.sha256(onnx_path)}
     zoo.MANIFEST.write_text(json.dumps(zoo.shipped() | {name: entry}, indent=2) + "\n")
     zoo.forget_verified()
     return entry

@@ -198,7 +198,11 @@ def _load_init(model: nn.Module, cfg: TrainConfig, classes: tuple[str, ...]) -> 
     from emotorch import zoo
 
     source, _, member = cfg.init.rpartition("#") if "#" in cfg.init else (cfg.init, "", "")
-    start = checkpoint.load(zoo.shipped_path(source) if source in zoo.shipped() else source)
+    if source in zoo.shipped():
+        shipped = zoo.load_shipped(source)
+        start = {"model": shipped.model.state_dict(), "meta": shipped.meta}
+    else:
+        start = checkpoint.load(source)
     if member:
         members = start["meta"]["model_options"].get("members", [])
         if not member.isdigit() or int(member) >= len(members):

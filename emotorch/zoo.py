@@ -1,11 +1,12 @@
-"""Models shipped inside the package: weights plus metadata, checked against their sha256.
+"""Models shipped inside the package: ONNX files plus a manifest, checked against their sha256.
 
-``emotorch/weights/manifest.json`` lists each shipped model's file and sha256; the file is an
-EmoTorch checkpoint (loadable with ``weights_only=True``) whose metadata carries the classes,
-input size, normalisation, architecture, recipe, data, val metrics, calibration temperature and
-the hardware and time that trained it. A model may also ship an int8 ONNX file (``fast``), which
-the ONNX Runtime backend serves and its val metrics describe. Reading them is here and needs no
-PyTorch until a model is loaded; :mod:`emotorch.packaging` writes them.
+``emotorch/weights/manifest.json`` lists each shipped model's files and their sha256. ``file`` is
+an ONNX graph whose weights are stored compactly (int8 per channel, float16) and whose metadata
+carries the classes, input size, normalisation, architecture, recipe, data, val metrics,
+calibration temperature and the hardware and time that trained it; PyTorch reads its weights back
+exactly. ``onnx`` is what ONNX Runtime serves and the val metrics describe: the same file, or for
+``fast`` an int8 one. Reading them is here and needs no PyTorch until a model is loaded on it;
+:mod:`emotorch.packaging` writes them.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ if TYPE_CHECKING:  # naming and verifying shipped models needs no PyTorch; loadi
 WEIGHTS = Path(__file__).with_name("weights")
 MANIFEST = WEIGHTS / "manifest.json"
 PHOTO_MODEL = "accurate"  # photos: accuracy first
-STREAM_MODEL = "fast"  # video, webcam and the server: int8, about 3x faster than `default`
+STREAM_MODEL = "fast"  # video, webcam and the server: one int8 network, no TTA
 _SHA_KEYS = {"file": "sha256", "onnx": "onnx_sha256"}
 
 
@@ -61,16 +62,17 @@ def shipped_path(name: str, key: str = "file") -> Path:
 
 
 def load_shipped(name: str) -> LoadedModel:
-    """A shipped model by name as PyTorch (the ``train`` extra), its weights verified and turned back into
-    float32; :func:`emotorch.inference.load_model` opens its ONNX file without PyTorch."""
+    """A shipped model by name on PyTorch (the ``train`` extra), its weights verified and read back from
+    its ONNX file; :func:`emotorch.inference.load_model` serves that file without PyTorch."""
     from emotorch import checkpoint
+    from emotorch.export import read_weights
     from emotorch.inference import LoadedModel
 
     manifest = shipped()
     if name not in manifest:
         known = ", ".join(manifest) or "none"
         raise CheckpointError(f"no shipped model {name!r} (shipped: {known}); or pass a checkpoint path")
-    ckpt = checkpoint.load(_verified(name))
-    ckpt["model"] = {k: v.float() if v.is_floating_point() else v for k, v in ckpt["model"].items()}
-    onnx = _verified(name, "onnx") if "onnx" in manifest[name] else None
-    return LoadedModel(checkpoint.build_model(ckpt), ckpt["meta"], ckpt.get("history", []), name, onnx)
+    path = _verified(name)
+    state, meta = read_weights(path)
+    return LoadedModel(checkpoint.build_model({"model": state, "meta": meta}, path), meta, [], name,
+                       _verified(name, "onnx"))  # fmt: skip

@@ -20,24 +20,46 @@ def weights_dir(tmp_path, monkeypatch):
 
 
 def test_package_and_load_by_name(tiny_run, weights_dir):
+    import onnx
+
+    from emotorch.checkpoint import load
+    from emotorch.export import shipped_precision
+
     entry = packaging.package(tiny_run, "tiny", data=tiny_run.parent / "faces", recipe="emotorch train ...",
                               precise_bn=False)
-    assert entry["file"] == "tiny.pt" and len(entry["sha256"]) == 64 and entry["temperature"] > 0
-    ckpt = torch.load(weights_dir / "tiny.pt", weights_only=True)
-    assert all(v.dtype == torch.float16 for v in ckpt["model"].values() if v.is_floating_point())
-    meta = ckpt["meta"]
+    assert entry["file"] == entry["onnx"] == "tiny.onnx" and not entry["onnx_int8"]
+    assert entry["sha256"] == entry["onnx_sha256"] == zoo.sha256(weights_dir / "tiny.onnx") and entry["temperature"] > 0
+    assert sorted(p.name for p in weights_dir.iterdir()) == ["manifest.json", "tiny.onnx"]  # one file: no checkpoint
+    graph = onnx.load(weights_dir / "tiny.onnx").graph
+    stored = {onnx.TensorProto.DataType.Name(i.data_type) for i in graph.initializer if not i.name.endswith("__scale")}
+    assert stored <= {"INT8", "FLOAT16", "INT64"} and {"INT8", "FLOAT16"} <= stored  # filters int8, the rest float16
+    full = load_model("tiny", "torch")  # PyTorch reads the weights back from the ONNX file
+    meta = full.meta
     assert meta["recipe"] == "emotorch train ..." and meta["calibration"]["fitted_on"] == "val labels"
     assert {"classes", "input_size", "mean", "std", "model", "val_metrics", "hardware"} <= set(meta)
+    expected = shipped_precision(load(tiny_run)["model"])
+    for key, value in full.model.state_dict().items():
+        if not key.endswith("num_batches_tracked"):  # what was rounded comes back bit for bit
+            assert torch.equal(value, expected[key]), key
     shipped = load_model("tiny")  # its ONNX file: no PyTorch needed
     assert isinstance(shipped.model, OnnxModel) and shipped.meta["val_metrics"] == meta["val_metrics"]
-    assert entry["onnx"] == "tiny.onnx" and not entry["onnx_int8"]
     images, _ = synthetic_faces(9)
     probs = predict_proba(shipped.model, images, shipped.meta)
-    full = load_model("tiny", "torch")  # the float16 weights on PyTorch
     np.testing.assert_allclose(probs, predict_proba(full.model, images, full.meta), atol=1e-4)
     original = load_model(tiny_run)
     raw = predict_proba(original.model, images, original.meta | {"temperature": meta["temperature"]})
-    np.testing.assert_allclose(probs, raw, atol=2e-2)  # float16 storage changes little
+    np.testing.assert_allclose(probs, raw, atol=2e-2)  # int8 filters and float16 change little
+
+
+def test_shipped_precision_rounds_filters_per_channel_and_the_rest_to_float16():
+    from emotorch.export import shipped_precision
+
+    weight = torch.tensor([[0.5, -1.27, 0.003], [0.0, 0.0, 0.0], [2.0, 1.0, -0.01]])
+    state = shipped_precision({"w": weight, "b": torch.tensor([0.1]), "n": torch.tensor(3)})
+    assert state["w"][0].tolist() == pytest.approx([0.5, -1.27, 0.0], abs=1e-7)  # steps of 1.27 / 127
+    assert state["w"][1].tolist() == [0.0, 0.0, 0.0]  # an all-zero channel stays zero
+    assert state["w"][2, 0] == 2.0 and abs(state["w"][2, 2]) in (0.0, pytest.approx(2 / 127))
+    assert state["b"].item() == torch.tensor(0.1).half().item() and state["n"].item() == 3
 
 
 def test_package_recomputes_batchnorm_statistics_on_the_training_faces(tiny_run, weights_dir):
@@ -46,52 +68,55 @@ def test_package_recomputes_batchnorm_statistics_on_the_training_faces(tiny_run,
     args = ["-q", "package", str(tiny_run), "--data", str(tiny_run.parent / "faces"), "--recipe", "r"]
     assert main([*args, "--name", "precise"]) == 0 and main([*args, "--name", "raw", "--no-precise-bn"]) == 0
     run = torch.load(tiny_run / "best.pt", weights_only=True)
-    precise, raw = (torch.load(weights_dir / f"{n}.pt", weights_only=True) for n in ("precise", "raw"))
-    assert precise["meta"]["precise_bn_faces"] == 112 and raw["meta"]["precise_bn_faces"] == 0
+    precise, raw = (load_model(n, "torch") for n in ("precise", "raw"))
+    assert precise.meta["precise_bn_faces"] == 112 and raw.meta["precise_bn_faces"] == 0
     key = "features.1.running_mean"
-    torch.testing.assert_close(raw["model"][key].float(), run["model"][key], atol=1e-2, rtol=1e-2)
-    assert not torch.allclose(precise["model"][key].float(), run["model"][key], atol=1e-2, rtol=1e-2)
-    assert zoo.shipped()["precise"]["val_accuracy"] == precise["meta"]["val_metrics"]["accuracy"]
+    torch.testing.assert_close(raw.model.state_dict()[key], run["model"][key], atol=1e-2, rtol=1e-2)
+    assert not torch.allclose(precise.model.state_dict()[key], run["model"][key], atol=1e-2, rtol=1e-2)
+    assert zoo.shipped()["precise"]["val_accuracy"] == precise.meta["val_metrics"]["accuracy"]
 
 
 def test_damaged_or_unknown_shipped_model(tiny_run, weights_dir):
     packaging.package(tiny_run, "tiny", data=tiny_run.parent / "faces", recipe="r")
     with pytest.raises(CheckpointError, match="no shipped model 'huge'"):
         zoo.load_shipped("huge")
-    path = weights_dir / "tiny.pt"
+    path = weights_dir / "tiny.onnx"
     path.write_bytes(path.read_bytes()[:-10] + b"0123456789")
-    with pytest.raises(CheckpointError, match="damaged"):
-        zoo.load_shipped("tiny")
+    for load in (zoo.load_shipped, load_model):  # on PyTorch and on ONNX Runtime
+        with pytest.raises(CheckpointError, match="damaged"):
+            load("tiny")
 
 
 def test_package_int8_ships_an_onnx_file_that_serves_by_default(tiny_run, weights_dir):
     from emotorch.pipeline import EmotionRecognizer
 
     entry = packaging.package(tiny_run, "tiny8", data=tiny_run.parent / "faces", recipe="r", int8=True)
-    assert entry["onnx"] == "tiny8.onnx" and entry["onnx_sha256"] == zoo.sha256(weights_dir / "tiny8.onnx")
+    assert entry["file"] == "tiny8.onnx" and entry["onnx"] == "tiny8-int8.onnx"
+    assert entry["onnx_sha256"] == zoo.sha256(weights_dir / "tiny8-int8.onnx")
     shipped = load_model("tiny8")
-    assert shipped.onnx == weights_dir / "tiny8.onnx" and entry["onnx_int8"]
+    assert shipped.onnx == weights_dir / "tiny8-int8.onnx" and entry["onnx_int8"]
     full = load_model("tiny8", "torch").meta
     assert full["calibration_faces"] == 112 and 0 <= full["float_val_accuracy"] <= 1
+    assert full["val_metrics"] == shipped.meta["val_metrics"]  # both files describe what is served
     assert isinstance(EmotionRecognizer("tiny8").model.model, OnnxModel)  # the model's own setting: int8
     assert not isinstance(EmotionRecognizer("tiny8", backend="torch").model.model, OnnxModel)
-    int8_size = (weights_dir / "tiny8.onnx").stat().st_size
     packaging.package(tiny_run, "tiny8", data=tiny_run.parent / "faces", recipe="r")  # re-shipped without int8
-    assert not zoo.shipped()["tiny8"]["onnx_int8"] and (weights_dir / "tiny8.onnx").stat().st_size != int8_size
+    assert not zoo.shipped()["tiny8"]["onnx_int8"] and not (weights_dir / "tiny8-int8.onnx").exists()
+    assert load_model("tiny8").onnx == weights_dir / "tiny8.onnx"
 
 
 def test_a_damaged_int8_file_is_refused(tiny_run, weights_dir):
     pytest.importorskip("onnxruntime")
     packaging.package(tiny_run, "tiny8", data=tiny_run.parent / "faces", recipe="r", int8=True)
-    with open(weights_dir / "tiny8.onnx", "ab") as fh:
+    with open(weights_dir / "tiny8-int8.onnx", "ab") as fh:
         fh.write(b"x")
     with pytest.raises(CheckpointError, match="damaged"):
-        zoo.load_shipped("tiny8")
+        load_model("tiny8")
 
 
 @pytest.mark.parametrize("name", sorted(zoo.shipped()))
 def test_the_shipped_models_read_the_sample_photo_alike_with_and_without_torch(name):
-    """Every shipped model ships ONNX; its lean path gives the torch path's probabilities within 1e-4."""
+    """Every shipped model ships ONNX; its float file gives the torch path's probabilities within 1e-4."""
     from pathlib import Path
 
     from emotorch.data import load_dataset
@@ -108,9 +133,10 @@ def test_the_shipped_models_read_the_sample_photo_alike_with_and_without_torch(n
     assert len(faces) == 1 and faces[0].emotion == "happy"
     if entry["onnx_int8"]:  # int8: what its metrics describe, and what the full install serves too
         assert isinstance(EmotionRecognizer(name, backend="auto").model.model, OnnxModel)
-        return
-    on_torch = EmotionRecognizer(name, backend="torch").predict(sample)[0].probabilities
-    assert all(abs(faces[0].probabilities[c] - on_torch[c]) <= 1e-4 for c in on_torch)
+        lean = load_model(zoo.shipped_path(name))  # its float file, whose weights PyTorch reads
+    else:
+        on_torch = EmotionRecognizer(name, backend="torch").predict(sample)[0].probabilities
+        assert all(abs(faces[0].probabilities[c] - on_torch[c]) <= 1e-4 for c in on_torch)
     ferplus = Path(__file__).resolve().parents[1] / ".." / "shared" / "ferplus"
     images = load_dataset(ferplus, progress=False).split("val").images[:256] if ferplus.is_dir() else \
         synthetic_faces(64)[0]  # fmt: skip
