@@ -64,8 +64,8 @@ def _dequantize(values: np.ndarray, scale: np.ndarray) -> np.ndarray:
 
 
 def shipped_precision(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """A state dict rounded to what ships: matrices and filters to int8 per output channel (on
-    FER2013 val: the same accuracy to 0.01%, docs/MODEL_CARD.md), other floats to float16."""
+    """A state dict rounded to what ships: matrices and filters to int8 per output channel, other
+    floats to float16 (the shipped models' val accuracy moved by one face at most, docs/MODEL_CARD.md)."""
     def rounded(value: torch.Tensor) -> torch.Tensor:
         if value.ndim < 2:
             return value.half().float()
