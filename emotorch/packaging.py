@@ -69,9 +69,10 @@ def package(runs: str | Path | list[str | Path], name: str, *, data: str | Path,
     train = faces.split("train")
     val, left_out = scorable(faces.split("val"), meta["classes"])
     extra: dict[str, Any] = {"precise_bn_faces": len(train) if precise_bn else meta.get("precise_bn_faces", 0)}
+    trained = checkpoint.build_model(ckpt)
     if precise_bn:
-        recalibrated = precise_batchnorm(checkpoint.build_model(ckpt), train.images, meta["mean"], meta["std"])
-        ckpt["model"] = recalibrated.state_dict()
+        trained = precise_batchnorm(trained, train.images, meta["mean"], meta["std"])
+        ckpt["model"] = trained.state_dict()
     model = checkpoint.build_model(ckpt | {"model": shipped_precision(ckpt["model"])})  # measure what ships
     zoo.WEIGHTS.mkdir(exist_ok=True)
     path, int8_path = zoo.WEIGHTS / f"{name}.onnx", zoo.WEIGHTS / f"{name}-int8.onnx"
@@ -82,8 +83,8 @@ def package(runs: str | Path | list[str | Path], name: str, *, data: str | Path,
     served = path
     if int8:
         sample = calibration_sample(train)
-        trained = LoadedModel(checkpoint.build_model(ckpt), meta, [], name)  # quantised once, not twice
-        served = quantize_onnx(trained, int8_path, sample)
+        # from the trained weights: quantised once, not on top of the int8 rounding
+        served = quantize_onnx(LoadedModel(trained, meta, [], name), int8_path, sample)
         float_pred = predict_logits(OnnxModel(path), val.images, meta, tta=tta).argmax(1)
         extra |= {"calibration_faces": len(sample),
                   "float_val_accuracy": compute_metrics(val.labels, float_pred, val.classes)["accuracy"]}  # fmt: skip
