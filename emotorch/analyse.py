@@ -37,6 +37,10 @@ from emotorch.threads import available_cores
 VIDEO_EXTENSIONS = frozenset({".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv"})
 MANIFEST_EXTENSIONS = frozenset({".txt", ".csv"})
 FACES, FILES, PARQUET = "faces.jsonl", "files.jsonl", "faces.parquet"
+# what every row analyse writes holds: anything else in --out is not ours to change
+FILE_KEYS = frozenset({"source", "kind", "size", "mtime_ns", "frames", "faces", "seconds", "status", "error"})
+FACE_KEYS = frozenset({"source", "kind", "frame", "time_s", "face", "x", "y", "w", "h", "landmarks",
+                       "detection_score", "emotion", "model", "model_version"})  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -196,43 +200,45 @@ class Results:
 
     def __init__(self, out: Path) -> None:
         self.out = out
-        out.mkdir(parents=True, exist_ok=True)
         self.done: dict[tuple[str, int, int], dict[str, Any]] = {}
-        self._repair()
-        self._faces = open(out / FACES, "ab")  # noqa: SIM115 - closed by close()
-        self._files = open(out / FILES, "ab")  # noqa: SIM115
+        self.models: set[tuple[str, str]] = set()  # (name, version) of every model with rows here
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+            self._repair()
+            self._faces = open(out / FACES, "ab")  # noqa: SIM115 - closed by close()
+            self._files = open(out / FILES, "ab")  # noqa: SIM115
+        except OSError as e:  # a read-only folder, a file in the way, a full disk
+            raise DataError(f"{e.filename or out}: cannot hold the results ({e.strerror or e}); use another "
+                            "--out folder") from None  # fmt: skip
 
     def _repair(self) -> None:
-        """Drop a half-written last line, and face rows of a file whose summary never arrived
-        (a kill between the two writes); collect the files that are done."""
+        """Check every row before changing anything, then finish what a kill left: a half-written last
+        line is cut, and face rows of the one file whose summary never arrived (a kill between the
+        two writes) are dropped. Results this module did not write, links and folders in their place
+        are refused untouched."""
         files_path, faces_path = self.out / FILES, self.out / FACES
-        for path in (files_path, faces_path):
-            if path.exists():
-                _trim_partial_line(path)
-        if files_path.exists():
-            with open(files_path, encoding="utf-8") as fh:
-                for number, line in enumerate(fh, start=1):
-                    try:
-                        row = json.loads(line)
-                        self.done[(row["source"], row["size"], row["mtime_ns"])] = row
-                    except (ValueError, KeyError, TypeError):
-                        raise DataError(f"{files_path}, line {number}: not a row written by emotorch analyse; "
-                                        "use another --out folder") from None
-        if faces_path.exists():
-            sources = {key[0] for key in self.done}
-            keep = 0
-            with open(faces_path, "rb") as fh:
-                for number, line in enumerate(iter(fh.readline, b""), start=1):
-                    try:
-                        source = json.loads(line)["source"]
-                    except (ValueError, KeyError, TypeError):
-                        raise DataError(f"{faces_path}, line {number}: not a row written by emotorch analyse; "
-                                        "use another --out folder") from None
-                    if source in sources:
-                        keep = fh.tell()
-            if keep < faces_path.stat().st_size:  # rows after the last finished file's belong to none
-                with open(faces_path, "r+b") as fh:
-                    fh.truncate(keep)
+        files, files_end, files_tail = _checked_rows(files_path, FILE_KEYS, lambda row: row)
+        faces, faces_end, faces_tail = _checked_rows(faces_path, FACE_KEYS,
+                                                     lambda row: (row["source"], row["model"], row["model_version"]))
+        if faces and not files:
+            raise DataError(f"{faces_path} has {len(faces)} face rows but {files_path.name} lists no file: not "
+                            "a results folder analyse can continue; use another --out folder")  # fmt: skip
+        self.done = {(row["source"], row["size"], row["mtime_ns"]): row for row, _ in files}
+        self.models = {(name, version) for (_, name, version), _ in faces}
+        finished = {key[0] for key in self.done}
+        keep = faces_end
+        for (source, _, _), start in reversed(faces):  # the unfinished file's rows, at the end
+            if source in finished:
+                break
+            keep = start
+        unfinished = {source for (source, _, _), start in faces if start >= keep}
+        if len(unfinished) > 1:
+            raise DataError(f"{faces_path}: rows of {len(unfinished)} files that {files_path.name} does not list; "
+                            "a kill leaves at most one: use another --out folder")  # fmt: skip
+        for path, end, tail in ((files_path, files_end, files_tail), (faces_path, keep, faces_tail)):
+            if tail or end < (path.stat().st_size if path.exists() else 0):
+                with open(path, "r+b") as fh:
+                    fh.truncate(end)
 
     def write(self, face_rows: list[dict[str, Any]], file_row: dict[str, Any]) -> None:
         """One file's rows: its faces in one write, then its summary in one write, each flushed to disk."""
@@ -265,23 +271,34 @@ class Results:
         return dest
 
 
-def _trim_partial_line(path: Path, block: int = 1 << 16) -> None:
-    """Cut what follows the last newline (a line a kill left half-written), reading only the file's end."""
-    with open(path, "r+b") as fh:
-        end = fh.seek(0, os.SEEK_END)
-        pos = end
-        while pos > 0:
-            start = max(0, pos - block)
-            fh.seek(start)
-            newline = fh.read(pos - start).rfind(b"\n")
-            if newline >= 0:
-                cut = start + newline + 1
+def _checked_rows(path: Path, keys: frozenset[str], project: Callable[[dict[str, Any]], Any]
+                  ) -> tuple[list[tuple[Any, int]], int, bool]:  # fmt: skip
+    """``project(row)`` of every complete row of a results file with the offset where the row starts, the
+    offset where the complete rows end, and whether a half-written row follows. A line that is not
+    such a row, or a last line that is not the start of one, is an error naming the file and line."""
+    if path.is_symlink() or (path.exists() and not path.is_file()):
+        raise DataError(f"{path}: not a regular file (a link or a folder); analyse writes only files it made "
+                        "itself: use another --out folder")  # fmt: skip
+    rows: list[tuple[Any, int]] = []
+    end, tail = 0, False
+    if not path.exists():
+        return rows, end, tail
+    with open(path, "rb") as fh:
+        for number, line in enumerate(iter(fh.readline, b""), start=1):
+            try:
+                row = json.loads(line)
+                ours = isinstance(row, dict) and keys <= row.keys()
+            except ValueError:
+                row, ours = None, False
+            if not line.endswith(b"\n") and not ours and line.startswith(b'{"source": '):
+                tail = True  # a kill cut this row short: the only change a repair may make
                 break
-            pos = start
-        else:
-            cut = 0
-        if cut < end:
-            fh.truncate(cut)
+            if not ours or not line.endswith(b"\n"):
+                raise DataError(f"{path}, line {number}: not a row written by emotorch analyse; use another "
+                                "--out folder (nothing in it was changed)")  # fmt: skip
+            rows.append((project(row), end))
+            end += len(line)
+    return rows, end, tail
 
 
 def face_rows(scan_result: Scan, probs: np.ndarray, classes: list[str], model: dict[str, str]) -> list[dict]:
@@ -353,6 +370,10 @@ def analyse(inputs: Iterable[str], out: str | os.PathLike, *, model: str | None 
         meta = recognizer.model.meta
         name = str(meta.get("name", recognizer.model.source))
         model_info = {"name": name, "version": str(shipped().get(name, {}).get("sha256", ""))}
+        others = results.models - {(model_info["name"], model_info["version"])}
+        if others:  # one results folder, one model: rows of two models would be averaged together
+            raise ValueError(f"{out} holds results of the model {sorted(others)[0][0]!r}, not {name!r}: use another "
+                             "--out folder for another model")  # fmt: skip
         crops_dir = Path(out) / "crops" if save_crops else None
         total = len(todo)
         options = {"every_s": every_s, "detect_size": detect_size, "workers": workers, "batch_size": batch_size}
@@ -383,14 +404,12 @@ def _classify_batches(scans: Iterator[Scan], recognizer, batch_size: int,
     """Classify the faces of many files together: a call once ``batch_size`` faces (or files) wait,
     or the oldest has waited ``max_wait_s``, so results keep reaching the disk. Files come out in
     the order they arrived."""
-    from emotorch.inference import predict_proba
-
     pending: list[Scan] = []
     since, waiting = 0.0, 0
 
     def flush() -> Iterator[tuple[Scan, np.ndarray]]:
         crops = [c for s in pending for c in s.crops]
-        probs = (predict_proba(recognizer.model.model, np.stack(crops), recognizer.model.meta) if crops
+        probs = (recognizer.predict_proba(np.stack(crops)) if crops
                  else np.zeros((0, len(recognizer.classes)), np.float32))  # fmt: skip
         start = 0
         for s in pending:

@@ -46,13 +46,11 @@ class _Classifier:
         self.recognizer = EmotionRecognizer(model, backend=backend)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        from emotorch.inference import predict_proba
-
         faces = batch["row"] == "face"
         probs = np.zeros((len(faces), len(self.recognizer.classes)), np.float32)
         if faces.any():
             crops = np.stack(list(batch["crop"][faces])).astype(np.uint8)
-            probs[faces] = predict_proba(self.recognizer.model.model, crops, self.recognizer.model.meta)
+            probs[faces] = self.recognizer.predict_proba(crops)  # with the model's own TTA, as predict
         return {**{k: batch[k] for k in ("path", "row", "info", "crop")}, "probs": probs}
 
 

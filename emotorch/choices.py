@@ -4,6 +4,7 @@ them all read these (a light module: nothing heavy is imported to build ``emotor
 from __future__ import annotations
 
 BACKENDS = ("torch", "onnx", "auto")  # inference engines
+READINGS = ("crowd", "expressive")  # how probabilities become one emotion (emotorch.reading)
 CATEGORIES = ("product", "place", "food", "song", "movie")  # recommendation categories
 CATEGORY_NAMES = CATEGORIES + tuple(f"{c}s" for c in CATEGORIES)  # what users may write: singular or plural
 STRATEGIES = ("auto", "match", "uplift")
@@ -14,6 +15,6 @@ ENGINES = ("local", "ray")  # where ``emotorch analyse`` runs
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("cosine", "constant")
 BALANCES = ("none", "sampler", "loss")  # class imbalance: nothing, class-balanced sampling, weighted loss
-AUGMENTS = ("none", "flip", "standard")
+AUGMENTS = ("none", "flip", "standard", "photo")
 SELECTS = ("accuracy", "macro_f1")  # the val metric that picks best.pt
 TARGETS = ("majority", "probability", "crossentropy", "soft")  # what FER+ votes become (emotorch.data)

@@ -19,6 +19,7 @@ from emotorch.choices import (
     BACKENDS,
     ENGINES,
     FEEDBACK_KINDS,
+    READINGS,
     STRATEGIES,
 )
 from emotorch.config import CHOICES as CONFIG_CHOICES
@@ -281,10 +282,18 @@ def build_parser() -> argparse.ArgumentParser:
     srv.add_argument("--rate-burst", type=float, help="requests a client may make at once (default: 2x the rate)")
     srv.add_argument("--read-timeout", type=float, default=15.0, metavar="SECONDS",
                      help="a request whose body stalls this long gets 408 and is closed")
+    srv.add_argument("--trust-proxy", metavar="ADDRESSES",
+                     help="comma-separated addresses of reverse proxies whose X-Forwarded-For names the client "
+                          "(for rate limits and logs); by default no forwarded header is believed")
     srv.add_argument("--batch-window-ms", type=float, default=3.0,
                      help="how long a request waits for others to share its model call")
     for p in (rec, fb, usr, fg, srv):
         p.add_argument("--db", help=db_help)
+    for p, default in ((pr, "crowd"), (srv, "expressive")):
+        p.add_argument("--reading", choices=READINGS, default=default,
+                       help="how probabilities become one emotion: crowd (the most likely of ten people's votes) "
+                            "or expressive (a non-neutral emotion once its share passes the model's threshold, "
+                            f"fitted on val; for faces in front of a camera) (default: {default})")  # fmt: skip
     for p in (ev, pr, vid, cam, srv, an, rec):
         p.add_argument("--threads", type=int, metavar="N",
                        help="threads for ONNX Runtime, OpenCV, OpenMP and PyTorch together (default: the cores "
@@ -440,7 +449,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from emotorch.images import read_image
     from emotorch.pipeline import EmotionRecognizer, write_summary
 
-    recognizer = EmotionRecognizer(args.model, tta=args.tta, backend=args.backend)
+    recognizer = EmotionRecognizer(args.model, tta=args.tta, backend=args.backend, reading=args.reading)
     files = _image_files(args.inputs)
     out = Path(args.out) if args.out else None
     annotated = _annotated_paths(files, out) if out is not None else []
@@ -661,14 +670,16 @@ def cmd_serve(args: argparse.Namespace) -> None:
         raise ValueError("--workers must be at least 1 and --port within 0-65535")
     load_model(args.model)  # a missing or damaged model, or an unusable database: one line, before any worker
     open_database(args.db).dispose()
-    settings = Settings(model=args.model, backend=args.backend, db=args.db,
+    settings = Settings(model=args.model, backend=args.backend, db=args.db, reading=args.reading,
                         max_upload_bytes=int(args.max_upload_mb * 1024 * 1024), rate_limit=args.rate_limit,
                         rate_burst=args.rate_burst, batch_window_ms=args.batch_window_ms,
                         read_timeout_s=args.read_timeout,
                         threads=threads.budget(args.threads, args.workers))  # fmt: skip
     os.environ[ENV] = settings.to_env()  # each worker process builds its app from these settings
+    # a client is the address that connected, unless it is a proxy the operator named
     uvicorn.run("emotorch.serve:create_app", factory=True, host=args.host, port=args.port, workers=args.workers,
-                log_level="warning" if args.quiet else "info")
+                log_level="warning" if args.quiet else "info", proxy_headers=bool(args.trust_proxy),
+                forwarded_allow_ips=args.trust_proxy or None)  # fmt: skip
 
 
 def cmd_analyse(args: argparse.Namespace) -> int:

@@ -31,6 +31,9 @@ class TrainConfig:
     targets: str = _opt("auto", "with FER+ votes: the majority label, a label drawn from the votes each epoch "
                         "(probability), FERPlus's vote distribution (crossentropy) or every emotion vote (soft); "
                         "auto: crossentropy with votes, the label without")  # fmt: skip
+    single_labels: str | None = _opt(None, "FER2013 data (any format) whose single labels join the FER+ votes in "
+                                     "each target; faces are paired by their pixels", metavar="DATA")
+    label_mix: float = _opt(0.5, "with --single-labels: the share of each target given to the FER2013 label")
     model: str = _opt("emonet", "registry name (see `emotorch models`)")
     model_options: dict[str, Any] = field(default_factory=dict, metadata={
         "help": "a model builder option, e.g. width=32 (repeatable)", "flag": "--model-option", "metavar": "KEY=VALUE",
@@ -50,8 +53,9 @@ class TrainConfig:
     warmup_epochs: float = _opt(2.0, "linear learning-rate warm-up")
     label_smoothing: float = _opt(0.1, "label smoothing, 0-1")
     balance: str = _opt("none", "class imbalance: class-balanced sampling (sampler) or class-weighted loss (loss)")
-    augment: str = _opt("standard", "training augmentation: none, flips, or the standard set (flip, affine, "
-                        "light, erasing)")  # fmt: skip
+    augment: str = _opt("standard", "training augmentation: none, flips, the standard set (flip, affine, "
+                        "light, erasing), or photo: the standard set after gamma, blur and lost resolution, "
+                        "as camera photos differ from web crops")  # fmt: skip
     amp: bool = _opt(True, "bf16 autocast on CPU, bf16/fp16 AMP on CUDA", flag="--no-amp")
     channels_last: bool = _opt(True, "channels_last memory format", flag="--no-channels-last")
     train_split: str = _opt("train", "split to train on")
@@ -69,6 +73,8 @@ class TrainConfig:
         for key, allowed in CHOICES.items():
             if getattr(self, key) not in allowed:
                 raise ValueError(f"{key} must be one of {', '.join(allowed)}, not {getattr(self, key)!r}")
+        if not 0 <= self.label_mix <= 1:
+            raise ValueError(f"label_mix must be between 0 and 1, not {self.label_mix}")
         if self.epochs < 1 or self.batch_size < 1 or self.lr <= 0:
             raise ValueError("epochs, batch_size and lr must be positive")
 

@@ -426,6 +426,34 @@ def one_hot(labels: np.ndarray, n: int) -> np.ndarray:
     return np.eye(n, dtype=np.float32)[np.maximum(labels, 0)] * (labels >= 0)[:, None]
 
 
+def paired_labels(faces: FaceSet, reference: FaceSet, max_difference: float = 6.0) -> np.ndarray:
+    """The label ``reference`` gives each of ``faces``, found by pixels, as an index into ``faces.classes``.
+
+    FER+ and FER2013 hold the same faces under different names (and JPEG or PNG), so each face is
+    paired with the reference face nearest to it (16x16 thumbnails, then the whole face checked: the
+    mean absolute difference must stay under ``max_difference`` grey levels). A reference class
+    that ``faces.classes`` lacks gives -1; a face with no such twin is an error naming it.
+    """
+    import cv2
+
+    def thumbs(images: np.ndarray) -> np.ndarray:
+        return np.stack([cv2.resize(i, (16, 16), interpolation=cv2.INTER_AREA) for i in images]).reshape(
+            len(images), -1).astype(np.float32)  # fmt: skip
+
+    mine, theirs = thumbs(faces.images), thumbs(reference.images)
+    norms = (theirs**2).sum(1)
+    nearest = np.concatenate([(norms[None] - 2 * mine[i : i + 2048] @ theirs.T).argmin(1)
+                              for i in range(0, len(mine), 2048)])  # fmt: skip
+    difference = np.abs(faces.images.astype(np.float32) - reference.images[nearest]).mean((1, 2))
+    if len(difference) and difference.max() > max_difference:
+        worst = int(difference.argmax())
+        raise DataError(f"{faces.sources[worst]}: no face of the reference data matches it (mean difference "
+                        f"{difference[worst]:.1f} grey levels); are these the same faces?")  # fmt: skip
+    lookup = np.asarray([faces.classes.index(c) if c in faces.classes else -1 for c in reference.classes])
+    labels = reference.labels[nearest]
+    return np.where(labels >= 0, lookup[np.maximum(labels, 0)], -1)
+
+
 def vote_targets(votes: np.ndarray, mode: str) -> tuple[np.ndarray, np.ndarray]:
     """Training targets (N, 8) over :data:`FERPLUS_CLASSES` and which faces to train on.
 

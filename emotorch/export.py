@@ -17,7 +17,7 @@ import torch
 from emotorch.choices import BACKENDS
 from emotorch.data import FaceSet, cache_dir, normalize
 from emotorch.errors import CheckpointError
-from emotorch.inference import METADATA_KEY, LoadedModel, OnnxModel
+from emotorch.inference import METADATA_KEY, LoadedModel, OnnxModel, graph_digest
 
 log = logging.getLogger(__name__)
 
@@ -142,8 +142,13 @@ def set_metadata(path: str | os.PathLike, meta: dict[str, Any]) -> None:
     del proto.metadata_props[:]
     proto.metadata_props.extend(kept)
     entry = proto.metadata_props.add()
-    entry.key, entry.value = METADATA_KEY, json.dumps(meta)
+    entry.key = METADATA_KEY
+    # the graph's digest, checked on every load (OnnxModel.metadata): damaged weights are refused
+    digest = hashlib.sha256(proto.graph.SerializeToString()).hexdigest()
+    entry.value = json.dumps({k: v for k, v in meta.items() if k != "graph_sha256"} | {"graph_sha256": digest})
     onnx.save(proto, str(path))
+    if graph_digest(path) != digest:  # the digest must describe the bytes as written, or every load fails
+        raise CheckpointError(f"{path}: the graph written is not the graph digested")
 
 
 def calibration_sample(train: FaceSet, n: int = CALIBRATION_FACES) -> np.ndarray:

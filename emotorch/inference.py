@@ -9,6 +9,7 @@ PyTorch model is asked for.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from dataclasses import dataclass
@@ -63,12 +64,57 @@ class OnnxModel:
         return self.session.run(["logits"], {"faces": np.ascontiguousarray(x, dtype=np.float32)})[0]
 
     def metadata(self) -> dict[str, Any]:
-        """The EmoTorch metadata stored in the file (classes, normalisation, temperature, ...)."""
+        """The EmoTorch metadata stored in the file (classes, normalisation, temperature, ...), after checking
+        the file's graph against the digest written with it (files from before digests: not checked)."""
         text = self.session.get_modelmeta().custom_metadata_map.get(METADATA_KEY)
         if text is None:
             raise CheckpointError(f"{self.path}: an ONNX file without EmoTorch metadata (export it with `emotorch "
                                   "export`, which stores the classes and preprocessing)")  # fmt: skip
-        return json.loads(text)
+        try:
+            meta = json.loads(text)
+            found = graph_digest(self.path) if "graph_sha256" in meta else None
+        except ValueError as e:
+            raise CheckpointError(f"{self.path}: damaged ({e})") from None
+        if found != meta.get("graph_sha256"):
+            raise CheckpointError(f"{self.path}: damaged: its weights differ from the ones it was written with "
+                                  "(sha256 mismatch); export or download it again")  # fmt: skip
+        return meta
+
+
+def _varint(data: bytes, at: int) -> tuple[int, int]:
+    value, shift = 0, 0
+    while True:
+        if at >= len(data) or shift > 63:
+            raise ValueError("truncated or malformed varint")
+        byte = data[at]
+        value |= (byte & 0x7F) << shift
+        at, shift = at + 1, shift + 7
+        if not byte & 0x80:
+            return value, at
+
+
+def graph_digest(path: str | os.PathLike) -> str:
+    """sha256 of an ONNX file's graph (its nodes and every weight), read from the protobuf wire format
+    without the ``onnx`` package: what :func:`emotorch.export.set_metadata` records as ``graph_sha256``,
+    so a file whose weights were damaged after writing is caught on load."""
+    data, at, digest = Path(path).read_bytes(), 0, hashlib.sha256()
+    while at < len(data):
+        key, at = _varint(data, at)
+        field, wire = key >> 3, key & 7
+        if wire == 0:
+            _, at = _varint(data, at)
+        elif wire in (1, 5):
+            at += 8 if wire == 1 else 4
+        elif wire == 2:
+            size, at = _varint(data, at)
+            if field == 7:  # ModelProto.graph
+                digest.update(data[at : at + size])
+            at += size
+        else:
+            raise ValueError(f"unexpected protobuf wire type {wire}")
+    if at != len(data):
+        raise ValueError("truncated protobuf")
+    return digest.hexdigest()
 
 
 def tta_views(x: np.ndarray, pad: int = TTA_PAD) -> list[np.ndarray]:
@@ -104,7 +150,10 @@ def predict_logits(model: Any, images: np.ndarray, meta: dict[str, Any], *, tta:
         x = normalize(np.asarray(images[i : i + batch_size]), meta["mean"], meta["std"])
         views = tta_views(x, tta_pad) if tta else [x]
         out.append(np.mean([_forward(model, v, device) for v in views], axis=0, dtype=np.float32))
-    return np.concatenate(out)
+    logits = np.concatenate(out)
+    if not np.isfinite(logits).all():
+        raise CheckpointError("the model answered NaN or infinity: its weights are damaged")
+    return logits
 
 
 def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
@@ -118,6 +167,16 @@ def predict_proba(model: Any, images: np.ndarray, meta: dict[str, Any], *, tta: 
     """Calibrated class probabilities (N, K): softmax of the logits over the model's temperature."""
     logits = predict_logits(model, images, meta, tta=tta, device=device)
     return softmax(logits, float(meta.get("temperature", 1.0)))
+
+
+def checked(model: LoadedModel) -> LoadedModel:
+    """``model``, once it has answered a plain grey face with finite logits (damaged weights do not)."""
+    probe = np.full((1, *model.meta["input_size"][1:]), 128, np.uint8)
+    try:
+        predict_logits(model.model, probe, model.meta)
+    except CheckpointError:
+        raise CheckpointError(f"{model.source}: the model answers NaN or infinity: its weights are damaged") from None
+    return model
 
 
 def load_model(name_or_path: str | os.PathLike, backend: str | None = None) -> LoadedModel:
@@ -141,19 +200,19 @@ def load_model(name_or_path: str | os.PathLike, backend: str | None = None) -> L
         if backend != "torch" and "onnx" in zoo.shipped()[name]:
             onnx = zoo.shipped_path(name, "onnx")
             model = OnnxModel(onnx)
-            return LoadedModel(model, model.metadata(), [], name, onnx)
+            return checked(LoadedModel(model, model.metadata(), [], name, onnx))
         require_torch(f"the PyTorch backend of {name}")
-        return zoo.load_shipped(name)
+        return checked(zoo.load_shipped(name))
     if path.suffix.lower() == ".onnx":
         if backend == "torch":
             raise ValueError(f"{path} is an ONNX file: it runs on ONNX Runtime, not PyTorch")
         model = OnnxModel(path)
-        return LoadedModel(model, model.metadata(), [], str(path), path)
+        return checked(LoadedModel(model, model.metadata(), [], str(path), path))
     require_torch(f"{path} (a PyTorch checkpoint)")
     from emotorch import checkpoint
     from emotorch.export import serve_with
 
     ckpt = checkpoint.load(path)
     loaded = LoadedModel(checkpoint.build_model(ckpt, path), ckpt["meta"], ckpt.get("history", []), str(path))
-    return serve_with(loaded, backend)
+    return checked(serve_with(loaded, backend))
 

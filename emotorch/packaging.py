@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from emotorch import zoo
 from emotorch.errors import CheckpointError
+
+if TYPE_CHECKING:
+    from emotorch.inference import LoadedModel
 
 PREPROCESSING = ("classes", "input_size", "mean", "std")
 
@@ -122,6 +125,38 @@ def package(runs: str | Path | list[str | Path], name: str, *, data: str | Path,
         "onnx_int8": int8,
         "onnx_sha256": zoo.sha256(served),
     }
+    zoo.MANIFEST.write_text(json.dumps(zoo.shipped() | {name: entry}, indent=2) + "\n")
+    zoo.forget_verified()
+    return entry
+
+
+def fit_expressive(model: LoadedModel, fer2013: str | Path) -> float:
+    """The model's expressive threshold (:func:`emotorch.reading.fit_threshold`), fitted on the val split of
+    FER2013-labelled data, with the model's own test-time setting."""
+    from emotorch.data import load_dataset
+    from emotorch.evaluate import restrict, scorable
+    from emotorch.inference import predict_proba, uses_tta
+    from emotorch.reading import fit_threshold
+
+    faces = load_dataset(fer2013, progress=False).split("val")
+    val, _ = scorable(faces, model.meta["classes"])
+    probs = predict_proba(model.model, val.images, model.meta, tta=uses_tta(model.meta, None))
+    return fit_threshold(restrict(probs, val.classes, faces.classes), val.labels, val.classes)
+
+
+def restamp(name: str, *, fer2013: str | Path) -> dict[str, Any]:
+    """Write a shipped model's metadata again: its expressive threshold fitted on ``fer2013``'s val labels and
+    the digest of its graph (checked on every load); the manifest gets the files' new sha256."""
+    from emotorch.export import set_metadata
+    from emotorch.inference import load_model
+
+    entry = zoo.shipped()[name]
+    model = load_model(name)
+    meta = model.meta | {"expressive_threshold": fit_expressive(model, fer2013)}
+    for key in {"file", "onnx"}:
+        set_metadata(zoo.WEIGHTS / entry[key], meta)
+    entry |= {"sha256": zoo.sha256(zoo.WEIGHTS / entry["file"]), "onnx_sha256": zoo.sha256(zoo.WEIGHTS / entry["onnx"]),
+              "expressive_threshold": meta["expressive_threshold"]}  # fmt: skip
     zoo.MANIFEST.write_text(json.dumps(zoo.shipped() | {name: entry}, indent=2) + "\n")
     zoo.forget_verified()
     return entry

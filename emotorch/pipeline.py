@@ -15,6 +15,7 @@ from emotorch import threads
 from emotorch.detect import Detector, Face, YuNetDetector, align
 from emotorch.images import ImageInput, read_image
 from emotorch.inference import LoadedModel, load_model, predict_proba, uses_tta
+from emotorch.reading import answer
 from emotorch.zoo import PHOTO_MODEL
 
 
@@ -53,10 +54,12 @@ class EmotionRecognizer:
     file, a checkpoint file or a run directory. ``backend`` (see :func:`emotorch.inference.load_model`):
     by default shipped models and ONNX files run on ONNX Runtime (no PyTorch needed) and checkpoints
     on PyTorch; ``"onnx"`` exports a checkpoint once into the cache (faster on the CPU:
-    benchmarks/pipeline_speed.py); ``"torch"`` runs a shipped model's float weights on PyTorch."""
+    benchmarks/pipeline_speed.py); ``"torch"`` runs a shipped model's float weights on PyTorch.
+    ``reading`` turns probabilities into each face's emotion (:mod:`emotorch.reading`): ``crowd``, the
+    most likely vote, or ``expressive``, a non-neutral emotion once its share passes the model's threshold."""
 
     def __init__(self, model: str | os.PathLike | LoadedModel = PHOTO_MODEL, detector: Detector | None = None,
-                 *, tta: bool | None = None, backend: str | None = None) -> None:  # fmt: skip
+                 *, tta: bool | None = None, backend: str | None = None, reading: str = "crowd") -> None:  # fmt: skip
         if threads.current() is None:  # the Python API gets the CLI's thread budget: OpenCV's default pool
             threads.configure()  # fights ONNX Runtime for the same cores (YuNet 0.44 s instead of 0.02 s)
         if isinstance(model, LoadedModel):
@@ -68,6 +71,18 @@ class EmotionRecognizer:
         self.detector = detector if detector is not None else YuNetDetector()
         self.tta = uses_tta(self.model.meta, tta)
         self.classes: list[str] = list(self.model.meta["classes"])
+        self.reading, self.threshold = reading, self.model.meta.get("expressive_threshold")
+        answer(np.zeros((0, len(self.classes))), self.classes, reading, self.threshold)  # a bad reading: now
+
+    def predict_proba(self, crops: np.ndarray) -> np.ndarray:
+        """Calibrated probabilities (N, K) of aligned uint8 faces (N, 48, 48), with this recognizer's TTA
+        setting: every command that classifies faces goes through here, so the same face gets the same
+        probabilities whichever command reads it."""
+        return predict_proba(self.model.model, crops, self.model.meta, tta=self.tta)
+
+    def read(self, probs: np.ndarray) -> np.ndarray:
+        """Each row's emotion (a class index) under this recognizer's reading."""
+        return answer(probs, self.classes, self.reading, self.threshold)
 
     def predict(self, image: ImageInput) -> list[FaceResult]:
         """Every face found, left to right; a photo without faces gives an empty list."""
@@ -83,10 +98,11 @@ class EmotionRecognizer:
         crops = [align(rgb, f) for rgb, found in zip(rgbs, faces, strict=True) for f in found]
         if not crops:
             return [[] for _ in faces]
-        probs = iter(predict_proba(self.model.model, np.stack(crops), self.model.meta, tta=self.tta))
+        probs = self.predict_proba(np.stack(crops))
+        answers = iter(zip(probs, self.read(probs), strict=True))
         return [
-            [FaceResult(f.box, f.landmarks.tolist(), f.score, self.classes[int(p.argmax())],
+            [FaceResult(f.box, f.landmarks.tolist(), f.score, self.classes[int(k)],
                         {c: float(v) for c, v in zip(self.classes, p, strict=True)})
-             for f, p in zip(found, probs, strict=False)]
+             for f, (p, k) in zip(found, answers, strict=False)]
             for found in faces
         ]  # fmt: skip

@@ -35,6 +35,7 @@ from emotorch.data import (
     load_dataset,
     normalize,
     one_hot,
+    paired_labels,
     vote_targets,
 )
 from emotorch.evaluate import compute_metrics
@@ -47,7 +48,8 @@ log = logging.getLogger("emotorch.train")
 
 
 def augment_batch(x: Tensor, mode: str, gen: torch.Generator) -> Tensor:
-    """Randomly flip, rotate (±15°), scale (±15%), shift (±10%), relight and erase a batch.
+    """Randomly flip, rotate (±15°), scale (±15%), shift (±10%), relight and erase a batch; ``photo``
+    first changes gamma and, for half the faces, blurs or takes away resolution (:func:`_photo_shift`).
 
     ``x`` is normalised (N, 1, H, W); random numbers come from ``gen`` on the CPU so that a
     seeded run augments identically on any device.
@@ -58,6 +60,9 @@ def augment_batch(x: Tensor, mode: str, gen: torch.Generator) -> Tensor:
 
     def uniform(lo: float, hi: float) -> Tensor:
         return (torch.rand(n, generator=gen) * (hi - lo) + lo).to(x.device)
+
+    if mode == "photo":
+        x = _photo_shift(x, uniform, gen)
 
     flip = torch.where(torch.rand(n, generator=gen) < 0.5, -1.0, 1.0).to(x.device)
     if mode == "flip":
@@ -88,6 +93,23 @@ def augment_batch(x: Tensor, mode: str, gen: torch.Generator) -> Tensor:
     return x.masked_fill(box.unsqueeze(1), 0.0)
 
 
+def _photo_shift(x: Tensor, uniform, gen: torch.Generator) -> Tensor:
+    """What separates a camera photo from a FER2013 web crop: another gamma (0.67-1.5), and for half
+    the faces a 3x3 Gaussian blur or a trip down to 20-40 pixels and back (faces met small in
+    a frame, or sharp ones the training crops never were)."""
+    u = (x * FER_STD + FER_MEAN).clamp(1e-4, 1) ** torch.exp(uniform(-0.4, 0.4)).view(-1, 1, 1, 1)
+    side = int(torch.randint(20, 41, (1,), generator=gen))
+    size = u.shape[-2:]
+    small = F.interpolate(F.interpolate(u, size=(side, side), mode="area"), size=size, mode="bilinear",
+                          align_corners=False)  # fmt: skip
+    kernel = torch.tensor([1.0, 2.0, 1.0], device=x.device)
+    kernel = (kernel[:, None] * kernel[None, :] / 16).view(1, 1, 3, 3)
+    blurred = F.conv2d(F.pad(u, (1, 1, 1, 1), mode="replicate"), kernel)
+    which = uniform(0, 1).view(-1, 1, 1, 1)
+    u = torch.where(which < 0.25, small, torch.where(which < 0.5, blurred, u))
+    return (u - FER_MEAN) / FER_STD
+
+
 # --- data -------------------------------------------------------------------------------------
 
 
@@ -114,14 +136,24 @@ def split_train_val(cfg: TrainConfig) -> tuple[FaceSet, FaceSet, dict]:
     return train, val, summary
 
 
-def training_targets(faces: FaceSet, mode: str) -> tuple[np.ndarray, np.ndarray]:
+def training_targets(faces: FaceSet, mode: str, single: np.ndarray | None = None,
+                     mix: float = 0.5) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
     """Each face's target distribution (N, classes) and which faces to train on.
 
-    Faces with FER+ votes follow ``mode`` (``auto`` means ``crossentropy``); labelled faces are
-    one-hot, and a vote mode other than ``majority`` on them is an error, not a silent fallback.
+    Faces with FER+ votes follow ``mode`` (``auto`` means ``crossentropy``); ``single`` (FER2013's
+    label of each face, -1 for none) then takes the share ``mix`` of each target: the votes say
+    how the crowd reads a face, the single label which expression it was meant to show. Labelled
+    faces are one-hot, and a vote mode other than ``majority`` on them is an error, not a silent
+    fallback.
     """
     if faces.votes is not None:
-        return vote_targets(faces.votes, "crossentropy" if mode == "auto" else mode)
+        targets, keep = vote_targets(faces.votes, "crossentropy" if mode == "auto" else mode)
+        if single is None:
+            return targets, keep
+        mixed = (1 - mix) * targets + mix * one_hot(single, len(faces.classes))
+        return np.where((single >= 0)[:, None], mixed, targets).astype(np.float32), keep
+    if single is not None:
+        raise DataError("--single-labels joins FER+ votes; these faces carry one label each already")
     if mode not in ("auto", "majority"):
         raise DataError(f"--targets {mode} needs FER+ votes (the FERPlus layout, or --labels fer2013new.csv); "
                         "these faces carry one label each")  # fmt: skip
@@ -275,7 +307,10 @@ def train(cfg: TrainConfig, out: str | os.PathLike, *, resume: bool = False, for
 
     train_set, val_set, data_summary = split_train_val(cfg)
     classes = train_set.classes
-    targets, keep = training_targets(train_set, cfg.targets)
+    single = None
+    if cfg.single_labels is not None:
+        single = paired_labels(train_set, load_dataset(cfg.single_labels).split(cfg.train_split))
+    targets, keep = training_targets(train_set, cfg.targets, single, cfg.label_mix)
     if not keep.all():
         log.info("training on %d of %d faces: %d have no %s target (unknown or not a face)",
                  keep.sum(), len(keep), (~keep).sum(), cfg.targets)  # fmt: skip

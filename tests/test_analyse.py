@@ -20,6 +20,7 @@ pytest.importorskip("yuface", reason="the YuNet detector package is not installe
 from test_video import make_video  # noqa: E402
 
 from emotorch.analyse import FACES, FILES, analyse  # noqa: E402
+from emotorch.data import DataError  # noqa: E402
 
 
 @pytest.fixture
@@ -94,8 +95,9 @@ def test_a_kill_loses_only_files_in_flight(tmp_path):
     proc.wait()
     done = len(rows(out / FILES))
     assert 5 <= done < 60, done
+    unfinished = rows(out / FACES)[0] | {"source": str(photos / "p59.jpg")}
     with open(out / FACES, "ab") as fh:  # as if killed mid-write: a face row of an unfinished file, half a line
-        fh.write(json.dumps({"source": str(photos / "p59.jpg")}).encode() + b"\n{\"source\": \"/half")
+        fh.write(json.dumps(unfinished).encode() + b"\n{\"source\": \"/half")
     res = subprocess.run(cmd, capture_output=True, text=True)
     assert res.returncode == 0, res.stderr
     files, faces = rows(out / FILES), rows(out / FACES)  # every line parses
@@ -144,3 +146,61 @@ def test_ray_engine_writes_the_same_rows(archive, tmp_path):
 
     assert table(tmp_path / "ray", FACES) == table(tmp_path / "local", FACES)
     assert table(tmp_path / "ray", FILES) == table(tmp_path / "local", FILES)
+
+
+@pytest.fixture
+def finished(tmp_path: Path) -> tuple[Path, Path]:
+    """A photo folder and a finished results folder for it (in process: no second interpreter)."""
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for i in range(3):
+        Image.fromarray(np.roll(skdata.astronaut(), 9 * i, axis=1)).save(photos / f"p{i}.jpg")
+    out = tmp_path / "results"
+    analyse([str(photos)], out, workers=1)
+    return photos, out
+
+
+def test_results_it_did_not_write_are_refused_untouched(finished, tmp_path):
+    photos, out = finished
+    face_row = rows(out / FACES)[0]
+    outside = tmp_path / "outside.jsonl"
+    outside.write_text(json.dumps(face_row) + "\n")
+    cases = {  # what --out holds -> what the refusal says
+        "one object, no newline": ({FILES: '{"a": 1}'}, "line 1: not a row written by emotorch analyse"),
+        "foreign rows with a source": ({FILES: "", FACES: '{"source": "x.jpg", "n": 1}\n'}, "line 1: not a row"),
+        "faces without files": ({FACES: (out / FACES).read_text()}, "lists no file"),
+        "a symlink": ({FILES: (out / FILES).read_text(), FACES: outside}, "not a regular file"),
+        "a folder": ({FILES: (out / FILES).read_text(), FACES: None}, "not a regular file"),
+    }
+    for name, (content, words) in cases.items():
+        folder = tmp_path / name.replace(" ", "-")
+        folder.mkdir()
+        for file, text in content.items():
+            if text is None:
+                (folder / file).mkdir()
+            elif isinstance(text, Path):
+                (folder / file).symlink_to(text)
+            else:
+                (folder / file).write_text(text)
+        before = {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()}
+        with pytest.raises(DataError, match=words):
+            analyse([str(photos)], folder, workers=1)
+        assert {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()} == before, name
+    assert outside.read_text() == json.dumps(face_row) + "\n"  # nothing written through the link
+
+
+def test_one_results_folder_holds_one_models_rows(finished):
+    photos, out = finished
+    with pytest.raises(ValueError, match="holds results of the model 'fast', not 'accurate'"):
+        analyse([str(photos)], out, model="accurate", workers=1)
+
+
+def test_analyse_gives_the_probabilities_predict_gives(finished, tmp_path):
+    from emotorch.pipeline import EmotionRecognizer
+
+    photos, _ = finished
+    out = tmp_path / "accurate"
+    analyse([str(photos / "p0.jpg")], out, model="accurate", workers=1)  # accurate ships with TTA
+    row = rows(out / FACES)[0]
+    face = EmotionRecognizer("accurate").predict(photos / "p0.jpg")[0]  # as emotorch predict reads it
+    assert all(abs(row[c] - p) < 1e-4 for c, p in face.probabilities.items())

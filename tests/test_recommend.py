@@ -7,6 +7,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 from sqlalchemy import func, select
@@ -262,7 +263,7 @@ def test_existing_database_upgrades_without_loss(any_db):
     import_file(old, STARTER_CATALOG)
     assert schema_revision(old) == "0001"
     engine = open_database(db_url)
-    assert schema_revision(engine) == "0003" and count_items(engine) == 300
+    assert schema_revision(engine) == "0004" and count_items(engine) == 300
     Recommender(engine).recommend(mood("happy"), n=3, user_id="x")  # the new tables work
 
 
@@ -442,3 +443,32 @@ def test_bandit_arms_from_seven_class_contexts_keep_counting(rec):
         arm = s.get(BanditArm, item)
     assert len(arm.b) == 9 and arm.b[-1] == 2.0 and arm.b[7] == 1.0  # bias kept last; contempt counted
     assert arm.a[6][6] == 2.0 and arm.a[7][7] == 2.0  # old surprise row kept; contempt: identity + this one
+
+
+def test_tokens_are_stored_hashed_and_forget_never_takes_everyones_statistics(db_url):
+    rec = Recommender(db_url)
+    alice, token = rec.create_user()
+    assert rec.token_owner(token) == alice and rec.token_owner(token + "x") is None
+    for r in rec.recommend(mood("sad"), categories="song", n=3, user_id=alice):
+        rec.feedback(r.id, "click", mood("sad"), user_id=alice)
+    with Session(rec.engine) as s:
+        everyone = s.scalar(select(func.count()).select_from(StrategyStat).where(StrategyStat.scope == "*"))
+    assert everyone > 0
+    assert token.encode() not in Path(rec.engine.url.database).read_bytes()  # only its sha256 is stored
+    for bad in ("*", "", "x" * 129, "a b"):
+        with pytest.raises(ValueError, match="not a user id"):
+            rec.forget(bad)
+    assert rec.forget(alice) == 6 and rec.token_owner(token) is None  # 3 impressions and 3 clicks
+    with Session(rec.engine) as s:
+        assert s.scalar(select(func.count()).select_from(StrategyStat).where(StrategyStat.scope == "*")) == everyone
+
+
+def test_a_plain_path_is_a_sqlite_database_and_passwords_are_never_printed(tmp_path):
+    from emotorch.errors import DatabaseUnavailable
+
+    engine = connect(str(tmp_path / "plain.db"))
+    assert engine.dialect.name == "sqlite" and (tmp_path / "plain.db").is_file() and schema_revision(engine)
+    for url in ("mysql://admin:S3cretPW@127.0.0.1:1/x", "foo://admin:S3cretPW@127.0.0.1:1/x"):
+        with pytest.raises(DatabaseUnavailable) as caught:
+            connect(url)
+        assert "S3cretPW" not in str(caught.value) and "admin:***@" in str(caught.value)

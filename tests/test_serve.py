@@ -6,6 +6,7 @@ import asyncio
 import base64
 import io
 import json
+import time
 import zlib
 from concurrent.futures import ThreadPoolExecutor
 
@@ -71,7 +72,8 @@ def test_emotions_raw_multipart_and_base64_agree(server, photo):
     assert 150 < x < 220 and 30 < y < 100 and 60 < w < 130  # the astronaut's face in the 512x512 photo
     assert bodies[0]["model"]["name"] == zoo.STREAM_MODEL == "fast"
     assert bodies[0]["model"]["classes"] == list(FERPLUS_CLASSES)
-    assert bodies[0]["model"]["version"] == zoo.shipped()["fast"]["sha256"]
+    assert bodies[0]["model"]["version"] == zoo.shipped()["fast"]["onnx_sha256"]  # the file that serves: int8
+    assert bodies[0]["model"]["reading"] == "expressive" and 0 < bodies[0]["model"]["expressive_threshold"] < 0.5
     assert bodies[0]["inference_ms"] > 0 and bodies[0]["batch_size"] >= 1
     for other in bodies[1:]:
         assert other["faces"][0]["box"] == face["box"] and other["faces"][0]["emotion"] == "happy"
@@ -140,8 +142,17 @@ def test_concurrent_requests_share_micro_batches(server, photo):
     assert max(r.json()["batch_size"] for r in responses) > 1
 
 
+def new_user(server: str) -> tuple[str, dict[str, str]]:
+    """A user made through the API: its id and the header that proves it."""
+    made = httpx.post(f"{server}/v1/users")
+    assert made.status_code == 201, made.text
+    return made.json()["user_id"], {"Authorization": f"Bearer {made.json()['token']}"}
+
+
 def test_recommendations_feedback_catalog_and_forget(server):
-    r = httpx.post(f"{server}/v1/recommendations", json={"emotion": "sad", "count": 4, "user_id": "u-1"})
+    user, auth = new_user(server)
+    r = httpx.post(f"{server}/v1/recommendations", json={"emotion": "sad", "count": 4, "user_id": user},
+                   headers=auth)  # fmt: skip
     assert r.status_code == 200, r.text
     body = r.json()
     assert body["emotion"] == "sad" and len(body["items"]) == 4
@@ -158,7 +169,8 @@ def test_recommendations_feedback_catalog_and_forget(server):
     assert {it["item"]["category"] for it in songs.json()["items"]} == {"song"}
     item = body["items"][0]["item"]["id"]
     assert (
-        httpx.post(f"{server}/v1/feedback", json={"item_id": item, "kind": "like", "user_id": "u-1"}).status_code == 204
+        httpx.post(f"{server}/v1/feedback", json={"item_id": item, "kind": "like", "user_id": user},
+                   headers=auth).status_code == 204
     )
     assert_problem(httpx.post(f"{server}/v1/feedback", json={"item_id": "no:such", "kind": "click"}), 404, "no item")
     bored = httpx.post(f"{server}/v1/recommendations", json={"emotion": "bored"})
@@ -177,8 +189,54 @@ def test_recommendations_feedback_catalog_and_forget(server):
     assert_problem(httpx.get(f"{server}/v1/catalog", params={"category": "cars"}), 422, "query.category")
     page = httpx.get(f"{server}/v1/catalog", params={"category": "movie", "limit": 7, "offset": 7}).json()
     assert page["total"] == 60 and len(page["items"]) == 7 and {i["category"] for i in page["items"]} == {"movie"}
-    forgot = httpx.delete(f"{server}/v1/users/u-1").json()
-    assert forgot == {"user_id": "u-1", "events_deleted": 5}  # 4 impressions and a like
+    stored = httpx.get(f"{server}/v1/users/{user}", headers=auth).json()
+    assert stored["events"] == {"impression": 4, "click": 0, "like": 1} and stored["opted_in"] is False
+    forgot = httpx.delete(f"{server}/v1/users/{user}", headers=auth).json()
+    assert forgot == {"user_id": user, "events_deleted": 5}  # 4 impressions and a like
+    assert_problem(httpx.get(f"{server}/v1/users/{user}", headers=auth), 401, "token")  # the token went with it
+
+
+def test_a_users_data_is_reachable_only_with_its_token(server):
+    alice, alice_auth = new_user(server)
+    mallory, mallory_auth = new_user(server)
+    assert alice != mallory and alice_auth != mallory_auth
+    rec = {"emotion": "sad", "count": 3, "user_id": alice}
+    assert httpx.post(f"{server}/v1/recommendations", json=rec, headers=alice_auth).status_code == 200
+    item = httpx.get(f"{server}/v1/catalog", params={"limit": 1}).json()["items"][0]["id"]
+    like = {"item_id": item, "kind": "like", "user_id": alice}
+    for method, url, body in (("POST", "/v1/recommendations", rec), ("POST", "/v1/feedback", like),
+                              ("GET", f"/v1/users/{alice}", None), ("DELETE", f"/v1/users/{alice}", None)):  # fmt: skip
+        assert_problem(httpx.request(method, server + url, json=body), 401, "token")
+        assert_problem(httpx.request(method, server + url, json=body, headers={"Authorization": "Bearer guess"}),
+                       401, "token")  # fmt: skip
+        assert_problem(httpx.request(method, server + url, json=body, headers=mallory_auth), 403, "another user")
+    assert httpx.get(f"{server}/v1/users/{alice}", headers=alice_auth).json()["events"]["impression"] == 3
+    for bad in ("%2A", "*", "x" * 129, "%00", "%ff", "a%20b", "a'b"):
+        r = httpx.delete(f"{server}/v1/users/{bad}", headers=alice_auth)
+        assert_problem(r, 422, "path.user_id")
+    assert httpx.get(f"{server}/v1/users/{alice}", headers=alice_auth).status_code == 200  # alice is still there
+
+
+def test_the_page_gets_its_token_in_a_strict_httponly_cookie(server):
+    with httpx.Client(base_url=server) as client:  # a cookie jar, as the browser has
+        made = client.post("/v1/users")
+        cookie = made.headers["set-cookie"].lower()
+        assert "httponly" in cookie and "samesite=strict" in cookie and "path=/v1/" in cookie
+        user = made.json()["user_id"]
+        assert client.get(f"/v1/users/{user}").status_code == 200  # the cookie alone proves it
+        assert client.delete(f"/v1/users/{user}").status_code == 200
+        assert "emotorch_token" not in client.cookies  # the server took its cookie back
+
+
+def test_every_answer_carries_the_security_headers(server):
+    for path in ("/", "/static/app.js", "/healthz", "/v1/catalog?limit=1", "/docs"):
+        headers = httpx.get(server + path).headers
+        assert "frame-ancestors 'none'" in headers["content-security-policy"], path
+        assert headers["x-content-type-options"] == "nosniff" and headers["x-frame-options"] == "DENY", path
+    page = httpx.get(server + "/").headers["content-security-policy"]
+    assert "script-src 'self';" in page and "connect-src 'self'" in page and "unsafe-inline" not in page
+    health = httpx.get(server + "/healthz").json()
+    assert health["database"] == "ok" and "sqlite" not in str(health)
 
 
 def test_metrics_in_prometheus_text_format(server, photo):
@@ -196,6 +254,12 @@ def test_rate_limit_per_client(tmp_path, server_cache, photo):
         responses = [httpx.get(f"{url}/v1/catalog", params={"limit": 1}) for _ in range(4)]
         assert [r.status_code for r in responses[:2]] == [200, 200]  # the burst
         assert_problem(responses[-1], 429, "at most 1 requests a second")
+        # a made-up forwarded address per request is no new client: no proxy was named (--trust-proxy)
+        started = time.monotonic()
+        forged = [httpx.get(f"{url}/v1/catalog", params={"limit": 1}, headers={"X-Forwarded-For": f"203.0.113.{i}"})
+                  for i in range(6)]  # fmt: skip
+        refilled = 1 + int(time.monotonic() - started)  # what 1 request a second gives back meanwhile
+        assert sum(r.status_code == 200 for r in forged) <= refilled < 6  # believed, each would get 200
         assert int(responses[-1].headers["retry-after"]) >= 1
         assert httpx.get(f"{url}/healthz").status_code == 200  # health checks are never limited
 

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import io
 import socket
+import struct
 import subprocess
 import sys
 import threading
 import time
+import zlib
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
@@ -31,13 +33,26 @@ def png(array: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
-def test_thin_images_answer_and_never_fail_their_micro_batch(server, photo):
-    thin = [png(np.full((1, 1300, 3), 128, np.uint8)), png(np.full((1300, 1, 3), 128, np.uint8))]
+def forged_png(width: int, height: int, rows: int) -> bytes:
+    """A PNG whose header promises ``width`` x ``height`` pixels and whose data holds ``rows`` rows."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    pixels = zlib.compress(b"\x00" * (rows * (width + 1)))
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", pixels) + chunk(b"IEND", b"")
+
+
+def test_thin_images_are_refused_and_strips_never_fail_their_micro_batch(server, photo):
+    thin = [png(np.full((1, 1300, 3), 128, np.uint8)), png(np.full((1300, 1, 3), 128, np.uint8)),
+            forged_png(1, 10_000_000, 1000)]  # fmt: skip
     for data in thin:
         r = post_image(server, data, "image/png")
-        assert r.status_code == 200 and r.json()["faces"] == [], r.text
+        assert r.status_code == 422 and "too thin to hold a face" in r.json()["detail"], r.text
+    strip = png(np.full((20, 400, 3), 128, np.uint8))  # as thin as allowed: answered, with no face
+    assert post_image(server, strip, "image/png").json()["faces"] == []
     with ThreadPoolExecutor(9) as pool:  # one strip among good photos, sent together: all of them answer
-        replies = list(pool.map(lambda d: post_image(server, d, "image/png"), [*[photo] * 8, thin[0]] * 3))
+        replies = list(pool.map(lambda d: post_image(server, d, "image/png"), [*[photo] * 8, strip] * 3))
     assert [r.status_code for r in replies] == [200] * len(replies)
     assert all(len(r.json()["faces"]) == 1 for i, r in enumerate(replies) if i % 9 != 8)
 
@@ -135,7 +150,9 @@ def test_read_only_database_health_and_writes_are_503_and_stalled_uploads_time_o
     with run_server(tmp_path, "--read-timeout", "1", cache=server_cache, db=read_only) as url:
         health = httpx.get(f"{url}/healthz")
         assert health.status_code == 503 and health.json()["status"] == "unavailable"
-        assert "readonly" in health.json()["database"]
+        assert health.json()["database"] == "cannot be written now"  # the why goes to the log, not to clients
+        time.sleep(0.2)
+        assert "readonly" in (tmp_path / "server.log").read_text()
         r = httpx.post(f"{url}/v1/feedback", json={"item_id": "song:lean-on-me-bill-withers", "kind": "click"})
         assert_problem(r, 503, "cannot be written")
         assert r.headers["retry-after"]
@@ -193,7 +210,21 @@ def test_forget_leaves_no_copy_on_disk_and_user_ids_stay_out_of_the_log(server, 
     assert rec.forget(secret) > 0
     assert not any(secret.encode() in f.read_bytes() for f in files if f.exists())
 
-    assert httpx.delete(f"{server}/v1/users/{secret}").status_code == 200
+    made = httpx.post(f"{server}/v1/users").json()
+    auth = {"Authorization": f"Bearer {made['token']}"}
+    assert httpx.delete(f"{server}/v1/users/{made['user_id']}", headers=auth).status_code == 200
     time.sleep(0.2)
     log = SERVERS[server][1].read_text()
-    assert "DELETE /v1/users/-" in log and secret not in log
+    assert "DELETE /v1/users/-" in log and made["user_id"] not in log and made["token"] not in log
+
+
+def test_a_malformed_chunked_body_is_no_server_error(server):
+    port = int(server.rsplit(":", 1)[1])
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        s.sendall(b"POST /v1/emotions HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\n"
+                  b"Transfer-Encoding: chunked\r\n\r\nzz\r\nhello\r\n0\r\n\r\n")  # fmt: skip
+        assert s.recv(4096).startswith(b"HTTP/1.1 400")
+    time.sleep(0.3)
+    metrics = httpx.get(f"{server}/metrics").text
+    assert 'status="500"' not in metrics
+    assert "No response returned" not in SERVERS[server][1].read_text()

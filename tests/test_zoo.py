@@ -174,3 +174,57 @@ def test_package_an_ensemble_of_runs(tiny_run, weights_dir, tmp_path):
     torch.save(ckpt, tmp_path / "odd.pt")
     with pytest.raises(CheckpointError, match="mean differ"):
         packaging.package([tiny_run, tmp_path / "odd.pt"], "bad", data=data, recipe="r")
+
+
+def damaged_copies(source, folder):
+    """Copies of ``source`` with its weights damaged as a disk or a download would: random bytes, zeros,
+    0xff, and ten flipped bits, each in the middle of the file (where the weights are)."""
+    data = bytearray(source.read_bytes())
+    middle = len(data) // 2
+    rng = np.random.default_rng(0)
+    kinds = {"random": bytes(rng.integers(0, 256, 4096, np.uint8)), "zeros": bytes(65536), "ones": b"\xff" * 65536}
+    for kind, patch in kinds.items():
+        copy = bytearray(data)
+        copy[middle : middle + len(patch)] = patch
+        (folder / f"{kind}.onnx").write_bytes(bytes(copy))
+        yield folder / f"{kind}.onnx"
+    flipped = bytearray(data)
+    for at in rng.integers(middle - 100_000, middle + 100_000, 10):
+        flipped[at] ^= 1 << int(rng.integers(0, 8))
+    (folder / "bits.onnx").write_bytes(bytes(flipped))
+    yield folder / "bits.onnx"
+
+
+@pytest.mark.parametrize("name", ["fast", "accurate"])
+def test_damaged_model_files_are_refused_on_load(tmp_path, name):
+    from emotorch.export import set_metadata
+
+    original = tmp_path / f"{name}.onnx"
+    original.write_bytes(zoo.shipped_path(name, "onnx").read_bytes())
+    set_metadata(original, OnnxModel(original).metadata())  # as every file this project writes: with its digest
+    assert load_model(original).meta["graph_sha256"]  # the intact copy loads
+    for damaged in damaged_copies(original, tmp_path):
+        with pytest.raises(CheckpointError, match=r"damaged|not a readable ONNX model"):
+            load_model(damaged)
+
+
+def test_a_model_answering_nan_is_refused(tmp_path):
+    import json
+
+    import onnx
+    from onnx import numpy_helper
+
+    proto = onnx.load(zoo.shipped_path("fast"))
+    for init in proto.graph.initializer:  # a batch-norm value turned NaN, in a file written without a digest
+        if init.name.endswith("__fp16"):
+            value = numpy_helper.to_array(init).copy()
+            value.flat[0] = np.nan
+            init.CopyFrom(numpy_helper.from_array(value, init.name))
+            break
+    else:
+        pytest.fail("no batch-norm initializer found")
+    entry = next(p for p in proto.metadata_props if p.key == "emotorch")
+    entry.value = json.dumps({k: v for k, v in json.loads(entry.value).items() if k != "graph_sha256"})
+    onnx.save(proto, tmp_path / "nan.onnx")
+    with pytest.raises(CheckpointError, match="NaN or infinity"):
+        load_model(tmp_path / "nan.onnx")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -69,6 +70,8 @@ class User(Base):
     __tablename__ = "users"
     id: Mapped[str] = mapped_column(String(120), primary_key=True)
     opted_in: Mapped[bool] = mapped_column(Boolean, default=False)
+    # sha256 of the API token the server issued (POST /v1/users); None: made by the operator, no API access
+    token_sha256: Mapped[str | None] = mapped_column(String(64), nullable=True, unique=True, index=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
 
 
@@ -120,18 +123,30 @@ class StrategyStat(Base):
 def default_url() -> str:
     """``EMOTORCH_DB``, else a SQLite file in the user's data directory."""
     if url := os.environ.get("EMOTORCH_DB"):
-        return url
+        return as_url(url)
     path = Path(platformdirs.user_data_dir("emotorch")) / "emotorch.db"
     path.parent.mkdir(parents=True, exist_ok=True)
     return f"sqlite:///{path}"
 
 
+def as_url(database: str) -> str:
+    """A SQLAlchemy URL as given, or a plain file path (``/data/x.db``, ``x.db``) as a SQLite URL."""
+    return database if "://" in database else f"sqlite:///{Path(database).expanduser().absolute()}"
+
+
+def safe_url(url: object) -> str:
+    """``url`` fit to print: its password replaced by ``***``, even where SQLAlchemy cannot parse it."""
+    text_url = url.render_as_string(hide_password=True) if hasattr(url, "render_as_string") else str(url)
+    return re.sub(r"(://[^/:@]*:)[^@/]*@", r"\1***@", text_url)
+
+
 def describe(engine_or_url: Engine | str, error: BaseException) -> DatabaseUnavailable:
     """A one-line :class:`DatabaseUnavailable` for ``error`` (the driver's own message, password hidden)."""
     url = engine_or_url.url if isinstance(engine_or_url, Engine) else engine_or_url
-    name = url.render_as_string(hide_password=True) if hasattr(url, "render_as_string") else str(url)
+    name = safe_url(url)
     cause = getattr(error, "orig", None) or error
     reason = str(cause).strip().splitlines()[0] if str(cause).strip() else type(cause).__name__
+    reason = reason.replace(str(url), name) if str(url) else reason  # drivers may quote the URL back
     return DatabaseUnavailable(f"database {name}: {reason}")
 
 
@@ -146,7 +161,7 @@ def connect(url: str | None = None, *, revision: str = "head",
     from alembic import command
     from alembic.config import Config
 
-    url = url or default_url()
+    url = as_url(url) if url else default_url()
     try:
         engine = create_engine(url)
     except (SQLAlchemyError, ValueError, ImportError) as e:  # an unknown scheme or a malformed URL

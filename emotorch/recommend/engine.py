@@ -12,6 +12,9 @@ items seen recently by the same user or session are left out.
 
 from __future__ import annotations
 
+import hashlib
+import re
+import secrets
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -39,6 +42,23 @@ from emotorch.recommend.db import (
     connect,
     writing,
 )
+
+# What a user or session id may be: the API refuses others, and ``*`` (everyone's statistics) is never one
+ID_PATTERN = r"^[A-Za-z0-9_.:-]{1,128}$"
+TOKEN_BYTES = 32  # an API user's token: 256 random bits
+
+
+def check_id(user_id: str) -> str:
+    """``user_id`` if it is a valid id, else ValueError (``*`` names everyone's statistics, never a user)."""
+    if not re.fullmatch(ID_PATTERN, user_id):
+        raise ValueError(f"{user_id!r} is not a user id: 1-128 letters, digits, '_', '.', ':' or '-'")
+    return user_id
+
+
+def token_digest(token: str) -> str:
+    """What the database keeps of a token: its sha256, so a copy of the database grants no access."""
+    return hashlib.sha256(token.encode("utf-8", "surrogateescape")).hexdigest()
+
 
 # Where each emotion sits in the valence/arousal plane (after Russell 1980 and the circumplex
 # placements used in affective computing): valence, arousal in [-1, 1].
@@ -487,6 +507,17 @@ class Recommender:
 
         self._write(work)
 
+    def create_user(self) -> tuple[str, str]:
+        """A new API user: (its id, its token). Only the token's sha256 is stored; the token is shown once."""
+        user_id, token = f"u-{secrets.token_hex(12)}", secrets.token_urlsafe(TOKEN_BYTES)
+        self._write(lambda session: session.add(User(id=user_id, opted_in=False, token_sha256=token_digest(token))))
+        return user_id, token
+
+    def token_owner(self, token: str) -> str | None:
+        """The id of the user this API token belongs to, or None."""
+        with Session(self.engine) as session:
+            return session.scalar(select(User.id).where(User.token_sha256 == token_digest(token)))
+
     def user(self, user_id: str) -> dict[str, Any] | None:
         """What is stored about a user: consent, per-category strategies and event counts (None if unknown)."""
         with Session(self.engine) as session:
@@ -500,6 +531,7 @@ class Recommender:
 
     def forget(self, user_id: str) -> int:
         """Delete everything stored about a user; returns the number of events removed."""
+        check_id(user_id)  # `*` would take everyone's learned statistics with it
         with writing(self.engine) as session:
             removed = session.execute(delete(Event).where(Event.user_id == user_id)).rowcount
             session.execute(delete(Preference).where(Preference.user_id == user_id))

@@ -19,6 +19,7 @@ from fastapi.staticfiles import StaticFiles
 from fastapi_offline import FastAPIOffline
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from emotorch import __version__
@@ -33,7 +34,13 @@ ENV = "EMOTORCH_SERVE_SETTINGS"  # JSON settings handed to each worker process
 log = logging.getLogger("emotorch.serve")
 DOCS_PAGES = ("/docs", "/redoc")
 DOCS_POLICY = ("default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'; "
-               "script-src 'self' 'unsafe-inline'; worker-src 'self' blob:")  # fmt: skip
+               "script-src 'self' 'unsafe-inline'; worker-src 'self' blob:; frame-ancestors 'none'")  # fmt: skip
+# The page and everything else: scripts, styles and fetches from this server only; snapped stills
+# and the camera as blob: and mediastream: URLs; no framing by other sites, no form posts elsewhere
+PAGE_POLICY = ("default-src 'self'; img-src 'self' data: blob:; media-src 'self' blob: mediastream:; "
+               "style-src 'self'; script-src 'self'; connect-src 'self'; object-src 'none'; base-uri 'none'; "
+               "form-action 'self'; frame-ancestors 'none'")  # fmt: skip
+SECURITY_HEADERS = {"X-Content-Type-Options": "nosniff", "X-Frame-Options": "DENY", "Referrer-Policy": "no-referrer"}
 
 
 @dataclass
@@ -42,6 +49,7 @@ class Settings:
 
     model: str = STREAM_MODEL
     backend: str = "auto"
+    reading: str = "expressive"  # faces in front of a camera: name an emotion once it shows (emotorch.reading)
     db: str | None = None  # SQLAlchemy URL of the catalog (default: EMOTORCH_DB or the user data dir)
     max_upload_bytes: int = 10 * 1024 * 1024
     max_pixels: int = 40_000_000  # refused before decoding
@@ -96,8 +104,8 @@ class BodyLimit:
                 stalled = Problem(408, "Request timeout", f"no request body bytes arrived for {self.timeout:g} s")
                 await stalled.response({"Connection": "close"})(scope, receive, send)
                 return
-            if message["type"] == "http.disconnect":
-                return
+            if message["type"] == "http.disconnect":  # the client left, or sent a body the server refused
+                raise ClientDisconnect()
             chunks.append(message.get("body", b""))
             size += len(chunks[-1])
             if size > self.max_bytes:
@@ -165,7 +173,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         from emotorch.threads import configure
 
         configure(settings.threads)  # before the model and the detector start their thread pools
-        recognizer = EmotionRecognizer(settings.model, backend=settings.backend)
+        recognizer = EmotionRecognizer(settings.model, backend=settings.backend, reading=settings.reading)
 
         def on_batch(size: int, seconds: float) -> None:
             metrics.batch_size.observe(size)
@@ -174,7 +182,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         batcher = MicroBatcher(recognizer.predict_many, window=settings.batch_window_ms / 1000,
                                max_batch=settings.max_batch, on_batch=on_batch)  # fmt: skip
         await batcher.start()
-        app.state.batcher, app.state.model_info = batcher, routes.model_info(recognizer.model)
+        app.state.batcher, app.state.model_info = batcher, routes.model_info(recognizer)
         app.state.recommender = Recommender(settings.db)
         app.state.decodes = asyncio.Semaphore(settings.max_decodes)
         access = logging.getLogger("uvicorn.access")
@@ -206,6 +214,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         start = time.perf_counter()
         try:
             response = await call_next(request)
+        except ClientDisconnect:  # gone before its body arrived (or a malformed chunk uvicorn answered 400 to)
+            response = Response(status_code=400)
         except Exception:  # a bug: logged with its traceback, answered as a problem document, counted
             log.exception("%s %s failed", request.method, HideUserIds.PATTERN.sub(r"\1-", request.url.path))
             response = Problem(500, "Internal error", "the server failed on this request; it is logged").response()
@@ -213,8 +223,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         path = getattr(route, "path", "unmatched")
         metrics.requests.labels(path, request.method, str(response.status_code)).inc()
         metrics.latency.labels(path).observe(time.perf_counter() - start)
-        if path in DOCS_PAGES:  # ReDoc would fetch its logo from a CDN: keep every fetch on this server
-            response.headers["Content-Security-Policy"] = DOCS_POLICY
+        # ReDoc would fetch its logo from a CDN: every page keeps its fetches on this server
+        response.headers["Content-Security-Policy"] = DOCS_POLICY if path in DOCS_PAGES else PAGE_POLICY
+        response.headers.update(SECURITY_HEADERS)
         return response
 
     @app.exception_handler(Problem)

@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from pathlib import Path
+from typing import Annotated
 
 from fastapi import APIRouter, Query, Request, Response
+from fastapi import Path as PathParam
 from fastapi.responses import FileResponse
 from pydantic import ValidationError
 
 from emotorch import __version__, zoo
-from emotorch.inference import LoadedModel
+from emotorch.pipeline import EmotionRecognizer
 from emotorch.recommend import Recommender, list_items, mood
 from emotorch.recommend.db import writable
-from emotorch.recommend.engine import ItemNotFound, Mood
+from emotorch.recommend.engine import ID_PATTERN, ItemNotFound, Mood
+from emotorch.serve.auth import clear_token_cookie, require_user, set_token_cookie
 from emotorch.serve.problems import Problem, documented
 from emotorch.serve.schemas import (
     CatalogOut,
@@ -27,14 +31,18 @@ from emotorch.serve.schemas import (
     ItemOut,
     ModelInfo,
     MoodIn,
+    NewUserOut,
     RecommendationOut,
     RecommendationsOut,
     RecommendIn,
+    UserOut,
 )
 from emotorch.serve.uploads import decode_image, from_base64, from_multipart
 
 router = APIRouter()
+log = logging.getLogger("emotorch.serve")
 STATIC = Path(__file__).parent / "static"
+UserId = Annotated[str, PathParam(min_length=1, max_length=128, pattern=ID_PATTERN)]
 
 IMAGE_BODY = {
     "requestBody": {
@@ -50,12 +58,16 @@ IMAGE_BODY = {
 }  # fmt: skip
 
 
-def model_info(model: LoadedModel) -> ModelInfo:
+def model_info(recognizer: EmotionRecognizer) -> ModelInfo:
     """What responses say about the serving model (computed once, when the app starts)."""
+    model = recognizer.model
     name = str(model.meta.get("name", model.source))
-    return ModelInfo(name=name, version=zoo.shipped().get(name, {}).get("sha256"),
+    source = Path(model.source)
+    file = model.onnx or (source / "best.pt" if source.is_dir() else source)
+    return ModelInfo(name=name, version=zoo.sha256(file) if file.is_file() else None,  # the file that serves
                      architecture=str(model.meta.get("model", "")), classes=list(model.meta["classes"]),
-                     val_accuracy=(model.meta.get("val_metrics") or {}).get("accuracy"))  # fmt: skip
+                     val_accuracy=(model.meta.get("val_metrics") or {}).get("accuracy"),
+                     reading=recognizer.reading, expressive_threshold=recognizer.threshold)  # fmt: skip
 
 
 def _mood(body: MoodIn) -> Mood:
@@ -115,11 +127,14 @@ async def emotions(request: Request) -> EmotionsOut:
     "/v1/recommendations",
     response_model=RecommendationsOut,
     tags=["recommendations"],
-    responses=documented(400, 408, 413, 422, 429, 503),
+    responses=documented(400, 401, 403, 408, 413, 422, 429, 503),
 )
 def recommendations(body: RecommendIn, request: Request) -> RecommendationsOut:
-    """Items that suit (or lift) the mood, each with the reason it was picked."""
+    """Items that suit (or lift) the mood, each with the reason it was picked. With a ``user_id``, the
+    request must carry that user's token: what the user liked shapes the answer."""
     current = _mood(body)  # categories and strategy are checked by the schema
+    if body.user_id:
+        require_user(request, body.user_id)
     recs = _recommender(request).recommend(current, categories=body.categories, n=body.count,
                                            strategy=body.strategy, user_id=body.user_id,
                                            session_id=body.session_id,
@@ -130,10 +145,13 @@ def recommendations(body: RecommendIn, request: Request) -> RecommendationsOut:
 
 
 @router.post("/v1/feedback", status_code=204, tags=["recommendations"],
-             responses=documented(400, 404, 408, 413, 422, 429, 503))
+             responses=documented(400, 401, 403, 404, 408, 413, 422, 429, 503))
 def feedback(body: FeedbackIn, request: Request) -> None:
-    """Record that an item was shown, clicked or liked; the recommender learns from it."""
+    """Record that an item was shown, clicked or liked; the recommender learns from it. With a ``user_id``,
+    the request must carry that user's token."""
     current = _mood(body) if body.emotion or body.probabilities else None
+    if body.user_id:
+        require_user(request, body.user_id)
     try:
         _recommender(request).feedback(body.item_id, body.kind, current, user_id=body.user_id,
                                        session_id=body.session_id)  # fmt: skip
@@ -149,20 +167,43 @@ def catalog(request: Request, category: Category | None = None, limit: int = Que
     return CatalogOut(total=len(items), items=[ItemOut(**it) for it in items[offset : offset + limit]])
 
 
-@router.delete("/v1/users/{user_id}", response_model=ForgetOut, tags=["privacy"], responses=documented(429, 503))
-def forget(user_id: str, request: Request) -> ForgetOut:
-    """Delete everything stored about a user (the page's "Forget me")."""
-    return ForgetOut(user_id=user_id, events_deleted=_recommender(request).forget(user_id))
+@router.post("/v1/users", status_code=201, response_model=NewUserOut, tags=["privacy"],
+             responses=documented(429, 503))
+def new_user(request: Request, response: Response) -> NewUserOut:
+    """A new user and its token, shown once (also set as the page's HttpOnly cookie). Nothing else is
+    stored until the user sends feedback."""
+    user_id, token = _recommender(request).create_user()
+    set_token_cookie(request, response, token)
+    return NewUserOut(user_id=user_id, token=token)
+
+
+@router.get("/v1/users/{user_id}", response_model=UserOut, tags=["privacy"],
+            responses=documented(401, 403, 422, 429, 503))
+def stored_user(user_id: UserId, request: Request) -> UserOut:
+    """Everything stored about a user: consent, preferred strategies and feedback counts (its token only)."""
+    require_user(request, user_id)
+    return UserOut(**_recommender(request).user(user_id))
+
+
+@router.delete("/v1/users/{user_id}", response_model=ForgetOut, tags=["privacy"],
+               responses=documented(401, 403, 422, 429, 503))
+def forget(user_id: UserId, request: Request, response: Response) -> ForgetOut:
+    """Delete everything stored about a user, the user and its token included (the page's "Forget me")."""
+    require_user(request, user_id)
+    deleted = _recommender(request).forget(user_id)
+    clear_token_cookie(response)
+    return ForgetOut(user_id=user_id, events_deleted=deleted)
 
 
 @router.get("/healthz", response_model=HealthOut, tags=["health"], responses={503: {"model": HealthOut}})
 def healthz(request: Request, response: Response) -> HealthOut:
     """The model that serves and whether the database can be written (503 when it cannot)."""
     problem = writable(_recommender(request).engine)
-    if problem:
+    if problem:  # the why (with the database's location) goes to the log, not to every client
+        log.warning("health check: %s", problem)
         response.status_code = 503
     return HealthOut(status="unavailable" if problem else "ok", model=request.app.state.model_info.name,
-                     version=__version__, database=problem or "ok")  # fmt: skip
+                     version=__version__, database="cannot be written now" if problem else "ok")  # fmt: skip
 
 
 @router.get("/", include_in_schema=False)

@@ -9,13 +9,14 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 from emotorch.choices import CATEGORY_NAMES, FEEDBACK_KINDS, STRATEGIES
 from emotorch.data import FERPLUS_CLASSES
 from emotorch.recommend.db import canonical_category
-from emotorch.recommend.engine import SUM_TOLERANCE
+from emotorch.recommend.engine import ID_PATTERN, SUM_TOLERANCE
 
-Id = Field(default=None, min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.:-]+$")
+Id = Field(default=None, min_length=1, max_length=128, pattern=ID_PATTERN)
 Emotion = Literal[FERPLUS_CLASSES]  # FER+'s eight: FER2013's seven and contempt
 # singular or plural ("song", "songs"), always handed on as the singular
 Category = Annotated[Literal[CATEGORY_NAMES], AfterValidator(canonical_category)]
-Probabilities = dict[Emotion, Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)]]
+# numbers only: "1" and true are refused, not coerced
+Probabilities = dict[Emotion, Annotated[float, Field(ge=0, le=1, allow_inf_nan=False, strict=True)]]
 
 
 class ProblemOut(BaseModel):
@@ -41,10 +42,14 @@ class FaceOut(BaseModel):
 
 class ModelInfo(BaseModel):
     name: str
-    version: str | None = Field(description="sha256 of a shipped model's weights file (its version); null otherwise")
+    version: str | None = Field(description="sha256 of the model file that serves (its version)")
     architecture: str
     classes: list[str]
     val_accuracy: float | None = None
+    reading: str = Field(description="how each face's `emotion` is read from its probabilities: crowd (the most "
+                         "likely vote) or expressive (a non-neutral emotion once its share reaches the threshold)")
+    expressive_threshold: float | None = Field(default=None, description="the share, fitted on val, at which "
+                                               "expressive names a non-neutral emotion")  # fmt: skip
 
 
 class EmotionsOut(BaseModel):
@@ -114,6 +119,19 @@ class CatalogOut(BaseModel):
     items: list[ItemOut]
 
 
+class NewUserOut(BaseModel):
+    user_id: str
+    token: str = Field(description="send it as `Authorization: Bearer <token>` with every request about this "
+                       "user; shown once, only its sha256 is stored")  # fmt: skip
+
+
+class UserOut(BaseModel):
+    user_id: str
+    opted_in: bool = Field(description="whether emotion context is stored with this user's feedback")
+    strategies: dict[str, str]
+    events: dict[str, int] = Field(description="stored feedback events per kind")
+
+
 class ForgetOut(BaseModel):
     user_id: str
     events_deleted: int
@@ -123,4 +141,4 @@ class HealthOut(BaseModel):
     status: Literal["ok", "unavailable"]
     model: str
     version: str
-    database: str = Field(description='"ok", or why the recommendation database cannot be written')
+    database: str = Field(description='"ok", or "cannot be written now" (the reason is in the server log)')

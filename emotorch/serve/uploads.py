@@ -19,6 +19,7 @@ from emotorch.images import rgb_image
 from emotorch.serve.problems import Problem
 
 FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "GIF", "TIFF")
+MAX_ASPECT = 20  # a photo's long side at most this many times its short side (panoramas reach about 10)
 
 
 def from_base64(text: str) -> bytes:
@@ -79,6 +80,8 @@ def decode_image(data: bytes, *, max_pixels: int, max_side: int, max_bytes: int 
             if im.format == "JPEG":  # decode at 1/2, 1/4 or 1/8 scale instead of full size and shrinking
                 im.draft("RGB", (max_side, max_side))
             w, h = im.size
+            if max(w, h) > MAX_ASPECT * min(w, h):  # no face fits; often a forged or truncated header
+                raise Problem(422, "Unreadable image", f"the image is {w}x{h} pixels: too thin to hold a face")
             if w * h > max_pixels:
                 raise Problem(413, "Image too large",
                               f"the image is {w}x{h} pixels, over the limit of {max_pixels:,} pixels")  # fmt: skip

@@ -11,13 +11,18 @@ const STABLE_MS = 1200; // a new mood must hold this long before the recommendat
 
 const $ = (id) => document.getElementById(id);
 const state = {
-  userId: newId(), stream: null, running: false, smoothed: null, shownEmotion: null,
+  user: null, stream: null, running: false, smoothed: null, shownEmotion: null,
   candidate: null, candidateSince: 0, fps: 0, lastDone: 0, mirror: false,
 };
 
-function newId() {
-  const bytes = crypto.getRandomValues(new Uint8Array(9));
-  return "web-" + Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
+// The server makes the user and keeps its token in an HttpOnly cookie: the page never sees the token,
+// and no other site can send it. Made on the first request about this user, not before.
+function userId() {
+  if (!state.user) {
+    state.user = postJSON("/v1/users", {}).then((made) => made.user_id);
+    state.user.catch(() => { state.user = null; }); // a failed attempt is tried again next time
+  }
+  return state.user;
 }
 
 function setStatus(text, isError = false) {
@@ -201,7 +206,7 @@ function show(result, media) {
   }
   const p = EMOTIONS.map((e) => face.probabilities[e] || 0);
   state.smoothed = state.smoothed ? state.smoothed.map((s, i) => (1 - SMOOTHING) * s + SMOOTHING * p[i]) : p;
-  const top = state.smoothed.indexOf(Math.max(...state.smoothed));
+  const top = readEmotion(state.smoothed, result.model);
   $("emotion").textContent = EMOTIONS[top];
   $("confidence").textContent = `${Math.round(state.smoothed[top] * 100)}%`;
   for (const li of $("bars").children) {
@@ -211,6 +216,17 @@ function show(result, media) {
     li.classList.toggle("top", i === top);
   }
   moodChanged(EMOTIONS[top]);
+}
+
+// The server's reading (emotorch.reading), on the smoothed probabilities: "crowd" takes the most likely
+// vote; "expressive" names the most likely non-neutral emotion once its share reaches the threshold.
+function readEmotion(probs, model) {
+  const top = probs.indexOf(Math.max(...probs));
+  const neutral = EMOTIONS.indexOf("neutral");
+  if (model.reading !== "expressive" || model.expressive_threshold == null || neutral < 0) return top;
+  const others = probs.map((p, i) => (i === neutral ? -1 : p));
+  const best = others.indexOf(Math.max(...others));
+  return others[best] >= model.expressive_threshold ? best : top;
 }
 
 function drawBoxes(faces, main, result, media) {
@@ -261,8 +277,9 @@ async function loadRecommendations() {
   const emotion = state.shownEmotion;
   $("recs-note").textContent = `Picked for someone who looks ${emotion}.`;
   try {
+    const user = await userId();
     const lists = await Promise.all(CATEGORIES.map((category) => postJSON("/v1/recommendations",
-      { probabilities, categories: [category], count: 2, user_id: state.userId })));
+      { probabilities, categories: [category], count: 2, user_id: user })));
     if (emotion !== state.shownEmotion) return; // the mood moved on meanwhile
     $("recs").replaceChildren(...lists.flatMap((list) => list.items).map(renderItem));
   } catch (err) {
@@ -310,7 +327,7 @@ function button(text, onClick) {
 
 function sendFeedback(itemId, kind) {
   const probabilities = state.smoothed ? Object.fromEntries(EMOTIONS.map((e, i) => [e, state.smoothed[i]])) : undefined;
-  postJSON("/v1/feedback", { item_id: itemId, kind, probabilities, user_id: state.userId })
+  userId().then((user) => postJSON("/v1/feedback", { item_id: itemId, kind, probabilities, user_id: user }))
     .catch((err) => setStatus(`Feedback was not sent (${err.message}).`, true));
 }
 
@@ -318,8 +335,8 @@ function sendFeedback(itemId, kind) {
 
 async function forgetMe() {
   stopCamera("");
-  const old = state.userId;
-  state.userId = newId();
+  const old = state.user ? await state.user.catch(() => null) : null;
+  state.user = null; // a new user (and token) only when the page next needs one
   Object.assign(state, { smoothed: null, shownEmotion: null, candidate: null, fps: 0, lastDone: 0 });
   $("recs").replaceChildren();
   $("recs-note").textContent = "";
@@ -332,8 +349,10 @@ async function forgetMe() {
   still.removeAttribute("src");
   let message = "Forgotten: nothing about you is kept.";
   try {
-    const response = await fetch(`/v1/users/${encodeURIComponent(old)}`, { method: "DELETE" });
-    if (response.ok) message = `Forgotten: ${(await response.json()).events_deleted} stored feedback event(s) deleted.`;
+    if (old) {
+      const response = await fetch(`/v1/users/${encodeURIComponent(old)}`, { method: "DELETE" });
+      if (response.ok) message = `Forgotten: ${(await response.json()).events_deleted} stored feedback event(s) deleted.`;
+    }
   } catch (err) {
     message = `The server could not be reached to delete your feedback (${err.message}).`;
   }

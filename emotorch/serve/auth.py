@@ -1,0 +1,47 @@
+"""Whose data is it: per-user tokens for the API (the operator's CLI needs none).
+
+``POST /v1/users`` creates a user and hands out its token once: in an HttpOnly, SameSite=Strict
+cookie for the page, and in the body for API clients, who send it back as ``Authorization:
+Bearer <token>``. Every per-user read and write checks it: no token or an unknown one is 401, a
+token of another user 403. The database keeps only the token's sha256.
+"""
+
+from __future__ import annotations
+
+from fastapi import Request, Response
+
+from emotorch.recommend import Recommender
+from emotorch.serve.problems import Problem
+
+TOKEN_COOKIE = "emotorch_token"
+COOKIE_PATH = "/v1/"
+
+
+def presented_token(request: Request) -> str | None:
+    """The token the client sent: a bearer token first, else the page's cookie."""
+    scheme, _, value = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() == "bearer" and value.strip():
+        return value.strip()
+    return request.cookies.get(TOKEN_COOKIE) or None
+
+
+def require_user(request: Request, user_id: str) -> None:
+    """Raise 401 unless the request carries a valid token, 403 unless it is ``user_id``'s."""
+    recommender: Recommender = request.app.state.recommender
+    token = presented_token(request)
+    owner = recommender.token_owner(token) if token else None
+    if owner is None:
+        raise Problem(401, "Not authenticated", "per-user requests need the token POST /v1/users issued "
+                      "(Authorization: Bearer <token>, or the page's cookie)")  # fmt: skip
+    if owner != user_id:
+        raise Problem(403, "Forbidden", "this token belongs to another user")
+
+
+def set_token_cookie(request: Request, response: Response, token: str) -> None:
+    """Give the page its token in a cookie that scripts cannot read and other sites cannot send."""
+    response.set_cookie(TOKEN_COOKIE, token, path=COOKIE_PATH, httponly=True, samesite="strict",
+                        secure=request.url.scheme == "https", max_age=365 * 24 * 3600)  # fmt: skip
+
+
+def clear_token_cookie(response: Response) -> None:
+    response.delete_cookie(TOKEN_COOKIE, path=COOKIE_PATH, httponly=True, samesite="strict")
