@@ -1,6 +1,7 @@
 """Load on `emotorch serve`: N concurrent clients on loopback posting face photos, as a table.
 
     python benchmarks/serve_load.py [--url http://127.0.0.1:8000] [--seconds 10] [--clients 1 8 32] [--mixed 16]
+                                    [--writers 8]
 
 Without ``--url`` it starts ``emotorch serve`` (shipped default model, a throw-away SQLite
 catalog) on a free port. Each client posts a 640x480 JPEG with one face (from scikit-image's
@@ -8,8 +9,10 @@ astronaut photo) to /v1/emotions in a loop for ``--seconds``; the table gives re
 second, latency percentiles, errors (any non-200 or transport failure) and the mean micro-batch.
 
 The mixed row (``--mixed N`` clients, 0 to skip) has each client loop over a photo, a request for
-recommendations under its own session id and a click on one of them, as the page does. It
-reports 5xx answers, and lost updates: every acknowledged impression and click compared with
+recommendations under its own session id and a click on one of them, as the page does, and
+``--writers N`` more clients only send clicks (the database's heaviest use). It reports 5xx
+answers (503s: the database was locked too long), the clicks' p99 latency, and lost updates:
+every acknowledged impression and click compared with
 what the items' bandit arms counted in the server's database (only for a server this starts).
 """
 
@@ -99,10 +102,11 @@ async def load(url: str, clients: int, seconds: float, body: bytes) -> dict[str,
             "batch": float(np.mean(batches)), "n": len(latencies)}  # fmt: skip
 
 
-async def mixed(url: str, clients: int, seconds: float, body: bytes) -> dict[str, float]:
-    """Photos, recommendations and clicks from ``clients`` sessions at once; what was acknowledged."""
-    shown, clicked, statuses = Counter(), Counter(), Counter()
-    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
+async def mixed(url: str, clients: int, seconds: float, body: bytes, writers: int = 0) -> dict[str, float]:
+    """Photos, recommendations and clicks from ``clients`` sessions at once, and ``writers`` sessions that
+    only send clicks; what was acknowledged and how long the clicks took."""
+    shown, clicked, statuses, writes = Counter(), Counter(), Counter(), []
+    limits = httpx.Limits(max_connections=clients + writers, max_keepalive_connections=clients + writers)
     async with httpx.AsyncClient(base_url=url, limits=limits, timeout=60) as http:
         stop = time.perf_counter() + seconds
 
@@ -126,11 +130,28 @@ async def mixed(url: str, clients: int, seconds: float, body: bytes) -> dict[str
                     clicked[items[rounds % len(items)]] += 1
                 rounds += 1
 
+        items = [it["id"] for it in (await http.get("/v1/catalog", params={"limit": 1000})).json()["items"]]
+
+        async def writer(i: int) -> None:  # a click on an item its session was never shown: seen and clicked
+            rounds = 0
+            while time.perf_counter() < stop:
+                item = items[(i * 7919 + rounds) % len(items)]
+                t0 = time.perf_counter()
+                r = await http.post("/v1/feedback", json={"item_id": item, "kind": "click",
+                                                          "session_id": f"writer-{i}-{rounds}"})  # fmt: skip
+                writes.append(time.perf_counter() - t0)
+                statuses[r.status_code] += 1
+                if r.status_code == 204:
+                    shown[item] += 1
+                    clicked[item] += 1
+                rounds += 1
+
         began = time.perf_counter()
-        await asyncio.gather(*(client(i) for i in range(clients)))
+        await asyncio.gather(*(client(i) for i in range(clients)), *(writer(i) for i in range(writers)))
         elapsed = time.perf_counter() - began
     return {"rps": statuses.total() / elapsed, "5xx": sum(n for s, n in statuses.items() if s >= 500),
-            "shown": shown, "clicked": clicked, "n": statuses.total()}  # fmt: skip
+            "503": statuses[503], "shown": shown, "clicked": clicked, "n": statuses.total(),
+            "write_p99": float(np.percentile(np.asarray(writes) * 1000, 99)) if writes else float("nan")}  # fmt: skip
 
 
 def lost_updates(db: str, shown: Counter, clicked: Counter) -> int:
@@ -158,6 +179,8 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--clients", type=int, nargs="+", default=[1, 8, 32])
     parser.add_argument("--mixed", type=int, default=16, metavar="N", help="clients in the mixed row (0: none)")
+    parser.add_argument("--writers", type=int, default=8, metavar="N",
+                        help="clients in the mixed row that only send clicks (database writes)")
     args = parser.parse_args()
     body = face_frame()
     with local_server(args.model) if args.url is None else _given(args.url) as (url, db):
@@ -170,11 +193,12 @@ def main() -> None:
             print(f"{n:>7}{r['n']:>10}{r['rps']:>8.1f}{r['p50']:>8.1f}{r['p95']:>8.1f}{r['p99']:>8.1f}"
                   f"{r['errors']:>8}{r['batch']:>7.1f}")  # fmt: skip
         if args.mixed:
-            m = asyncio.run(mixed(url, args.mixed, args.seconds, body))
+            m = asyncio.run(mixed(url, args.mixed, args.seconds, body, args.writers))
             lost = lost_updates(db, m["shown"], m["clicked"]) if db else "n/a"
-            print(f"mixed load, {args.mixed} clients (photo, recommendations, click): {m['n']} requests, "
-                  f"{m['rps']:.1f} req/s, {m['5xx']} answers 5xx, {sum(m['clicked'].values())} clicks and "
-                  f"{sum(m['shown'].values())} impressions acknowledged, lost updates: {lost}")
+            print(f"mixed load, {args.mixed} clients (photo, recommendations, click) and {args.writers} writers "
+                  f"(clicks): {m['n']} requests, {m['rps']:.1f} req/s, {m['5xx']} answers 5xx ({m['503']} x 503), "
+                  f"click p99 {m['write_p99']:.0f} ms, {sum(m['clicked'].values())} clicks and "
+                  f"{sum(m['shown'].values())} impressions acknowledged, lost updates: {lost}")  # fmt: skip
 
 
 @contextmanager

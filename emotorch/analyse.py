@@ -21,11 +21,13 @@ import csv
 import glob
 import hashlib
 import json
+import math
 import os
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from stat import S_ISREG as stat_is_regular
 from typing import Any
 
 import numpy as np
@@ -36,6 +38,7 @@ from emotorch.threads import available_cores
 
 VIDEO_EXTENSIONS = frozenset({".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv"})
 MANIFEST_EXTENSIONS = frozenset({".txt", ".csv"})
+MIN_DETECT_SIZE = 64  # the smallest copy a face detector is given (YuNet finds nothing in less)
 FACES, FILES, PARQUET = "faces.jsonl", "files.jsonl", "faces.parquet"
 # what every row analyse writes holds: anything else in --out is not ours to change
 FILE_KEYS = frozenset({"source", "kind", "size", "mtime_ns", "frames", "faces", "seconds", "status", "error"})
@@ -69,6 +72,11 @@ class Scan:
     seconds: float = 0.0
 
 
+def printable(name: str) -> str:
+    """A file name fit for UTF-8-only places (Parquet, plot titles): bytes that are not UTF-8 become U+FFFD."""
+    return os.fsencode(name).decode("utf-8", "replace")
+
+
 # --- inputs -----------------------------------------------------------------------------------
 
 
@@ -100,8 +108,8 @@ def expand(inputs: Iterable[str]) -> Iterator[Path | tuple[Path, str]]:
     reason so it is recorded as an error rather than dropped."""
     for text in inputs:
         path = Path(text).expanduser()
-        if path.is_dir():
-            yield from sorted(p for p in path.rglob("*") if p.is_file() and _kind(p))
+        if path.is_dir():  # links to nothing and pipes named .jpg too: they are recorded as failed, not dropped
+            yield from sorted(p for p in path.rglob("*") if _kind(p) and not p.is_dir())
         elif path.is_file() and path.suffix.lower() in MANIFEST_EXTENSIONS:
             try:
                 listed_paths = list(_manifest_paths(path))
@@ -113,18 +121,20 @@ def expand(inputs: Iterable[str]) -> Iterator[Path | tuple[Path, str]]:
             yield path
         elif glob.has_magic(text):
             matches = (Path(p) for p in sorted(glob.glob(text, recursive=True)))
-            yield from (p for p in matches if p.is_file() and _kind(p))
+            yield from (p for p in matches if _kind(p) and not p.is_dir())
         else:
             yield path, f"{path}: no such file or folder"
 
 
-def sources(inputs: Iterable[str]) -> Iterator[Source | tuple[Source, str]]:
-    """:class:`Source` for every expanded input; unusable ones paired with the reason."""
+def sources(inputs: Iterable[str], exclude: Path | None = None) -> Iterator[Source | tuple[Source, str]]:
+    """:class:`Source` for every expanded input outside ``exclude`` (the results folder, whose crops are
+    no input); unusable ones paired with the reason."""
     seen: set[str] = set()
+    skip = exclude.resolve() if exclude is not None else None
     for item in expand(inputs):
         path, problem = item if isinstance(item, tuple) else (item, None)
         resolved = str(path.resolve())
-        if resolved in seen:
+        if resolved in seen or (skip is not None and path.resolve().is_relative_to(skip)):
             continue
         seen.add(resolved)
         if problem is not None:
@@ -132,12 +142,18 @@ def sources(inputs: Iterable[str]) -> Iterator[Source | tuple[Source, str]]:
             continue
         try:
             stat = path.stat()
-        except OSError as e:  # gone, or unreadable, since it was listed
-            yield Source(resolved, _kind(path) or "unknown", 0, 0), f"{path}: {e.strerror}"
+        except OSError as e:  # gone, or unreadable, since it was listed; or a link to nothing
+            why = "a link to nothing" if path.is_symlink() else e.strerror
+            yield Source(resolved, _kind(path) or "unknown", 0, 0), f"{path}: {why}"
             continue
         kind = _kind(path)
         source = Source(resolved, kind or "unknown", stat.st_size, stat.st_mtime_ns)
-        yield (source, f"{path}: not a photo or video ({path.suffix or 'no extension'})") if kind is None else source
+        if kind is None:
+            yield source, f"{path}: not a photo or video ({path.suffix or 'no extension'})"
+        elif not stat_is_regular(stat.st_mode):  # a pipe or a device would block a worker for ever
+            yield source, f"{path}: not a regular file (a pipe, socket or device)"
+        else:
+            yield source
 
 
 # --- the work in a worker ---------------------------------------------------------------------
@@ -217,15 +233,16 @@ class Results:
         two writes) are dropped. Results this module did not write, links and folders in their place
         are refused untouched."""
         files_path, faces_path = self.out / FILES, self.out / FACES
-        files, files_end, files_tail = _checked_rows(files_path, FILE_KEYS, lambda row: row)
-        faces, faces_end, faces_tail = _checked_rows(faces_path, FACE_KEYS,
+        files, files_end, files_tail = checked_rows(files_path, FILE_KEYS, lambda row: row)
+        faces, faces_end, faces_tail = checked_rows(faces_path, FACE_KEYS,
                                                      lambda row: (row["source"], row["model"], row["model_version"]))
         if faces and not files:
             raise DataError(f"{faces_path} has {len(faces)} face rows but {files_path.name} lists no file: not "
                             "a results folder analyse can continue; use another --out folder")  # fmt: skip
-        self.done = {(row["source"], row["size"], row["mtime_ns"]): row for row, _ in files}
+        # a file that failed is tried again on the next run; one that succeeded is done
+        self.done = {(row["source"], row["size"], row["mtime_ns"]): row for row, _ in files if row["status"] == "ok"}
         self.models = {(name, version) for (_, name, version), _ in faces}
-        finished = {key[0] for key in self.done}
+        finished = {row["source"] for row, _ in files}
         keep = faces_end
         for (source, _, _), start in reversed(faces):  # the unfinished file's rows, at the end
             if source in finished:
@@ -264,6 +281,8 @@ class Results:
             return None
         with open(self.out / FACES, encoding="utf-8") as fh:
             rows = [json.loads(line) for line in fh]
+        for row in rows:  # Parquet holds UTF-8 only: a name that is not keeps U+FFFD where its bad bytes were
+            row["source"] = printable(row["source"])
         dest = self.out / PARQUET
         tmp = dest.with_name(f".{dest.name}.tmp")
         pq.write_table(pa.Table.from_pylist(rows), tmp)
@@ -271,7 +290,7 @@ class Results:
         return dest
 
 
-def _checked_rows(path: Path, keys: frozenset[str], project: Callable[[dict[str, Any]], Any]
+def checked_rows(path: Path, keys: frozenset[str], project: Callable[[dict[str, Any]], Any]
                   ) -> tuple[list[tuple[Any, int]], int, bool]:  # fmt: skip
     """``project(row)`` of every complete row of a results file with the offset where the row starts, the
     offset where the complete rows end, and whether a half-written row follows. A line that is not
@@ -311,7 +330,8 @@ def face_rows(scan_result: Scan, probs: np.ndarray, classes: list[str], model: d
                      "landmarks": face["landmarks"], "detection_score": face["detection_score"],
                      "emotion": classes[int(p.argmax())], **{c: round(float(v), 5) for c, v in zip(classes, p,
                                                                                                    strict=True)},
-                     "model": model["name"], "model_version": model["version"]})  # fmt: skip
+                     "model": model["name"], "model_version": model["version"],
+                     "size": scan_result.source.size, "mtime_ns": scan_result.source.mtime_ns})  # fmt: skip
     return rows
 
 
@@ -330,6 +350,7 @@ class Summary:
     files: int = 0
     skipped: int = 0  # done by an earlier run
     failed: int = 0
+    errors: list[str] = field(default_factory=list)  # this run's failures, one line each
     faces: int = 0
     seconds: float = 0.0
 
@@ -345,16 +366,22 @@ def analyse(inputs: Iterable[str], out: str | os.PathLike, *, model: str | None 
     from emotorch.pipeline import EmotionRecognizer
     from emotorch.zoo import STREAM_MODEL, shipped
 
+    inputs = list(inputs)
     if engine not in ENGINES:
         raise ValueError(f"unknown engine {engine!r}; expected one of {', '.join(ENGINES)}")
-    if every_s < 0:
+    if not (math.isfinite(every_s) and every_s >= 0):
         raise ValueError(f"--every must be 0 (every frame) or a number of seconds, not {every_s}")
+    if detect_size < MIN_DETECT_SIZE:
+        raise ValueError(f"--detect-size must be at least {MIN_DETECT_SIZE} pixels, not {detect_size}")
+    most = 4 * available_cores()
+    if workers is not None and not 1 <= workers <= most:
+        raise ValueError(f"--workers must be between 1 and {most} (4 per core available here), not {workers}")
     started = time.perf_counter()
     results = Results(Path(out))
     summary = Summary()
     todo: list[Source] = []
     try:
-        for item in sources(inputs):
+        for item in sources(inputs, exclude=Path(out)):
             source, problem = item if isinstance(item, tuple) else (item, None)
             summary.files += 1
             if source.key in results.done:
@@ -363,8 +390,12 @@ def analyse(inputs: Iterable[str], out: str | os.PathLike, *, model: str | None 
             if problem is not None:
                 results.write([], file_row(Scan(source, error=problem)))
                 summary.failed += 1
+                summary.errors.append(problem)
                 continue
             todo.append(source)
+        if not summary.files:
+            raise DataError(f"{', '.join(inputs)}: no photo or video found (photos: "
+                            f"{', '.join(sorted(IMAGE_EXTENSIONS))}; videos: {', '.join(sorted(VIDEO_EXTENSIONS))})")
         model = str(model or STREAM_MODEL)
         recognizer = EmotionRecognizer(model, backend=backend)
         meta = recognizer.model.meta
@@ -388,7 +419,9 @@ def analyse(inputs: Iterable[str], out: str | os.PathLike, *, model: str | None 
             if crops_dir is not None:
                 _save_crops(crops_dir, scanned)
             results.write(rows, file_row(scanned))
-            summary.failed += scanned.error is not None
+            if scanned.error is not None:
+                summary.failed += 1
+                summary.errors.append(scanned.error)
             summary.faces += len(rows)
             if progress is not None:
                 progress(done, summary.faces, total)
@@ -455,7 +488,7 @@ def _save_crops(folder: Path, scanned: Scan) -> None:
         return
     folder.mkdir(parents=True, exist_ok=True)
     stem = Path(scanned.source.path).stem
-    tag = hashlib.sha1(scanned.source.path.encode()).hexdigest()[:8]  # two x.jpg in two folders stay apart
+    tag = hashlib.sha1(os.fsencode(scanned.source.path)).hexdigest()[:8]  # two x.jpg in two folders stay apart
     for face, crop in zip(scanned.faces, scanned.crops, strict=True):
         frame = "" if face["frame"] is None else f"-f{face['frame']}"
         Image.fromarray(crop).save(folder / f"{stem}-{tag}{frame}-{face['face']}.png")

@@ -281,7 +281,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="requests a second per client on /v1/ (0: no limit)")
     srv.add_argument("--rate-burst", type=float, help="requests a client may make at once (default: 2x the rate)")
     srv.add_argument("--read-timeout", type=float, default=15.0, metavar="SECONDS",
-                     help="a request whose body stalls this long gets 408 and is closed")
+                     help="a request whose body stalls this long gets 408 and is closed; one whose headers "
+                          "have not all arrived by then is closed")
     srv.add_argument("--trust-proxy", metavar="ADDRESSES",
                      help="comma-separated addresses of reverse proxies whose X-Forwarded-For names the client "
                           "(for rate limits and logs); by default no forwarded header is believed")
@@ -679,7 +680,8 @@ def cmd_serve(args: argparse.Namespace) -> None:
     # a client is the address that connected, unless it is a proxy the operator named
     uvicorn.run("emotorch.serve:create_app", factory=True, host=args.host, port=args.port, workers=args.workers,
                 log_level="warning" if args.quiet else "info", proxy_headers=bool(args.trust_proxy),
-                forwarded_allow_ips=args.trust_proxy or None)  # fmt: skip
+                forwarded_allow_ips=args.trust_proxy or None,
+                http="emotorch.serve.protocol:HeaderDeadline")  # stalled headers time out too  # fmt: skip
 
 
 def cmd_analyse(args: argparse.Namespace) -> int:
@@ -706,6 +708,8 @@ def cmd_analyse(args: argparse.Namespace) -> int:
     finally:
         if bar is not None:
             bar.close()
+    for error in summary.errors:  # one line per failed input, as every command has
+        print(f"emotorch: error: {error}", file=sys.stderr)
     done = summary.files - summary.skipped
     print(f"{args.out}: {summary.files} file(s): {done} analysed ({summary.failed} failed, see files.jsonl), "
           f"{summary.skipped} done before; {summary.faces} face(s) in {summary.seconds:g} s")

@@ -4,26 +4,40 @@ from __future__ import annotations
 
 import csv
 import hashlib
-import json
+import os
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from emotorch.analyse import FACES, FILES
+from emotorch.analyse import FACE_KEYS, FACES, FILE_KEYS, FILES, checked_rows, printable
 from emotorch.data import DataError
 
 
-def read_rows(path: Path) -> list[dict[str, Any]]:
-    """The rows of a JSON Lines file (a half-written last line, from a run still going, is left out)."""
+def read_rows(path: Path, keys: frozenset[str]) -> list[dict[str, Any]]:
+    """The rows of a results file, each checked (a half-written last line, from a run still going, is left
+    out); a damaged row is an error naming the file and line."""
     if not path.is_file():
         raise DataError(f"{path}: no such file; is {path.parent} the --out folder of `emotorch analyse`?")
-    rows = []
-    with open(path, encoding="utf-8") as fh:
-        for line in fh:
-            if line.endswith("\n"):
-                rows.append(json.loads(line))
-    return rows
+    return [row for row, _ in checked_rows(path, keys, lambda row: row)[0]]
+
+
+def current(files: list[dict[str, Any]], faces: list[dict[str, Any]]) -> tuple[list[dict], list[dict]]:
+    """Each file's newest summary, and only the face rows of that analysis: a file that changed and was
+    analysed again is counted once, with what it holds now (rows from before face rows carried the
+    file's size and time are all kept)."""
+    newest = {f["source"]: f for f in files}
+    kept = [f for f in faces if "size" not in f or (f["size"], f["mtime_ns"]) == (
+        newest.get(f["source"], {}).get("size"), newest.get(f["source"], {}).get("mtime_ns"))]  # fmt: skip
+    return list(newest.values()), kept
+
+
+def check_probabilities(path: Path, faces: list[dict[str, Any]], classes: list[str]) -> None:
+    """Every face row's probabilities are numbers in [0, 1]; else an error naming the file and line."""
+    for number, face in enumerate(faces, start=1):
+        values = [face.get(c) for c in classes]
+        if not all(isinstance(v, int | float) and 0 <= v <= 1 for v in values):  # NaN fails both bounds
+            raise DataError(f"{path}, line {number}: the probabilities are not numbers between 0 and 1")
 
 
 def classes_of(faces: list[dict[str, Any]]) -> list[str]:
@@ -46,14 +60,17 @@ def report(results: str | Path, out: str | Path | None = None) -> dict[str, Any]
     """Write ``summary.csv`` (one row per file) and an over-time plot per video into ``out`` (default:
     ``RESULTS/report``); return the overall shares and what was written."""
     results = Path(results)
-    faces, files = read_rows(results / FACES), read_rows(results / FILES)
+    faces, files = read_rows(results / FACES, FACE_KEYS), read_rows(results / FILES, FILE_KEYS)
     classes = classes_of(faces)
+    check_probabilities(results / FACES, faces, classes)
+    files, faces = current(files, faces)
     dest = Path(out) if out else results / "report"
     dest.mkdir(parents=True, exist_ok=True)
     by_source: dict[str, list[dict[str, Any]]] = {}
     for f in faces:
         by_source.setdefault(f["source"], []).append(f)
-    with open(dest / "summary.csv", "w", newline="", encoding="utf-8") as fh:
+    # errors="surrogateescape": a file name that is not UTF-8 is written back as the bytes it is
+    with open(dest / "summary.csv", "w", newline="", encoding="utf-8", errors="surrogateescape") as fh:
         writer = csv.writer(fh)
         writer.writerow(["source", "kind", "status", "frames", "faces", "top_emotion", *classes, "error"])
         for file in files:
@@ -86,8 +103,8 @@ def _timeline(source: str, rows: list[dict[str, Any]], classes: list[str], dest:
     ax.set_ylim(0, 1)
     ax.set_xlabel("time (s)")
     ax.set_ylabel("mean probability")
-    ax.set_title(Path(source).name, fontsize=9)
+    ax.set_title(printable(Path(source).name), fontsize=9)
     plots.legend_above(fig, ax)
-    name = f"{Path(source).stem}-{hashlib.sha1(source.encode()).hexdigest()[:8]}.png"
+    name = f"{Path(source).stem}-{hashlib.sha1(os.fsencode(source)).hexdigest()[:8]}.png"
     plots.save(fig, dest / name)
     return str(dest / name)

@@ -66,12 +66,13 @@ def test_analyse_photos_video_manifest_and_glob_then_resume(archive, tmp_path):
     assert {f["time_s"] for f in video} == {0.0, 0.5, 1.0, 1.5} and len(video) == 8  # two faces a frame
     assert not (out / "crops").exists()  # no image written unless asked for
 
-    again = emotorch("analyse", *inputs, "--out", str(out))
-    assert again.returncode == 0 and "0 analysed" in again.stdout and "6 done before" in again.stdout
+    assert res.stderr.count("emotorch: error: ") == 2 and "broken.jpg" in res.stderr  # a line per failed input
+    again = emotorch("analyse", *inputs, "--out", str(out))  # the two failures are tried again, the rest skipped
+    assert again.returncode == 1 and "2 analysed (2 failed" in again.stdout and "4 done before" in again.stdout
     assert rows(out / FACES) == faces  # nothing repeated
     os.utime(archive / "photos" / "coffee.png", ns=(1, 1))  # a changed file is analysed again
     third = emotorch("analyse", *inputs, "--out", str(out))
-    assert "1 analysed" in third.stdout, third.stdout
+    assert "3 analysed (2 failed" in third.stdout, third.stdout  # the changed file and the two failures
 
     pd = pytest.importorskip("pandas")
     table = pd.read_json(out / FACES, lines=True)  # one call, one row per face, one column per emotion
@@ -204,3 +205,60 @@ def test_analyse_gives_the_probabilities_predict_gives(finished, tmp_path):
     row = rows(out / FACES)[0]
     face = EmotionRecognizer("accurate").predict(photos / "p0.jpg")[0]  # as emotorch predict reads it
     assert all(abs(row[c] - p) < 1e-4 for c, p in face.probabilities.items())
+
+
+def test_a_changed_file_supersedes_its_old_rows_and_failures_are_retried(finished, tmp_path):
+    from emotorch.report import report
+
+    photos, out = finished
+    listed = tmp_path / "later.jpg"
+    manifest = tmp_path / "list.txt"
+    manifest.write_text(f"{listed}\n")
+    summary = analyse([str(photos), str(manifest)], out, workers=1)
+    assert summary.failed == 1 and "later.jpg: no such file" in summary.errors[0]
+    Image.fromarray(skdata.astronaut()).save(listed)  # the missing photo appears
+    Image.fromarray(skdata.coffee()).save(photos / "p0.jpg")  # a face no more
+    again = analyse([str(photos), str(manifest)], out, workers=1)
+    assert (again.files, again.skipped, again.failed) == (4, 2, 0)  # p0 changed, later.jpg is retried
+    result = report(out)
+    assert (result["files"], result["failed"], result["faces"]) == (4, 0, 3)  # p1, p2 and later.jpg: one face each
+
+
+def test_odd_inputs_are_recorded_or_refused(tmp_path):
+    import math
+
+    photos = tmp_path / "in"
+    photos.mkdir()
+    Image.fromarray(skdata.astronaut()).save(photos / "good.jpg")
+    (photos / "gone.jpg").symlink_to(tmp_path / "nothing.jpg")
+    os.mkfifo(photos / "pipe.jpg")
+    Image.fromarray(skdata.astronaut()).save(photos / b"bad\xffname.jpg".decode("utf-8", "surrogateescape"))
+    out = photos / "results"  # inside the input folder, with crops: they are never inputs
+    first = analyse([str(photos)], out, workers=1, save_crops=True)
+    reasons = sorted(first.errors)
+    assert first.files == 4 and len(reasons) == 2
+    assert "gone.jpg: a link to nothing" in reasons[0] and "pipe.jpg: not a regular file" in reasons[1]
+    assert len(list((out / "crops").iterdir())) == 2
+    second = analyse([str(photos)], out, workers=1, save_crops=True)
+    assert second.files == 4 and second.skipped == 2  # its own crops are not analysed
+    from emotorch.report import report
+
+    assert report(out)["faces"] == 2  # a name that is not UTF-8 travels through the results and the report
+    for bad in ({"every_s": math.nan}, {"every_s": math.inf}, {"detect_size": 0}, {"workers": 100_000}):
+        with pytest.raises(ValueError, match=r"--every|--detect-size|--workers"):
+            analyse([str(photos)], tmp_path / "other", **bad)
+    with pytest.raises(DataError, match="no photo or video found"):
+        analyse([str(tmp_path / "*.jpgx")], tmp_path / "none")
+
+
+def test_report_names_the_damaged_row(finished):
+    from emotorch.report import report
+
+    _, out = finished
+    good = (out / FACES).read_text()
+    for damaged, words in (("[1, 2, 3]\n", "line 4: not a row"),
+                           (good.splitlines()[0].replace('"happy": ', '"happy": NaN, "x0": ') + "\n",
+                            "line 4: the probabilities are not numbers")):  # fmt: skip
+        (out / FACES).write_text(good + damaged)
+        with pytest.raises(DataError, match=words):
+            report(out)

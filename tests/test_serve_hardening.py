@@ -228,3 +228,19 @@ def test_a_malformed_chunked_body_is_no_server_error(server):
     metrics = httpx.get(f"{server}/metrics").text
     assert 'status="500"' not in metrics
     assert "No response returned" not in SERVERS[server][1].read_text()
+
+
+def test_stalled_request_headers_are_cut_off(tmp_path, server_cache):
+    with run_server(tmp_path, "--read-timeout", "1", cache=server_cache) as url:
+        port = int(url.rsplit(":", 1)[1])
+        stalled = [socket.create_connection(("127.0.0.1", port), timeout=10) for _ in range(20)]
+        for s in stalled:  # a request line and one header, then nothing: the headers never end
+            s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+        started = time.monotonic()
+        assert all(s.recv(4096) == b"" for s in stalled)  # closed by the server, no answer
+        assert time.monotonic() - started < 8
+        for s in stalled:
+            s.close()
+        with httpx.Client(base_url=url) as client:  # a keep-alive client that takes its time between requests
+            assert client.get("/healthz").status_code == 200
+            assert client.get("/healthz").status_code == 200

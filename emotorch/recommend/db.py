@@ -11,6 +11,7 @@ import contextlib
 import logging
 import os
 import re
+import threading
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -184,12 +185,27 @@ def connect(url: str | None = None, *, revision: str = "head",
     return engine
 
 
+_WRITERS: dict[str, threading.Lock] = {}  # one per SQLite database: this process's writers take turns
+_WRITERS_GUARD = threading.Lock()
+
+
+def _writer_lock(engine: Engine) -> contextlib.AbstractContextManager:
+    """On SQLite, a lock this process's writers queue on: a waiting writer wakes the moment the one before it
+    commits, where SQLite's busy handler polls with growing sleeps (writes under load waited seconds and
+    some past the busy timeout). Other databases queue writers themselves."""
+    if engine.dialect.name != "sqlite":
+        return contextlib.nullcontext()
+    with _WRITERS_GUARD:
+        return _WRITERS.setdefault(str(engine.url), threading.Lock())
+
+
 @contextlib.contextmanager
 def writing(engine: Engine) -> Iterator[Session]:
     """A session in a write transaction, committed at the end. On SQLite it starts with
-    ``BEGIN IMMEDIATE``: concurrent writers queue (up to :data:`BUSY_TIMEOUT_S`) instead of reading
-    the same row and losing one of two updates; on PostgreSQL rows are locked with FOR UPDATE."""
-    with Session(engine) as session, session.begin():
+    ``BEGIN IMMEDIATE``: concurrent writers queue (this process's on a lock, others' for up to
+    :data:`BUSY_TIMEOUT_S`) instead of reading the same row and losing one of two updates; on
+    PostgreSQL rows are locked with FOR UPDATE."""
+    with _writer_lock(engine), Session(engine) as session, session.begin():
         session.connection(execution_options={"emotorch_write": True})  # the BEGIN, with the write flag
         yield session
 
