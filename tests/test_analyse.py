@@ -247,6 +247,8 @@ def test_odd_inputs_are_recorded_or_refused(tmp_path):
     for bad in ({"every_s": math.nan}, {"every_s": math.inf}, {"detect_size": 0}, {"workers": 100_000}):
         with pytest.raises(ValueError, match=r"--every|--detect-size|--workers"):
             analyse([str(photos)], tmp_path / "other", **bad)
+    with pytest.raises(DataError, match="cannot hold the results"):  # --out below a file
+        analyse([str(photos)], photos / "good.jpg" / "results")
     with pytest.raises(DataError, match="no photo or video found"):
         analyse([str(tmp_path / "*.jpgx")], tmp_path / "none")
 

@@ -184,6 +184,9 @@ def test_recommendations_feedback_catalog_and_forget(server):
                        "less than or equal to 1")  # fmt: skip
         assert_problem(httpx.post(f"{server}/v1/feedback", json={"item_id": item, "kind": "click",
                                                                  "probabilities": hostile}), 422, "less than or equal")
+    for coerced in ("1", True, "0.5"):  # numbers only: nothing is coerced into one
+        assert_problem(httpx.post(f"{server}/v1/recommendations", json={"probabilities": {"sad": coerced}}), 422,
+                       "body.probabilities.sad")  # fmt: skip
     assert_problem(httpx.post(f"{server}/v1/recommendations", content=b'{"probabilities": {"sad": NaN}}',
                               headers={"Content-Type": "application/json"}), 422, "probabilities")  # fmt: skip
     assert_problem(httpx.get(f"{server}/v1/catalog", params={"category": "cars"}), 422, "query.category")
