@@ -5,9 +5,11 @@ from __future__ import annotations
 import argparse
 import difflib
 import functools
+import importlib.util
 import json
 import logging
 import os
+import socket
 import sys
 from pathlib import Path
 from typing import Any
@@ -33,6 +35,7 @@ from emotorch.errors import (
     DatabaseUnavailable,
     DataError,
     MissingExtra,
+    require_plots,
     require_torch,
 )
 from emotorch.zoo import PHOTO_MODEL, STREAM_MODEL
@@ -235,12 +238,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     rec = sub.add_parser("recommend", help="recommendations for an emotion or a probability vector")
     mood_args = rec.add_mutually_exclusive_group(required=True)
-    mood_args.add_argument("--emotion", choices=list(FERPLUS_CLASSES), help="the mood, as one emotion")
+    mood_args.add_argument("--emotion", type=str.lower, choices=list(FERPLUS_CLASSES), help="the mood, as one emotion")
     mood_args.add_argument("--probs", help='probabilities as JSON, e.g. \'{"sad": 0.7, "neutral": 0.3}\'')
     mood_args.add_argument("--image", help="a photo: the largest face's emotion probabilities drive the list")
     rec.add_argument("--model", default=PHOTO_MODEL, help="with --image: " + _model_help(PHOTO_MODEL))
     rec.add_argument("--category", action="append",
-                     help="product, place, food, song or movie; plurals too (repeatable)")
+                     help="product, place, food, song or movie; plurals too (repeatable, or comma-separated)")
     rec.add_argument("-n", type=int, default=5, help="how many items")
     rec.add_argument("--strategy", choices=STRATEGIES, default="auto",
                      help="match the mood, lift it, or auto: the user's or learned choice per category")
@@ -251,7 +254,8 @@ def build_parser() -> argparse.ArgumentParser:
     fb.add_argument("--kind", choices=FEEDBACK_KINDS, required=True, help="what the viewer did with the item")
     fb.add_argument("--json", action="store_true", help="print the recorded event as one JSON object")
     fb_mood = fb.add_mutually_exclusive_group()
-    fb_mood.add_argument("--emotion", choices=list(FERPLUS_CLASSES), help="the viewer's mood at the time")
+    fb_mood.add_argument("--emotion", type=str.lower, choices=list(FERPLUS_CLASSES),
+                         help="the viewer's mood at the time")
     fb_mood.add_argument("--probs", help="the viewer's mood as probabilities in JSON (as for recommend)")
 
     usr = sub.add_parser("user", help="a user's consent and per-category strategies")
@@ -326,15 +330,32 @@ def cmd_data_stats(args: argparse.Namespace) -> None:
 
 
 def cmd_models(args: argparse.Namespace) -> None:
-    from emotorch.models import count_parameters, create_model, list_models
+    from emotorch import zoo
 
-    rows = [(m.name, count_parameters(create_model(m.name)), m.description) for m in list_models()]
+    files = {name: {zoo.shipped_path(name, key) for key in ("file", "onnx")} for name in zoo.shipped()}
+    shipped = [{"name": name, "classes": len(entry["classes"]),
+                "megabytes": round(sum(p.stat().st_size for p in files[name]) / 1e6, 1),
+                "val_accuracy": entry["val_accuracy"], "tta": entry["tta"]}
+               for name, entry in zoo.shipped().items()]  # fmt: skip
+    trainable = None
+    if importlib.util.find_spec("torch") is not None:  # the registry builds PyTorch models: the train extra
+        from emotorch.models import count_parameters, create_model, list_models
+
+        trainable = [{"name": m.name, "parameters": count_parameters(create_model(m.name)),
+                      "description": m.description} for m in list_models()]  # fmt: skip
     if args.json:
-        print(_json([{"name": n, "parameters": p, "description": d} for n, p, d in rows], indent=2))
+        print(_json({"shipped": shipped, "trainable": trainable}, indent=2))
         return
-    print(f"{'model':<13}{'parameters':>12}  description")
-    for name, params, desc in rows:
-        print(f"{name:<13}{params:>12,}  {desc}")
+    print(f"{'shipped model':<18}{'classes':>8}{'MB':>6}{'val accuracy':>14}")
+    for m in shipped:
+        print(f"{m['name']:<18}{m['classes']:>8}{m['megabytes']:>6.1f}{m['val_accuracy']:>14.2%}"
+              + ("  (with TTA)" if m["tta"] else ""))
+    if trainable is None:
+        print('\ntrainable architectures: pip install "emotorch[train]" to list and train them')
+        return
+    print(f"\n{'trainable':<13}{'parameters':>12}  description")
+    for m in trainable:
+        print(f"{m['name']:<13}{m['parameters']:>12,}  {m['description']}")
 
 
 def _default_run_dir(preset: str, model: str) -> Path:
@@ -376,6 +397,9 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     from emotorch.evaluate import evaluate, load_split, write_predictions
     from emotorch.inference import load_model, predict_proba, uses_tta
 
+    if args.out:
+        require_plots("evaluate --out")  # before minutes of work, not after
+
     model = load_model(args.model, args.backend)
     tta = uses_tta(model.meta, args.tta)
     split, faces = load_split(args.data, args.split, labels=args.labels, skip_bad=args.skip_bad,
@@ -385,12 +409,13 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
         dest = Path(args.predictions)
         if dest.exists() and not args.force:
             raise FileExistsError(f"{dest} exists; pass --force to overwrite it")
-        probs = predict_proba(model.model, faces.images, model.meta, tta=tta)
+        bar = None if args.quiet else "predicting"
+        probs = predict_proba(model.model, faces.images, model.meta, tta=tta, progress=bar)
         write_predictions(dest, faces, probs, classes)
         logging.getLogger("emotorch").info("wrote %d predictions to %s", len(faces), dest)
         if not faces.labeled:
             return
-    metrics, probs, scored = evaluate(model, faces, tta=tta)
+    metrics, probs, scored = evaluate(model, faces, tta=tta, progress=not args.quiet)
     metrics = {"model": model.source, "data": str(args.data), "split": split} | metrics
     if args.out:
         from emotorch import plots
@@ -538,6 +563,8 @@ def cmd_video(args: argparse.Namespace) -> None:
     from emotorch.pipeline import EmotionRecognizer
     from emotorch.video import process_video
 
+    if args.plot:
+        require_plots("video --plot")  # before the video is read, not after
     outputs = [Path(p) for p in (args.out, args.csv, args.plot) if p]
     existing = [str(p) for p in outputs if p.exists()]
     if existing and not args.force:
@@ -591,6 +618,7 @@ def cmd_catalog(args: argparse.Namespace) -> None:
         if dest.exists() and not args.force:
             raise FileExistsError(f"{dest} exists; pass --force to overwrite it")
         dest.write_text(text, encoding="utf-8")
+        print(f"wrote {len(list_items(engine))} items to {dest} ({args.format})")
     else:
         items = list_items(engine, args.category)
         if args.json:
@@ -604,7 +632,8 @@ def cmd_recommend(args: argparse.Namespace) -> None:
     from emotorch.recommend import Recommender
 
     current = _mood(args)
-    recs = Recommender(args.db).recommend(current, categories=args.category, n=args.n, strategy=args.strategy,
+    categories = [c.strip() for arg in args.category for c in arg.split(",") if c.strip()] if args.category else None
+    recs = Recommender(args.db).recommend(current, categories=categories, n=args.n, strategy=args.strategy,
                                           user_id=args.user, session_id=args.session,
                                           record=bool(args.user or args.session))  # fmt: skip
     if args.json:
@@ -671,6 +700,12 @@ def cmd_serve(args: argparse.Namespace) -> None:
         raise ValueError("--workers must be at least 1 and --port within 0-65535")
     load_model(args.model)  # a missing or damaged model, or an unusable database: one line, before any worker
     open_database(args.db).dispose()
+    try:  # a busy port: one line now, not uvicorn's six and exit 3
+        with socket.create_server((args.host, args.port)):
+            pass
+    except OSError as e:
+        why = os.strerror(e.errno) if e.errno else str(e)
+        raise DataError(f"{args.host}:{args.port}: cannot listen there ({why})") from None
     settings = Settings(model=args.model, backend=args.backend, db=args.db, reading=args.reading,
                         max_upload_bytes=int(args.max_upload_mb * 1024 * 1024), rate_limit=args.rate_limit,
                         rate_burst=args.rate_burst, batch_window_ms=args.batch_window_ms,
@@ -728,6 +763,9 @@ def cmd_report(args: argparse.Namespace) -> None:
     for emotion, row in result["shares"].items():
         print(f"{emotion:<10}{row['faces']:>8}{row['share']:>8.1%}{row['mean_probability']:>8.3f}")
     print(f"wrote {result['summary']}" + (f" and {len(result['plots'])} plot(s) over time" if result["plots"] else ""))
+    if result["plots_skipped"]:
+        print(f"no plots over time for {result['plots_skipped']} video(s): they need matplotlib "
+              '(pip install "emotorch[plots]")')
 
 
 def cmd_forget(args: argparse.Namespace) -> None:
@@ -737,7 +775,7 @@ def cmd_forget(args: argparse.Namespace) -> None:
     print(f"forgot user {args.user}: {removed} events deleted")
 
 
-NEEDS_TORCH = {"train", "package", "export", "models"}  # the `train` extra's commands
+NEEDS_TORCH = {"train", "package", "export"}  # the `train` extra's commands
 COMMANDS = {
     "models": cmd_models, "train": cmd_train, "evaluate": cmd_evaluate, "data": cmd_data_stats,
     "predict": cmd_predict, "video": cmd_video, "export": cmd_export, "webcam": cmd_webcam,
@@ -749,6 +787,12 @@ COMMANDS = {
 
 def main(argv: list[str] | None = None) -> int:
     """Run one command; exit status 0 on success, 1 when an input failed, 2 for a usage error."""
+    words = [w for w in (sys.argv[1:] if argv is None else argv) if not w.startswith("-")]
+    if words and words[0] not in COMMANDS:  # argparse lists every command; a typo deserves its nearest one
+        hint = difflib.get_close_matches(words[0], list(COMMANDS), n=1)
+        print(f"emotorch: error: unknown command {words[0]!r}" + (f"; did you mean {hint[0]!r}?" if hint else
+              f"; commands: {', '.join(COMMANDS)}"), file=sys.stderr)  # fmt: skip
+        return EXIT_USAGE
     args = build_parser().parse_args(argv)
     # EmoTorch's own log lines go to stderr; other libraries keep their default (warnings only)
     handler = logging.StreamHandler(sys.stderr)
@@ -773,6 +817,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("emotorch: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `emotorch report --json | head`: the reader has all it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error when Python flushes
+        return EXIT_FAILED
     except Exception as e:
         if type(e).__module__.split(".")[0] != "sqlalchemy":
             raise

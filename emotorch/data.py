@@ -536,6 +536,11 @@ def _load_folders(path: Path, _files: list[Path], progress: bool) -> Dataset:
     if any(canonical_class(d.name) for d in subdirs):  # ROOT/<emotion>/*
         layout = {"all": subdirs}
     else:  # ROOT/<split>/<emotion>/*
+        nested = [d for d in subdirs if _holds_data_set(d)]
+        if nested:  # one folder too high: ROOT/<data set>/<split>/<emotion>/* (or its CSVs)
+            sets = [d for d in subdirs if _holds_data_set(d) or any(canonical_class(c.name) for c in d.iterdir())]
+            raise DataError(f"{path}: a folder of data sets, not one; name one of them: "
+                            f"{', '.join(str(d) for d in sets)}")  # fmt: skip
         layout = {
             d.name.lower(): sorted(c for c in d.iterdir() if c.is_dir() and not c.name.startswith("."))
             for d in subdirs
@@ -553,6 +558,14 @@ def _load_folders(path: Path, _files: list[Path], progress: bool) -> Dataset:
     if not splits and not unknown:
         raise DataError(f"{path}: no images found in class folders")
     return Dataset(path, "folders", splits, unknown)
+
+
+def _holds_data_set(folder: Path) -> bool:
+    """Whether a folder is a data set of its own in a form deeper than class folders: CSVs, the FERPlus
+    layout, or split folders of class folders."""
+    if _detect_format(folder)[0] != "folders":
+        return True
+    return any(canonical_class(c.name) for d in folder.iterdir() if d.is_dir() for c in d.iterdir() if c.is_dir())
 
 
 def _load_ferplus(path: Path, files: list[Path], progress: bool) -> Dataset:

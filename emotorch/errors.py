@@ -32,9 +32,26 @@ class MissingExtra(RuntimeError):
     """A command needs an optional part (PyTorch: the ``train`` extra) that is not installed."""
 
 
-def require_torch(what: str) -> None:
-    """Raise :class:`MissingExtra` in one line when PyTorch (the ``train`` extra) is not installed."""
+def _require(module: str, package: str, extra: str, what: str) -> None:
     import importlib.util
 
-    if importlib.util.find_spec("torch") is None:
-        raise MissingExtra(f'{what} needs PyTorch, which this lean install lacks: pip install "emotorch[train]"')
+    if importlib.util.find_spec(module) is None:
+        raise MissingExtra(f'{what} needs {package}, which this install lacks: pip install "emotorch[{extra}]"')
+
+
+def require_torch(what: str) -> None:
+    """Raise :class:`MissingExtra` in one line when PyTorch (the ``train`` extra) is not installed."""
+    _require("torch", "PyTorch", "train", what)
+
+
+def require_plots(what: str) -> None:
+    """Raise :class:`MissingExtra` in one line when matplotlib (the ``plots`` extra) is not installed: called
+    before any work, so a command never runs for minutes and then fails for its plot."""
+    _require("matplotlib", "matplotlib", "plots", what)
+
+
+def has_plots() -> bool:
+    """Whether matplotlib (the ``plots`` extra) is installed."""
+    import importlib.util
+
+    return importlib.util.find_spec("matplotlib") is not None

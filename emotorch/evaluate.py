@@ -134,6 +134,7 @@ def evaluate(
     *,
     tta: bool = False,
     device: Any = "cpu",
+    progress: bool = False,
 ) -> tuple[dict, np.ndarray, FaceSet]:
     """Metrics of ``model`` on labelled ``faces``, with the probabilities and the faces they describe.
 
@@ -146,8 +147,9 @@ def evaluate(
     scored, left_out = scorable(faces, model.meta["classes"])
     if not len(scored):
         raise DataError(f"none of these faces has a label the model {model.source} can tell")
-    probs = restrict(predict_proba(model.model, scored.images, model.meta, tta=tta, device=device),
-                     scored.classes, faces.classes)  # fmt: skip
+    probs = predict_proba(model.model, scored.images, model.meta, tta=tta, device=device,
+                          progress="evaluating" if progress else None)
+    probs = restrict(probs, scored.classes, faces.classes)
     metrics = score(probs, scored)
     metrics |= {"left_out": left_out, "temperature": float(model.meta.get("temperature", 1.0)), "tta": tta}
     return metrics, probs, scored

@@ -141,15 +141,23 @@ def _forward(model: Any, x: np.ndarray, device: Any) -> np.ndarray:
 
 
 def predict_logits(model: Any, images: np.ndarray, meta: dict[str, Any], *, tta: bool = False,
-                   tta_pad: int = TTA_PAD, batch_size: int = 256, device: Any = "cpu") -> np.ndarray:  # fmt: skip
-    """Logits (N, K) for uint8 faces (N, 48, 48), preprocessed from ``meta``; TTA averages ten views."""
+                   tta_pad: int = TTA_PAD, batch_size: int = 256, device: Any = "cpu",
+                   progress: str | None = None) -> np.ndarray:  # fmt: skip
+    """Logits (N, K) for uint8 faces (N, 48, 48), preprocessed from ``meta``; TTA averages ten views.
+    ``progress``: a progress bar with this title on stderr (where it is a terminal)."""
+    from tqdm import tqdm
+
     if not isinstance(model, OnnxModel):
         model = model.to(device).eval()
     out = [np.zeros((0, len(meta["classes"])), np.float32)]
-    for i in range(0, len(images), batch_size):
+    starts = range(0, len(images), batch_size)
+    bar = tqdm(total=len(images), desc=progress, unit=" face", disable=None if progress else True, leave=False)
+    for i in starts:
+        bar.update(min(batch_size, len(images) - i))
         x = normalize(np.asarray(images[i : i + batch_size]), meta["mean"], meta["std"])
         views = tta_views(x, tta_pad) if tta else [x]
         out.append(np.mean([_forward(model, v, device) for v in views], axis=0, dtype=np.float32))
+    bar.close()
     logits = np.concatenate(out)
     if not np.isfinite(logits).all():
         raise CheckpointError("the model answered NaN or infinity: its weights are damaged")
@@ -163,9 +171,9 @@ def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
 
 
 def predict_proba(model: Any, images: np.ndarray, meta: dict[str, Any], *, tta: bool = False,
-                  device: Any = "cpu") -> np.ndarray:  # fmt: skip
+                  device: Any = "cpu", progress: str | None = None) -> np.ndarray:  # fmt: skip
     """Calibrated class probabilities (N, K): softmax of the logits over the model's temperature."""
-    logits = predict_logits(model, images, meta, tta=tta, device=device)
+    logits = predict_logits(model, images, meta, tta=tta, device=device, progress=progress)
     return softmax(logits, float(meta.get("temperature", 1.0)))
 
 
@@ -193,6 +201,7 @@ def load_model(name_or_path: str | os.PathLike, backend: str | None = None) -> L
     path = Path(name_or_path).expanduser()
     if not path.exists():
         name = str(name_or_path)
+        name = name.lower() if name.lower() in zoo.shipped() else name  # "Fast" is fast; paths keep their case
         if name not in zoo.shipped():
             known = ", ".join(zoo.shipped()) or "none yet"
             raise CheckpointError(f"{name}: no such checkpoint file, ONNX file, run directory or shipped model "

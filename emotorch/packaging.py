@@ -116,6 +116,7 @@ def package(runs: str | Path | list[str | Path], name: str, *, data: str | Path,
         "file": path.name,
         "sha256": zoo.sha256(path),
         "architecture": meta["model"],
+        "classes": list(meta["classes"]),
         "parameters": meta["parameters"],
         "val_accuracy": metrics["accuracy"],
         "val_macro_f1": metrics["macro_f1"],
@@ -156,7 +157,7 @@ def restamp(name: str, *, fer2013: str | Path) -> dict[str, Any]:
     for key in {"file", "onnx"}:
         set_metadata(zoo.WEIGHTS / entry[key], meta)
     entry |= {"sha256": zoo.sha256(zoo.WEIGHTS / entry["file"]), "onnx_sha256": zoo.sha256(zoo.WEIGHTS / entry["onnx"]),
-              "expressive_threshold": meta["expressive_threshold"]}  # fmt: skip
+              "classes": list(meta["classes"]), "expressive_threshold": meta["expressive_threshold"]}  # fmt: skip
     zoo.MANIFEST.write_text(json.dumps(zoo.shipped() | {name: entry}, indent=2) + "\n")
     zoo.forget_verified()
     return entry

@@ -40,13 +40,18 @@ class FaceResult:
 
 
 def write_summary(path: Path, results: list[dict[str, Any]], classes: list[str]) -> None:
-    """`predict --out`'s summary.csv: a row per face (photo, face index, box, emotion, every probability)."""
+    """`predict --out`'s summary.csv: a row per face (photo, face index, box, emotion, every probability), and
+    a row for each photo without a face (``no face``) or that could not be read (the error), so that every
+    input is accounted for."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "w", newline="") as fh:
         writer = csv.writer(fh)
-        writer.writerow(["path", "face", "x", "y", "w", "h", "emotion", *classes])
-        writer.writerows([r["path"], i, *face["box"], face["emotion"], *(face["probabilities"][c] for c in classes)]
-                         for r in results for i, face in enumerate(r["faces"]))  # fmt: skip
+        writer.writerow(["path", "face", "x", "y", "w", "h", "emotion", *classes, "error"])
+        for r in results:
+            if not r["faces"]:
+                writer.writerow([r["path"], "", "", "", "", "", "", *[""] * len(classes), r.get("error", "no face")])
+            writer.writerows([r["path"], i, *face["box"], face["emotion"], *(face["probabilities"][c] for c in classes),
+                              ""] for i, face in enumerate(r["faces"]))  # fmt: skip
 
 
 class EmotionRecognizer:

@@ -12,6 +12,7 @@ import numpy as np
 
 from emotorch.analyse import FACE_KEYS, FACES, FILE_KEYS, FILES, checked_rows, printable
 from emotorch.data import DataError
+from emotorch.errors import has_plots
 
 
 def read_rows(path: Path, keys: frozenset[str]) -> list[dict[str, Any]]:
@@ -57,8 +58,8 @@ def shares(faces: list[dict[str, Any]], classes: list[str]) -> dict[str, dict[st
 
 
 def report(results: str | Path, out: str | Path | None = None) -> dict[str, Any]:
-    """Write ``summary.csv`` (one row per file) and an over-time plot per video into ``out`` (default:
-    ``RESULTS/report``); return the overall shares and what was written."""
+    """Write ``summary.csv`` (one row per file) and, where matplotlib is installed, an over-time plot per
+    video into ``out`` (default: ``RESULTS/report``); return the overall shares and what was written."""
     results = Path(results)
     faces, files = read_rows(results / FACES, FACE_KEYS), read_rows(results / FILES, FILE_KEYS)
     classes = classes_of(faces)
@@ -80,10 +81,11 @@ def report(results: str | Path, out: str | Path | None = None) -> dict[str, Any]
                              classes[int(mean.argmax())] if mean is not None else "",
                              *([f"{v:.4f}" for v in mean] if mean is not None else [""] * len(classes)),
                              file.get("error") or ""])  # fmt: skip
-    plots = [_timeline(source, rows, classes, dest) for source, rows in by_source.items()
-             if rows[0]["kind"] == "video"]  # fmt: skip
+    videos = {source: rows for source, rows in by_source.items() if rows[0]["kind"] == "video"}
+    plots = [_timeline(source, rows, classes, dest) for source, rows in videos.items()] if has_plots() else []
     return {"files": len(files), "failed": sum(f["status"] == "error" for f in files), "faces": len(faces),
-            "shares": shares(faces, classes), "summary": str(dest / "summary.csv"), "plots": plots}  # fmt: skip
+            "shares": shares(faces, classes), "summary": str(dest / "summary.csv"), "plots": plots,
+            "plots_skipped": 0 if has_plots() else len(videos)}  # fmt: skip
 
 
 def _timeline(source: str, rows: list[dict[str, Any]], classes: list[str], dest: Path) -> str:

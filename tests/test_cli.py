@@ -19,10 +19,48 @@ def test_unknown_option_suggests_the_closest():
     assert res.returncode == 2 and "did you mean --epochs" in res.stderr
 
 
-def test_models_lists_parameter_counts():
-    res = emotorch("models", "--json")
-    rows = {r["name"]: r["parameters"] for r in json.loads(res.stdout)}
+def test_models_lists_shipped_models_and_parameter_counts():
+    listing = json.loads(emotorch("models", "--json").stdout)
+    shipped = {r["name"]: r for r in listing["shipped"]}
+    assert shipped["accurate"]["classes"] == 8 and shipped["fast"]["val_accuracy"] > 0.8
+    assert 1 < shipped["fast"]["megabytes"] < 5
+    rows = {r["name"]: r["parameters"] for r in listing["trainable"]}
     assert rows["baseline"] > 1_000_000 and rows["vgg19"] > 20_000_000
+
+
+def test_a_mistyped_command_gets_the_nearest_one():
+    res = emotorch("predit", "photo.jpg")
+    assert res.returncode == 2 and "unknown command 'predit'; did you mean 'predict'?" in res.stderr
+
+
+def test_catalog_and_recommend_take_what_users_write(tmp_path):
+    db = str(tmp_path / "plain.db")  # a plain path: SQLite
+    res = emotorch("recommend", "--emotion", "Happy", "--category", "songs,Movies", "-n", "4", "--json", "--db", db)
+    assert res.returncode == 0, res.stderr
+    assert {r["category"] for r in json.loads(res.stdout)["items"]} == {"song", "movie"}
+    wrong = emotorch("catalog", "list", "--category", "fod", "--db", db)
+    assert wrong.returncode == 2 and "unknown category 'fod'; expected one of product" in wrong.stderr
+    exported = emotorch("catalog", "export", "--out", str(tmp_path / "c.csv"), "--db", db)
+    assert exported.returncode == 0 and exported.stdout.startswith("wrote 300 items to")
+    (tmp_path / "no-valence.csv").write_text("category,title,arousal\nfood,Soup,0.1\n")
+    bad = emotorch("catalog", "import", str(tmp_path / "no-valence.csv"), "--db", db)
+    assert bad.returncode == 1 and "the file has no 'valence' column" in bad.stderr
+
+
+def test_a_busy_port_is_one_line():
+    import socket
+
+    with socket.create_server(("127.0.0.1", 0)) as busy:
+        res = emotorch("serve", "--port", str(busy.getsockname()[1]), "--db", "sqlite://")
+    assert res.returncode == 1 and res.stderr.count("\n") == 1 and "cannot listen there" in res.stderr
+
+
+def test_data_stats_one_folder_too_high_names_the_data_sets(tmp_path):
+    write_image_folders(tmp_path / "sets" / "a", {"train": 7, "val": 7})
+    write_image_folders(tmp_path / "sets" / "b", {"train": 7})
+    res = emotorch("data", "stats", str(tmp_path / "sets"))
+    assert res.returncode == 1 and "a folder of data sets, not one" in res.stderr
+    assert str(tmp_path / "sets" / "a") in res.stderr and str(tmp_path / "sets" / "b") in res.stderr
 
 
 def test_data_stats_counts_splits_classes_and_bad_rows(tmp_path):

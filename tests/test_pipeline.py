@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import csv
 import json
 import subprocess
 import sys
@@ -85,7 +86,11 @@ def test_cli_predict_goes_on_past_a_bad_file(tiny_run, tmp_path):
     assert "1 of 3 input(s) failed" in res.stderr
     face = doc[0]["faces"][0]
     assert len(face["box"]) == 4 and face["emotion"] in face["probabilities"]
-    assert (out / "astronaut.annotated.png").is_file() and (out / "summary.csv").read_text().count("\n") == 2
+    assert (out / "astronaut.annotated.png").is_file()
+    summary = list(csv.DictReader((out / "summary.csv").read_text().splitlines()))  # every input has a row
+    assert [(r["path"].rsplit("/", 1)[-1], r["emotion"] != "", r["error"][:15]) for r in summary] == [
+        ("astronaut.jpg", True, ""), ("truncated.jpg", False, str(tmp_path / "truncated.jpg")[:15]),
+        ("coffee.png", False, "no face")]  # fmt: skip
     again = subprocess.run(cmd, capture_output=True, text=True)
     assert again.returncode == 2 and "--force" in again.stderr
     assert str(out / "astronaut.annotated.png") in again.stderr  # names the output, not the input

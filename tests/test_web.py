@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 import cv2
+import httpx
 import numpy as np
 import pytest
 
@@ -87,6 +88,10 @@ def test_consent_then_live_emotion_and_recommendations(server, tmp_path):
         assert "Nothing is stored" not in consent
         assert "What is never stored: camera frames and photos" in consent and "Your emotions" in consent
         assert "opened or liked" in consent and "until you press Forget me" in consent
+        classes = httpx.get(server + "/v1/model").json()["classes"]  # the served model's, named on the page
+        wait_for_text = WebDriverWait(driver, 30)
+        wait_for_text.until(lambda d: f"one of {len(classes)}, " in text(d, "consent"))
+        assert "seven" not in text(driver, "consent") and f"{classes[-2]} or {classes[-1]}" in text(driver, "consent")
         assert driver.execute_script("return window.__cameraCalls") == 0  # no camera before consent
 
         # keyboard only: the consent button has the focus; Enter starts the camera

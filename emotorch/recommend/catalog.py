@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 
 from emotorch.choices import CATEGORIES
 from emotorch.errors import CatalogBusy, CatalogError
-from emotorch.recommend.db import Item, canonical_category, writing
+from emotorch.recommend.db import Item, canonical_category, checked_category, writing
 
 STARTER_CATALOG = Path(__file__).with_name("starter_catalog.csv")
 FIELDS = ("id", "category", "title", "description", "tags", "valence", "arousal", "price", "url", "image_url",
@@ -79,6 +79,9 @@ def validate(raw: dict[str, Any], where: str) -> dict[str, Any]:
     item: dict[str, Any] = {"category": category, "title": title}
     for field in ("valence", "arousal"):
         value = raw.get(field)
+        if value is None or value == "":
+            raise fail(field, "is required (a number from -1 to 1); this row has none" + (
+                "" if field in raw else f", and the file has no {field!r} column"))  # fmt: skip
         try:
             number = float(value)  # type: ignore[arg-type]
         except (TypeError, ValueError):
@@ -163,7 +166,7 @@ def list_items(engine: Engine, category: str | None = None) -> list[dict[str, An
     with Session(engine) as session:
         query = select(Item).order_by(Item.category, Item.title)
         if category:
-            query = query.where(Item.category == canonical_category(category))
+            query = query.where(Item.category == checked_category(category))
         return [item_dict(it) for it in session.scalars(query)]
 
 

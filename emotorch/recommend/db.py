@@ -22,7 +22,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
-from emotorch.choices import CATEGORIES
+from emotorch.choices import CATEGORIES, CATEGORY_NAMES
 from emotorch.errors import DatabaseUnavailable
 
 MIGRATIONS = Path(__file__).with_name("migrations")
@@ -34,6 +34,14 @@ def canonical_category(name: str) -> str | None:
     n = name.strip().lower()
     n = n.removesuffix("s") if n not in CATEGORIES else n
     return n if n in CATEGORIES else None
+
+
+def checked_category(name: str) -> str:
+    """The canonical category for a name users may write (``songs``, ``Song``); ValueError for others."""
+    category = canonical_category(name)
+    if category is None:
+        raise ValueError(f"unknown category {name!r}; expected one of {', '.join(CATEGORY_NAMES)}")
+    return category
 
 
 def _now() -> datetime:

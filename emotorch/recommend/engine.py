@@ -27,7 +27,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from emotorch.choices import CATEGORIES, CATEGORY_NAMES, FEEDBACK_KINDS, LEARNED_STRATEGIES, STRATEGIES
+from emotorch.choices import CATEGORIES, FEEDBACK_KINDS, LEARNED_STRATEGIES, STRATEGIES
 from emotorch.data import CLASSES, FERPLUS_CLASSES
 from emotorch.recommend.catalog import STARTER_CATALOG, import_file, item_dict
 from emotorch.recommend.db import (
@@ -37,7 +37,7 @@ from emotorch.recommend.db import (
     Preference,
     StrategyStat,
     User,
-    canonical_category,
+    checked_category,
     checkpoint,
     connect,
     writing,
@@ -107,14 +107,6 @@ def _arm_stats(arm: BanditArm | None, dim: int) -> tuple[np.ndarray, np.ndarray]
 
 class ItemNotFound(ValueError):
     """Feedback named an item that is not in the catalog."""
-
-
-def _category(name: str) -> str:
-    """The canonical category for a name users may write (``songs``, ``Song``); ValueError for others."""
-    category = canonical_category(name)
-    if category is None:
-        raise ValueError(f"unknown category {name!r}; expected one of {', '.join(CATEGORY_NAMES)}")
-    return category
 
 
 @dataclass(frozen=True)
@@ -269,7 +261,7 @@ class Recommender:
         if categories is None:
             return list(CATEGORIES)
         names = [categories] if isinstance(categories, str) else list(categories)
-        return [_category(name) for name in names]
+        return [checked_category(name) for name in names]
 
     def _recently_seen(self, session: Session, user_id: str | None, session_id: str | None) -> set[str]:
         who = self._who(user_id, session_id)
@@ -492,7 +484,7 @@ class Recommender:
     def set_user(self, user_id: str, *, opted_in: bool | None = None,
                  strategies: Mapping[str, str] | None = None) -> None:  # fmt: skip
         """Create or update a user: consent to storing emotion context, per-category strategies."""
-        prefs = {_category(category): strat for category, strat in (strategies or {}).items()}
+        prefs = {checked_category(category): strat for category, strat in (strategies or {}).items()}
         for category, strat in prefs.items():
             if strat not in LEARNED_STRATEGIES:
                 raise ValueError(f"unknown strategy {strat!r} for {category}; expected match or uplift")

@@ -195,6 +195,12 @@ def forget(user_id: UserId, request: Request, response: Response) -> ForgetOut:
     return ForgetOut(user_id=user_id, events_deleted=deleted)
 
 
+@router.get("/v1/model", response_model=ModelInfo, tags=["emotions"], responses=documented(429))
+async def serving_model(request: Request) -> ModelInfo:
+    """The model that answers /v1/emotions: its name, version (sha256), classes and reading."""
+    return request.app.state.model_info
+
+
 @router.get("/healthz", response_model=HealthOut, tags=["health"], responses={503: {"model": HealthOut}})
 def healthz(request: Request, response: Response) -> HealthOut:
     """The model that serves and whether the database can be written (503 when it cannot)."""

@@ -381,8 +381,24 @@ function pickPhoto() {
   $("file").click();
 }
 
+// The model's classes, before any frame: the consent text names them and the bars are ready.
+async function loadModel() {
+  try {
+    const response = await fetch("/v1/model");
+    if (!response.ok) return;
+    const model = await response.json();
+    EMOTIONS = model.classes;
+    const names = EMOTIONS.slice(0, -1).join(", ") + " or " + EMOTIONS[EMOTIONS.length - 1];
+    $("model-classes").textContent = `: one of ${EMOTIONS.length}, ${names}`;
+    buildBars();
+  } catch (err) {
+    // the first answer brings the classes too
+  }
+}
+
 document.addEventListener("DOMContentLoaded", () => {
   buildBars();
+  loadModel();
   $("consent-camera").addEventListener("click", startCamera);
   $("consent-photo").addEventListener("click", () => {
     showApp();
