@@ -472,3 +472,12 @@ def test_a_plain_path_is_a_sqlite_database_and_passwords_are_never_printed(tmp_p
         with pytest.raises(DatabaseUnavailable) as caught:
             connect(url)
         assert "S3cretPW" not in str(caught.value) and "admin:***@" in str(caught.value)
+
+
+def test_every_starter_item_links_to_a_public_page(db_url):
+    from urllib.parse import urlparse
+
+    items = list_items(open_database(db_url))
+    hosts = {urlparse(it["url"]).netloc for it in items}
+    assert all(it["url"].startswith("https://") for it in items)
+    assert hosts == {"en.wikipedia.org", "www.openstreetmap.org", "musicbrainz.org"}

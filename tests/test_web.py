@@ -108,6 +108,14 @@ def test_consent_then_live_emotion_and_recommendations(server, tmp_path):
         wait.until(lambda d: top_bar_matches_its_share(d))
         reasons = [r.text for r in driver.find_elements(By.CSS_SELECTOR, "#recs .reason")]
         assert all(reasons) and any("happy" in r for r in reasons)
+        driver.execute_script("window.__opened = []; window.open = (url) => { window.__opened.push(url); };")
+        opens = driver.find_elements(By.CSS_SELECTOR, "#recs li .actions button:first-child")
+        assert len(opens) == len(driver.find_elements(By.CSS_SELECTOR, "#recs li"))  # every starter item has a page
+        for button in opens:
+            assert button.text == "Open"
+            driver.execute_script("arguments[0].click()", button)  # as a user's click, without scrolling
+        opened = driver.execute_script("return window.__opened")
+        assert len(opened) == len(opens) and all(url.startswith("https://") for url in opened), opened
         shots = Path(os.environ.get("EMOTORCH_SCREENSHOTS", tmp_path))
         shots.mkdir(parents=True, exist_ok=True)
         driver.save_screenshot(str(shots / "page_live.png"))

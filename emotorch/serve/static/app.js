@@ -312,7 +312,8 @@ function renderItem(rec) {
   });
   open.setAttribute("aria-label", `Open ${rec.item.title}`);
   like.setAttribute("aria-label", `Like ${rec.item.title}`);
-  actions.append(open, like);
+  if (rec.item.url) actions.append(open); // an item without a page has nothing to open
+  actions.append(like);
   li.append(category, title, reason, actions);
   return li;
 }
