@@ -11,9 +11,11 @@ if TYPE_CHECKING:  # the pipeline (and PyTorch) is not needed to draw
     from emotorch.pipeline import FaceResult
 
 
-COLORS = {"angry": (220, 50, 47), "disgust": (133, 153, 0), "fear": (108, 113, 196), "happy": (255, 193, 7),
-          "neutral": (147, 161, 161), "sad": (38, 139, 210), "surprise": (211, 54, 130),
-          "contempt": (203, 75, 22)}  # fmt: skip
+# Okabe and Ito's palette, which readers with any common colour-vision deficiency can tell apart (angry
+# and contempt, fear and sad no longer share a hue); neutral is its grey
+COLORS = {"angry": (213, 94, 0), "disgust": (0, 158, 115), "fear": (204, 121, 167), "happy": (230, 159, 0),
+          "neutral": (140, 140, 140), "sad": (0, 114, 178), "surprise": (240, 228, 66),
+          "contempt": (86, 180, 233)}  # fmt: skip
 
 
 def annotate(rgb: np.ndarray, faces: list[FaceResult], labels: list[str] | None = None) -> Image.Image:

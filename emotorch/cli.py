@@ -577,8 +577,12 @@ def cmd_video(args: argparse.Namespace) -> None:
     for track in tracker.all_tracks():
         frames_seen = [f for f, _ in track.history]
         mean = np.mean([p for _, p in track.history], 0)
-        top = tracker.classes[int(mean.argmax())]
-        print(f"face #{track.id}: frames {frames_seen[0]}-{frames_seen[-1]}, mostly {top} ({mean.max():.0%})")
+        order = np.argsort(-mean)
+        if mean[order[0]] >= 0.5:
+            gist = f"mostly {tracker.classes[order[0]]} ({mean[order[0]]:.0%})"
+        else:  # no emotion dominates: the leading shares, not a "mostly" that holds for a quarter of the clip
+            gist = "mixed: " + ", ".join(f"{tracker.classes[k]} {mean[k]:.0%}" for k in order[:3])
+        print(f"face #{track.id}: frames {frames_seen[0]}-{frames_seen[-1]}, {gist}")
 
 
 def _mood(args: argparse.Namespace):

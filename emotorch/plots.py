@@ -79,12 +79,14 @@ def training_curves(history: list[dict[str, Any]]) -> Figure:
     return fig
 
 
-def legend_above(fig: Figure, ax, strip_inches: float = 0.5) -> None:
-    """One legend for the whole figure, in a strip of its own above the panels, so it covers no curve."""
+def legend_above(fig: Figure, ax, strip_inches: float = 0.3) -> None:
+    """One legend for the whole figure, in a strip of its own just above the panels, so it covers no curve."""
     handles, labels = ax.get_legend_handles_labels()
-    fig.tight_layout(rect=(0, 0, 1, 1 - strip_inches / fig.get_figheight()))
-    if handles:
-        fig.legend(handles, labels, ncol=len(labels), fontsize=8, loc="upper center", frameon=False)
+    top = 1 - strip_inches / fig.get_figheight()
+    fig.tight_layout(rect=(0, 0, 1, top))
+    if handles:  # standing on the panels' top edge: no gap between the legend and what it names
+        fig.legend(handles, labels, ncol=len(labels), fontsize=8, loc="lower center", bbox_to_anchor=(0.5, top),
+                   frameon=False, borderaxespad=0.0, handlelength=1.5, columnspacing=1.2)
 
 
 def save(fig: Figure, path: str | Path) -> None:

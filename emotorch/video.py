@@ -176,6 +176,7 @@ def process_video(recognizer: EmotionRecognizer, source: str | os.PathLike, *, o
     faces_of = FaceFollower(recognizer, detect_every)
     writer = None
     rows = []
+    fps = None
     for i, rgb, fps in frames(str(source)):
         matched = tracker.update(i, faces_of(rgb))
         smoothed = [_with_smoothed(face, track, recognizer.classes) for track, face in matched]
@@ -197,7 +198,7 @@ def process_video(recognizer: EmotionRecognizer, source: str | os.PathLike, *, o
     if plot_path is not None:
         from emotorch import plots
 
-        plots.save(emotion_timeline(tracker, recognizer.classes), plot_path)
+        plots.save(emotion_timeline(tracker, recognizer.classes, fps), plot_path)
     return tracker
 
 
@@ -208,22 +209,23 @@ def _with_smoothed(face: FaceResult, track: Track, classes: list[str]) -> FaceRe
     return FaceResult(face.box, face.landmarks, face.detection_score, max(probs, key=probs.get), probs)
 
 
-def emotion_timeline(tracker: FaceTracker, classes: list[str]) -> Figure:
-    """Smoothed probabilities over time, one panel per tracked face, with one legend above the panels."""
+def emotion_timeline(tracker: FaceTracker, classes: list[str], fps: float | None = None) -> Figure:
+    """Smoothed probabilities over time, one panel per tracked face, with one legend above the panels; the
+    time axis in seconds when the frame rate is known (as `emotorch report` draws it), else in frames."""
     from emotorch import plots
 
     tracks = tracker.all_tracks()
     rows = max(1, len(tracks))
     fig, axes = plots.plt.subplots(rows, 1, figsize=(9, 0.6 + 2.4 * rows), squeeze=False)
     for ax, track in zip(axes[:, 0], tracks, strict=False):
-        t = [f for f, _ in track.history]
+        t = [f / fps if fps else f for f, _ in track.history]
         probs = np.stack([p for _, p in track.history])
         for k, name in enumerate(classes):
             ax.plot(t, probs[:, k], label=name, color=np.array(COLORS[name]) / 255)
         ax.set_title(f"face #{track.id}")
         ax.set_ylim(0, 1)
         ax.set_ylabel("probability")
-    axes[-1, 0].set_xlabel("frame")
+    axes[-1, 0].set_xlabel("time (s)" if fps else "frame")
     plots.legend_above(fig, axes[0, 0])
     return fig
 

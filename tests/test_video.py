@@ -69,6 +69,11 @@ def test_timeline_legend_covers_no_curve():
     assert len(fig.legends[0].get_texts()) == len(CLASSES)
     for ax in fig.axes:  # the legend sits in its own strip, above every panel's plotting area
         assert legend.y0 >= ax.get_window_extent(renderer).y1 and not ax.get_legend()
+    top = fig.axes[0].get_tightbbox(renderer).y1  # the first panel with its title
+    assert 0 <= legend.y0 - top < 0.2 * fig.dpi  # close above the panels: no wide gap
+    assert fig.axes[-1].get_xlabel() == "frame"
+    seconds = emotion_timeline(tracker, list(CLASSES), fps=10.0)  # as `report` draws it, when the rate is known
+    assert seconds.axes[-1].get_xlabel() == "time (s)" and seconds.axes[0].lines[0].get_xdata()[-1] == 1.9
 
 
 def test_cli_video_writes_video_csv_and_plot(tiny_run, tmp_path):
