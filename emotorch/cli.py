@@ -220,7 +220,8 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--out", help="folder for summary.csv and the plots (default: RESULTS/report)")
     rp.add_argument("--json", action="store_true", help="print one JSON object")
 
-    db_help = "SQLAlchemy database URL (default: $EMOTORCH_DB or a SQLite file in the user data dir)"
+    db_help = ("SQLAlchemy database URL, or a file path for SQLite (default: $EMOTORCH_DB or a SQLite file in "
+               "the user data dir)")
     cat = sub.add_parser("catalog", help="the recommendation catalog").add_subparsers(
         dest="catalog_command", required=True, parser_class=_Parser)  # fmt: skip
     imp = cat.add_parser("import", help="validate and import a CSV or JSON catalog in one transaction")

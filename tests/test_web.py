@@ -32,6 +32,11 @@ if (navigator.mediaDevices) {
   const original = navigator.mediaDevices.getUserMedia.bind(navigator.mediaDevices);
   navigator.mediaDevices.getUserMedia = (c) => { window.__cameraCalls++; return original(c); };
 }
+const fillText = CanvasRenderingContext2D.prototype.fillText;  // the last label drawn on the overlay
+CanvasRenderingContext2D.prototype.fillText = function (t, ...rest) {
+  if (this.canvas.id === "overlay") window.__lastLabel = t;
+  return fillText.call(this, t, ...rest);
+};
 """
 
 
@@ -78,19 +83,20 @@ def top_bar_matches_its_share(driver) -> bool:
 
 
 def test_consent_then_live_emotion_and_recommendations(server, tmp_path):
-    driver = browser(tmp_path, face_video(tmp_path / "face.y4m"))
+    driver = browser(tmp_path, face_video(tmp_path / "face.y4m"), size=(1280, 900))
     try:
         driver.get(server + "/")
         assert driver.find_element(By.ID, "consent").is_displayed()
         assert not driver.find_element(By.ID, "live").is_displayed()
         assert driver.find_element(By.ID, "stop").is_displayed() and driver.find_element(By.ID, "forget").is_displayed()
+        assert not driver.find_element(By.ID, "stop").is_enabled()  # no camera yet: nothing to stop
         consent = " ".join(text(driver, "consent").split())  # exactly what is kept: feedback, no images or emotions
         assert "Nothing is stored" not in consent
         assert "What is never stored: camera frames and photos" in consent and "Your emotions" in consent
         assert "opened or liked" in consent and "until you press Forget me" in consent
         classes = httpx.get(server + "/v1/model").json()["classes"]  # the served model's, named on the page
         wait_for_text = WebDriverWait(driver, 30)
-        wait_for_text.until(lambda d: f"one of {len(classes)}, " in text(d, "consent"))
+        wait_for_text.until(lambda d: f"one of {len(classes)} ({classes[0]}, " in text(d, "consent"))
         assert "seven" not in text(driver, "consent") and f"{classes[-2]} or {classes[-1]}" in text(driver, "consent")
         assert driver.execute_script("return window.__cameraCalls") == 0  # no camera before consent
 
@@ -119,6 +125,12 @@ def test_consent_then_live_emotion_and_recommendations(server, tmp_path):
         shots = Path(os.environ.get("EMOTORCH_SCREENSHOTS", tmp_path))
         shots.mkdir(parents=True, exist_ok=True)
         driver.save_screenshot(str(shots / "page_live.png"))
+        bars_bottom = driver.execute_script("return document.getElementById('bars').getBoundingClientRect().bottom")
+        assert bars_bottom <= driver.execute_script("return window.innerHeight")  # in view at 1280x900, unscrolled
+        label, emotion, confidence = driver.execute_script(  # one moment: the box on the face and the readout
+            "return [window.__lastLabel, document.getElementById('emotion').textContent, "
+            "document.getElementById('confidence').textContent]")  # fmt: skip
+        assert label == f"{emotion} {confidence}", (label, emotion, confidence)
 
         like = driver.find_element(By.CSS_SELECTOR, "#recs li .actions button:nth-child(2)")
         like.click()
@@ -135,6 +147,9 @@ def test_consent_then_live_emotion_and_recommendations(server, tmp_path):
         driver.find_element(By.ID, "stop").click()
         wait.until(lambda d: "Camera stopped" in text(d, "status"))
         assert driver.execute_script("return document.getElementById('video').srcObject") is None
+        assert not driver.find_element(By.ID, "still").is_displayed()  # no snapped face left on screen
+        assert not driver.find_element(By.ID, "snap").is_displayed()
+        assert not driver.find_element(By.ID, "stop").is_enabled()
 
         driver.find_element(By.ID, "forget").click()  # impressions and the like, stored for this page's id
         wait.until(lambda d: d.find_elements(By.ID, "forget-notice"))
@@ -162,6 +177,8 @@ def test_without_a_camera_on_a_phone_sized_screen(server, tmp_path):
         driver.find_element(By.ID, "file").send_keys(str(photo))
         WebDriverWait(driver, 60).until(lambda d: text(d, "emotion") == "happy")
         assert "1 face(s) found" in text(driver, "status")
+        assert not driver.find_element(By.ID, "fps-readout").is_displayed()  # a photo has no frame rate
+        assert not driver.find_element(By.ID, "snap").is_displayed()  # no camera: nothing to snap
         assert driver.execute_script("return document.documentElement.scrollWidth <= window.innerWidth")
         driver.save_screenshot(str(Path(os.environ.get("EMOTORCH_SCREENSHOTS", tmp_path)) / "page_phone.png"))
     finally:

@@ -395,6 +395,10 @@ class Recommender:
         else:
             word = UPLIFT_WORD[current.emotion]
             text = f"you seem {AS_ADJECTIVE[current.emotion]}: {_article(word)} {word} {noun}"
+        detail = item.description.split(":")[0].strip()  # what sets this item apart from the others of its kind
+        if detail:  # lower-cased mid-sentence, unless it opens with a name ("Freddie Mercury ...")
+            words = detail.split()
+            text += f" - {detail if len(words) > 1 and words[1][:1].isupper() else detail[0].lower() + detail[1:]}"
         return text + (f" (you often pick {liked_tag})" if liked_tag else "")
 
     # --- feedback and privacy -------------------------------------------------------------

@@ -39,8 +39,9 @@ def require_user(request: Request, user_id: str) -> None:
 
 def set_token_cookie(request: Request, response: Response, token: str) -> None:
     """Give the page its token in a cookie that scripts cannot read and other sites cannot send."""
+    # a session cookie: the browser forgets it when it closes, as the page's consent text says
     response.set_cookie(TOKEN_COOKIE, token, path=COOKIE_PATH, httponly=True, samesite="strict",
-                        secure=request.url.scheme == "https", max_age=365 * 24 * 3600)  # fmt: skip
+                        secure=request.url.scheme == "https")  # fmt: skip
 
 
 def clear_token_cookie(response: Response) -> None:

@@ -78,6 +78,7 @@ async function startCamera() {
   await video.play();
   state.running = true;
   state.mirror = true;
+  updateControls();
   setStatus("Camera on. Frames are analysed and dropped; press Stop camera to end.");
   liveLoop();
 }
@@ -87,8 +88,24 @@ function stopCamera(message = "Camera stopped. No frame was kept.") {
   if (state.stream) state.stream.getTracks().forEach((t) => t.stop());
   state.stream = null;
   $("video").srcObject = null;
+  clearStill();
   clearOverlay();
+  updateControls();
   setStatus(message);
+}
+
+function clearStill() {
+  const still = $("still");
+  if (still.src) URL.revokeObjectURL(still.src);
+  still.removeAttribute("src");
+  still.hidden = true;
+}
+
+// What can be pressed follows what exists: no Stop or Snap without a camera, no frame rate without frames.
+function updateControls() {
+  $("stop").disabled = !state.running;
+  $("snap").hidden = !state.running;
+  $("fps-readout").hidden = !state.running;
 }
 
 async function liveLoop() {
@@ -198,8 +215,8 @@ function show(result, media) {
     state.smoothed = null;
     buildBars();
   }
-  drawBoxes(faces, face, result, media);
   if (!face) {
+    drawBoxes(faces, face, result, media, "");
     $("emotion").textContent = "no face in view";
     $("confidence").textContent = "";
     return;
@@ -207,6 +224,8 @@ function show(result, media) {
   const p = EMOTIONS.map((e) => face.probabilities[e] || 0);
   state.smoothed = state.smoothed ? state.smoothed.map((s, i) => (1 - SMOOTHING) * s + SMOOTHING * p[i]) : p;
   const top = readEmotion(state.smoothed, result.model);
+  const reading = `${EMOTIONS[top]} ${Math.round(state.smoothed[top] * 100)}%`;
+  drawBoxes(faces, face, result, media, reading); // the main face's box says what the readout says
   $("emotion").textContent = EMOTIONS[top];
   $("confidence").textContent = `${Math.round(state.smoothed[top] * 100)}%`;
   for (const li of $("bars").children) {
@@ -229,7 +248,7 @@ function readEmotion(probs, model) {
   return others[best] >= model.expressive_threshold ? best : top;
 }
 
-function drawBoxes(faces, main, result, media) {
+function drawBoxes(faces, main, result, media, mainLabel) {
   const canvas = $("overlay");
   const rect = canvas.getBoundingClientRect();
   canvas.width = rect.width;
@@ -247,7 +266,7 @@ function drawBoxes(faces, main, result, media) {
     ctx.lineWidth = 3;
     ctx.strokeRect(ox + x * scale, oy + y * scale, w * scale, h * scale);
     ctx.font = "bold 16px system-ui, sans-serif";
-    const label = `${f.emotion} ${Math.round(f.probabilities[f.emotion] * 100)}%`;
+    const label = f === main ? mainLabel : `${f.emotion} ${Math.round(f.probabilities[f.emotion] * 100)}%`;
     const tx = ox + x * scale;
     const ty = Math.max(18, oy + y * scale - 6);
     ctx.fillStyle = "rgba(0,0,0,.6)";
@@ -345,9 +364,7 @@ async function forgetMe() {
   $("confidence").textContent = "";
   $("fps").textContent = "0.0";
   buildBars();
-  const still = $("still");
-  if (still.src) URL.revokeObjectURL(still.src);
-  still.removeAttribute("src");
+  clearStill();
   let message = "Forgotten: nothing about you is kept.";
   try {
     if (old) {
@@ -390,7 +407,7 @@ async function loadModel() {
     const model = await response.json();
     EMOTIONS = model.classes;
     const names = EMOTIONS.slice(0, -1).join(", ") + " or " + EMOTIONS[EMOTIONS.length - 1];
-    $("model-classes").textContent = `: one of ${EMOTIONS.length}, ${names}`;
+    $("model-classes").textContent = `: one of ${EMOTIONS.length} (${names})`;
     buildBars();
   } catch (err) {
     // the first answer brings the classes too
@@ -399,6 +416,7 @@ async function loadModel() {
 
 document.addEventListener("DOMContentLoaded", () => {
   buildBars();
+  updateControls();
   loadModel();
   $("consent-camera").addEventListener("click", startCamera);
   $("consent-photo").addEventListener("click", () => {
