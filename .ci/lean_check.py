@@ -58,6 +58,13 @@ def main() -> None:
         print("lean recommend --image:", rec.stdout.strip().splitlines()[0])
         train = emotorch("train", "--data", tmp, env=env)
         assert train.returncode == 1 and 'pip install "emotorch[train]"' in train.stderr.splitlines()[-1]
+        models = emotorch("models", env=env)  # the shipped models need no PyTorch to be listed
+        assert models.returncode == 0 and "accurate" in models.stdout and "emotorch[train]" in models.stdout
+        analysed = emotorch("analyse", str(SAMPLE), "--out", f"{tmp}/results", "--workers", "1", env=env)
+        assert analysed.returncode == 0, analysed.stdout + analysed.stderr[-2000:]
+        report = emotorch("report", f"{tmp}/results", env=env)  # the table without matplotlib
+        assert report.returncode == 0 and "happy" in report.stdout, report.stdout + report.stderr[-2000:]
+        print("lean models, analyse and report:", report.stdout.strip().splitlines()[0])
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             port = s.getsockname()[1]

@@ -57,10 +57,28 @@ def test_existing_run_is_never_overwritten_without_force(tiny_folders, tmp_path)
     assert (out / "notes.txt").read_text() == "mine"  # --force removes only a run's own files
 
 
-def _cli_train(data: Path, out: Path, *extra: str) -> subprocess.Popen:
+def _cli_train(data: Path, out: Path, *extra: str, env: dict[str, str] | None = None) -> subprocess.Popen:
     opts = ["--model-option", "width=4", "--batch-size", "16", "--epochs", "4", "--lr", "0.02"]
     cmd = [sys.executable, "-m", "emotorch.cli", "-q", "train", "--data", str(data), "--out", str(out), *opts, *extra]
-    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+
+
+# Loaded by the interrupted run only (its PYTHONPATH): after epoch 1 is saved and logged the run says so and
+# waits, so the signal always lands between epochs 1 and 2, however fast or slow the machine is.
+PAUSE_AFTER_EPOCH_1 = """
+import time
+import emotorch.train as train
+
+logged = train._log_epoch
+
+def pause(writer, out, history, *args, **kwargs):
+    logged(writer, out, history, *args, **kwargs)
+    if len(history) == 1:
+        (out / "paused").touch()
+        time.sleep(300)
+
+train._log_epoch = pause
+"""
 
 
 @pytest.fixture(scope="module")
@@ -78,14 +96,17 @@ def resume_data(tmp_path_factory):
 def test_interrupted_run_resumes_exactly(resume_data, tmp_path, sig):
     data, full = resume_data
     out = tmp_path / "run"
-    proc = _cli_train(data, out)
+    hook = tmp_path / "hook"
+    hook.mkdir()
+    (hook / "sitecustomize.py").write_text(PAUSE_AFTER_EPOCH_1)
+    proc = _cli_train(data, out, env=os.environ | {"PYTHONPATH": str(hook)})
     deadline = time.time() + 120
-    while not (out / "log.jsonl").is_file() and proc.poll() is None and time.time() < deadline:
+    while not (out / "paused").is_file() and proc.poll() is None and time.time() < deadline:
         time.sleep(0.02)
     proc.send_signal(sig)
     proc.wait()
     done = torch.load(out / "last.pt", weights_only=True)["history"]
-    assert len(done) < 4, "the run finished before it could be interrupted"
+    assert len(done) == 1, "the signal should have landed after epoch 1"
     # a fresh start into the same directory is refused; --resume continues it
     assert _cli_train(data, out).wait() == 2
     resumed = _cli_train(data, out, "--resume")
