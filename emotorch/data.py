@@ -60,7 +60,7 @@ FER_MEAN = 0.5077
 FER_STD = 0.2550
 UNLABELED = -1
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".pgm", ".ppm"}
-_CACHE_VERSION = 2
+_CACHE_VERSION = 3  # 3: a folder of data sets is refused, not read as one data set
 
 
 @dataclass(frozen=True)
