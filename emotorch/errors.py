@@ -32,10 +32,15 @@ class MissingExtra(RuntimeError):
     """A command needs an optional part (PyTorch: the ``train`` extra) that is not installed."""
 
 
-def _require(module: str, package: str, extra: str, what: str) -> None:
+def installed(module: str) -> bool:
+    """Whether an optional module (``torch``: the ``train`` extra, ``matplotlib``: ``plots``) is installed."""
     import importlib.util
 
-    if importlib.util.find_spec(module) is None:
+    return importlib.util.find_spec(module) is not None
+
+
+def _require(module: str, package: str, extra: str, what: str) -> None:
+    if not installed(module):
         raise MissingExtra(f'{what} needs {package}, which this install lacks: pip install "emotorch[{extra}]"')
 
 
@@ -48,10 +53,3 @@ def require_plots(what: str) -> None:
     """Raise :class:`MissingExtra` in one line when matplotlib (the ``plots`` extra) is not installed: called
     before any work, so a command never runs for minutes and then fails for its plot."""
     _require("matplotlib", "matplotlib", "plots", what)
-
-
-def has_plots() -> bool:
-    """Whether matplotlib (the ``plots`` extra) is installed."""
-    import importlib.util
-
-    return importlib.util.find_spec("matplotlib") is not None

@@ -145,19 +145,22 @@ def predict_logits(model: Any, images: np.ndarray, meta: dict[str, Any], *, tta:
                    progress: str | None = None) -> np.ndarray:  # fmt: skip
     """Logits (N, K) for uint8 faces (N, 48, 48), preprocessed from ``meta``; TTA averages ten views.
     ``progress``: a progress bar with this title on stderr (where it is a terminal)."""
-    from tqdm import tqdm
-
     if not isinstance(model, OnnxModel):
         model = model.to(device).eval()
     out = [np.zeros((0, len(meta["classes"])), np.float32)]
-    starts = range(0, len(images), batch_size)
-    bar = tqdm(total=len(images), desc=progress, unit=" face", disable=None if progress else True, leave=False)
-    for i in starts:
-        bar.update(min(batch_size, len(images) - i))
+    bar = None
+    if progress:  # only evaluation asks: video frames and server batches make no bar
+        from tqdm import tqdm
+
+        bar = tqdm(total=len(images), desc=progress, unit=" face", leave=False)
+    for i in range(0, len(images), batch_size):
+        if bar is not None:
+            bar.update(min(batch_size, len(images) - i))
         x = normalize(np.asarray(images[i : i + batch_size]), meta["mean"], meta["std"])
         views = tta_views(x, tta_pad) if tta else [x]
         out.append(np.mean([_forward(model, v, device) for v in views], axis=0, dtype=np.float32))
-    bar.close()
+    if bar is not None:
+        bar.close()
     logits = np.concatenate(out)
     if not np.isfinite(logits).all():
         raise CheckpointError("the model answered NaN or infinity: its weights are damaged")

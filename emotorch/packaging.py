@@ -154,8 +154,8 @@ def restamp(name: str, *, fer2013: str | Path) -> dict[str, Any]:
     entry = zoo.shipped()[name]
     model = load_model(name)
     meta = model.meta | {"expressive_threshold": fit_expressive(model, fer2013)}
-    for key in {"file", "onnx"}:
-        set_metadata(zoo.WEIGHTS / entry[key], meta)
+    for file in {entry["file"], entry["onnx"]}:  # one file where the model serves its own weights
+        set_metadata(zoo.WEIGHTS / file, meta)
     entry |= {"sha256": zoo.sha256(zoo.WEIGHTS / entry["file"]), "onnx_sha256": zoo.sha256(zoo.WEIGHTS / entry["onnx"]),
               "classes": list(meta["classes"]), "expressive_threshold": meta["expressive_threshold"]}  # fmt: skip
     zoo.MANIFEST.write_text(json.dumps(zoo.shipped() | {name: entry}, indent=2) + "\n")

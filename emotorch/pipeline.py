@@ -15,7 +15,7 @@ from emotorch import threads
 from emotorch.detect import Detector, Face, YuNetDetector, align
 from emotorch.images import ImageInput, read_image
 from emotorch.inference import LoadedModel, load_model, predict_proba, uses_tta
-from emotorch.reading import answer
+from emotorch.reading import answer, check
 from emotorch.zoo import PHOTO_MODEL
 
 
@@ -77,7 +77,7 @@ class EmotionRecognizer:
         self.tta = uses_tta(self.model.meta, tta)
         self.classes: list[str] = list(self.model.meta["classes"])
         self.reading, self.threshold = reading, self.model.meta.get("expressive_threshold")
-        answer(np.zeros((0, len(self.classes))), self.classes, reading, self.threshold)  # a bad reading: now
+        check(reading, self.threshold)  # a bad reading fails here, not on the first face
 
     def predict_proba(self, crops: np.ndarray) -> np.ndarray:
         """Calibrated probabilities (N, K) of aligned uint8 faces (N, 48, 48), with this recognizer's TTA

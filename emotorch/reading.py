@@ -19,16 +19,21 @@ from emotorch.choices import READINGS
 NEUTRAL = "neutral"
 
 
+def check(reading: str, threshold: float | None) -> None:
+    """ValueError unless ``reading`` is known and, for ``expressive``, the model has its threshold."""
+    if reading not in READINGS:
+        raise ValueError(f"reading must be one of {', '.join(READINGS)}, not {reading!r}")
+    if reading == "expressive" and threshold is None:
+        raise ValueError("this model has no expressive threshold (models packaged before it existed): use crowd")
+
+
 def answer(probs: np.ndarray, classes: Sequence[str], reading: str = "crowd",
            threshold: float | None = None) -> np.ndarray:  # fmt: skip
     """The answer (class index) for each row of ``probs`` (N, K) under ``reading``."""
-    if reading not in READINGS:
-        raise ValueError(f"reading must be one of {', '.join(READINGS)}, not {reading!r}")
     top = probs.argmax(1)
-    if reading == "crowd" or NEUTRAL not in classes:
+    if reading == "crowd" or (reading in READINGS and NEUTRAL not in classes):
         return top
-    if threshold is None:
-        raise ValueError("this model has no expressive threshold (models packaged before it existed): use crowd")
+    check(reading, threshold)
     neutral = list(classes).index(NEUTRAL)
     others = probs.copy()
     others[:, neutral] = -1.0

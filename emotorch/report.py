@@ -12,7 +12,7 @@ import numpy as np
 
 from emotorch.analyse import FACE_KEYS, FACES, FILE_KEYS, FILES, checked_rows, printable
 from emotorch.data import DataError
-from emotorch.errors import has_plots
+from emotorch.errors import installed
 
 
 def read_rows(path: Path, keys: frozenset[str]) -> list[dict[str, Any]]:
@@ -82,10 +82,11 @@ def report(results: str | Path, out: str | Path | None = None) -> dict[str, Any]
                              *([f"{v:.4f}" for v in mean] if mean is not None else [""] * len(classes)),
                              file.get("error") or ""])  # fmt: skip
     videos = {source: rows for source, rows in by_source.items() if rows[0]["kind"] == "video"}
-    plots = [_timeline(source, rows, classes, dest) for source, rows in videos.items()] if has_plots() else []
+    can_plot = installed("matplotlib")  # the plots extra; the table and summary.csv need none
+    plots = [_timeline(source, rows, classes, dest) for source, rows in videos.items()] if can_plot else []
     return {"files": len(files), "failed": sum(f["status"] == "error" for f in files), "faces": len(faces),
             "shares": shares(faces, classes), "summary": str(dest / "summary.csv"), "plots": plots,
-            "plots_skipped": 0 if has_plots() else len(videos)}  # fmt: skip
+            "plots_skipped": 0 if can_plot else len(videos)}  # fmt: skip
 
 
 def _timeline(source: str, rows: list[dict[str, Any]], classes: list[str], dest: Path) -> str:

@@ -5,10 +5,16 @@ and sends its headers slowly, or never finishes them, is cut off instead of hold
 from __future__ import annotations
 
 import asyncio
+from functools import cache
 
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from emotorch.serve.app import Settings
+
+
+@cache
+def _deadline_s() -> float:
+    return Settings.from_env().read_timeout_s  # this worker's settings: read once, not on every connection
 
 
 class HeaderDeadline(H11Protocol):
@@ -17,14 +23,13 @@ class HeaderDeadline(H11Protocol):
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
-        self._deadline_s = Settings.from_env().read_timeout_s
         self._timer: asyncio.TimerHandle | None = None
         self._arm()
 
     def _arm(self) -> None:
         self._disarm()
         self._waiting_for = self.cycle  # headers have arrived once uvicorn starts a new cycle
-        self._timer = self.loop.call_later(self._deadline_s, self._expire)
+        self._timer = self.loop.call_later(_deadline_s(), self._expire)
 
     def _disarm(self) -> None:
         if self._timer is not None:
