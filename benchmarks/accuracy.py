@@ -29,26 +29,29 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from emotorch import zoo
-from emotorch.data import load_dataset
-from emotorch.evaluate import evaluate
-from emotorch.export import onnx_backend, quantize_onnx
-from emotorch.inference import LoadedModel, OnnxModel, load_model, predict_proba
-from emotorch.models import count_parameters, create_model
+from emotorch.runtime import registry
+from emotorch.runtime.classifier import Classifier
+from emotorch.runtime.registry import load_model
+from emotorch.runtime.session import OnnxModel
+from emotorch.training.data import load_dataset
+from emotorch.training.evaluate import evaluate
+from emotorch.training.export import quantize_onnx
+from emotorch.training.loading import onnx_backend, torch_classifier
+from emotorch.training.models import count_parameters, create_model
 
 
-def speed(model: LoadedModel) -> tuple[float, float]:
+def speed(model: Classifier) -> tuple[float, float]:
     """(median ms per face at batch 1, faces per second at batch 64)."""
     rng = np.random.default_rng(0)
     one, batch = rng.integers(0, 256, (1, 48, 48), np.uint8), rng.integers(0, 256, (64, 48, 48), np.uint8)
     singles, batches = [], []
     for _ in range(60):
         t0 = time.perf_counter()
-        predict_proba(model.model, one, model.meta)
+        model.predict_proba(one)
         singles.append(time.perf_counter() - t0)
     for _ in range(42):
         t0 = time.perf_counter()
-        predict_proba(model.model, batch, model.meta)
+        model.predict_proba(batch)
         batches.append(time.perf_counter() - t0)
     return statistics.median(singles[10:]) * 1000, 64 / statistics.median(batches[2:])
 
@@ -63,16 +66,17 @@ def main() -> None:
     parser.add_argument("--widths", type=int, nargs="+", help="only time untrained EmoNets of these widths")
     args = parser.parse_args()
     if args.widths:
-        meta = zoo.load_shipped(zoo.STREAM_MODEL).meta
+        card = load_model(registry.STREAM_MODEL).card
         print(f"untrained EmoNets, {torch.get_num_threads()} threads")
         print(f"{'width':>5}{'params':>11}{'torch ms':>10}{'torch f/s':>11}{'onnx ms':>9}{'onnx f/s':>10}"
               f"{'int8 ms':>9}{'int8 f/s':>10}")  # fmt: skip
         faces = np.random.default_rng(0).integers(0, 256, (256, 48, 48), np.uint8)
         with tempfile.TemporaryDirectory() as tmp:
             for width in args.widths:
-                net = create_model("emonet", len(meta["classes"]), width=width).eval()
-                model = LoadedModel(net, meta | {"model_options": {"width": width}}, [], f"emonet-w{width}")
-                int8 = LoadedModel(OnnxModel(quantize_onnx(model, Path(tmp) / f"w{width}.onnx", faces)), meta, [], "")
+                net = create_model("emonet", len(card.classes), width=width).eval()
+                model = torch_classifier(net, card.replace(options={"width": width}), f"emonet-w{width}")
+                int8 = Classifier(OnnxModel(quantize_onnx(net, model.card, Path(tmp) / f"w{width}.onnx", faces)),
+                                  model.card, f"emonet-w{width} int8")
                 t_ms, t_fps = speed(model)
                 o_ms, o_fps = speed(onnx_backend(model))
                 q_ms, q_fps = speed(int8)
@@ -81,7 +85,7 @@ def main() -> None:
         return
     ferplus = load_dataset(args.ferplus, progress=False).split("val")
     fer2013 = load_dataset(args.fer2013, progress=False).split("val")
-    models = {name: (name, zoo.WEIGHTS / entry["file"]) for name, entry in zoo.shipped().items()
+    models = {name: (name, registry.WEIGHTS / entry["file"]) for name, entry in registry.shipped().items()
               if not args.model or name in args.model}  # fmt: skip
     runs = list(args.run)
     if not args.model:  # the whole table: every shipped model, then the seed recipe
@@ -104,14 +108,14 @@ def main() -> None:
         served = onnx_backend(model)  # the shipped ONNX file (int8 for `fast`), or a float32 export
         shipped = load_model(source)  # what the model's own setting runs
         size = (model.onnx or file).stat().st_size / 1e6
-        tta = bool(model.meta.get("tta", False))
-        serves = "int8" if zoo.shipped().get(name, {}).get("onnx_int8") else "fp32"
+        tta = model.card.tta
+        serves = "int8" if registry.shipped().get(name, {}).get("onnx_int8") else "fp32"
         plus, _, _ = evaluate(shipped, ferplus, tta=tta)
         plus_tta, _, _ = evaluate(shipped, ferplus, tta=True)
         own, _, _ = evaluate(shipped, fer2013, tta=tta)
         t_ms, _ = speed(model)
         o_ms, o_fps = speed(served)
-        print(f"{name:<18}{len(model.meta['classes']):>3}{model.meta['parameters']:>11,}{size:>6.1f}"
+        print(f"{name:<18}{len(model.classes):>3}{model.card.parameters or 0:>11,}{size:>6.1f}"
               f"{serves:>7}{plus['n']:>6}{plus['accuracy']:>8.2%}{plus_tta['accuracy']:>8.2%}"
               f"{plus['macro_f1']:>7.3f}{plus['vote_kl']:>7.3f}{plus['ece']:>7.3f}{own['accuracy']:>9.2%}"
               f"{own['macro_f1']:>7.3f}{t_ms:>10.2f}{o_ms:>9.2f}{o_fps:>10,.0f}")  # fmt: skip

@@ -4,7 +4,7 @@
 
 Each val face is upscaled 4x and padded (edge pixels repeated) into a 288x288 "photo", detected
 with YuNet, and cut out again three ways: the original 48x48 crop, the detector's box made square
-and resized (what many packages do), and :func:`emotorch.detect.align` (landmarks fitted to the
+and resized (what many packages do), and :func:`emotorch.runtime.detect.align` (landmarks fitted to the
 FER template). The model's accuracy on each shows whether the crop framing matches training.
 Also prints the median landmark positions found, i.e. a fresh measurement of the template.
 """
@@ -17,10 +17,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from emotorch.data import load_dataset
-from emotorch.detect import FER_TEMPLATE, YuNetDetector, align
-from emotorch.evaluate import compute_metrics
-from emotorch.inference import load_model, predict_proba
+from emotorch.runtime.detect import FER_TEMPLATE, YuNetDetector, align
+from emotorch.runtime.registry import load_model
+from emotorch.training.data import load_dataset
+from emotorch.training.evaluate import compute_metrics
 
 SCALE, PAD = 4, 48
 
@@ -61,8 +61,8 @@ def main() -> None:
     print(f"model {args.model}; {len(keep)} of {len(range(0, len(val), args.every))} val faces re-detected")
     print(f"{'framing':<34}{'faces':>7}{'accuracy':>10}{'macro-F1':>10}")
     for name, images in (("original FER crop", val.images[keep]), ("detector box, square, resized", np.stack(boxed)),
-                         ("emotorch.detect.align (template)", np.stack(aligned))):  # fmt: skip
-        m = compute_metrics(labels, predict_proba(model.model, images, model.meta).argmax(1))
+                         ("emotorch.runtime.detect.align (template)", np.stack(aligned))):  # fmt: skip
+        m = compute_metrics(labels, model.predict_proba(images).argmax(1))
         print(f"{name:<34}{len(images):>7}{m['accuracy']:>10.4f}{m['macro_f1']:>10.4f}")
     median = np.median(np.stack(landmarks), 0)
     print("median landmarks found (x, y):", np.round(median, 2).tolist())

@@ -22,8 +22,8 @@ import numpy as np
 from PIL import Image
 from skimage.data import astronaut
 
-from emotorch.analyse import analyse
-from emotorch.threads import available_cores
+from emotorch.runtime.analyse import analyse
+from emotorch.runtime.threads import available_cores
 
 
 def frame(i: int) -> np.ndarray:

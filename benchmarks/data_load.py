@@ -12,7 +12,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from emotorch.data import load_dataset
+from emotorch.training.data import load_dataset
 
 
 def main() -> None:

@@ -20,12 +20,14 @@ from pathlib import Path
 
 import torch
 
-from emotorch import checkpoint
-from emotorch.data import load_dataset
-from emotorch.evaluate import compute_metrics
-from emotorch.export import shipped_precision
-from emotorch.inference import TTA_PAD, predict_logits
-from emotorch.train import precise_batchnorm
+from emotorch.runtime.card import ModelCard
+from emotorch.runtime.classifier import TTA_PAD
+from emotorch.training import checkpoint
+from emotorch.training.data import load_dataset
+from emotorch.training.evaluate import compute_metrics
+from emotorch.training.export import shipped_precision
+from emotorch.training.loading import torch_classifier
+from emotorch.training.train import precise_batchnorm
 
 DEFAULT_DATA = Path(__file__).parents[1] / ".." / "shared" / "fer2013"
 
@@ -45,11 +47,12 @@ def main() -> None:
     logprobs: dict[tuple[str, int], torch.Tensor] = {}  # (run, TTA pad; 0 for none) -> val log-probs
     for name, run in zip(names, args.runs, strict=True):
         ckpt = checkpoint.load(run)
-        meta = ckpt["meta"]
-        model = precise_batchnorm(checkpoint.build_model(ckpt), train.images, meta["mean"], meta["std"])
-        model.load_state_dict(shipped_precision(model.state_dict()))  # what ships
+        card = ModelCard.from_dict(ckpt["meta"], run)
+        module = precise_batchnorm(checkpoint.build_model(ckpt), train.images, card.mean, card.std)
+        module.load_state_dict(shipped_precision(module.state_dict()))  # what ships
+        model = torch_classifier(module, card, name)
         for pad in (0, *args.tta_pads):
-            logits = predict_logits(model, val.images, meta, tta=pad > 0, tta_pad=pad)
+            logits = model.predict_logits(val.images, tta=pad > 0, tta_pad=pad)
             logprobs[name, pad] = torch.from_numpy(logits).log_softmax(-1)
 
     def score(members: tuple[str, ...], pad: int) -> dict:

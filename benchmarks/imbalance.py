@@ -12,8 +12,8 @@ import argparse
 import tempfile
 from pathlib import Path
 
-from emotorch.config import config_from_preset
-from emotorch.train import train
+from emotorch.training.config import config_from_preset
+from emotorch.training.train import train
 
 DEFAULT_DATA = Path(__file__).parents[1] / ".." / "shared" / "fer2013"
 

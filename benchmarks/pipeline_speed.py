@@ -23,12 +23,12 @@ import torch
 from PIL import Image
 from skimage.data import astronaut
 
-from emotorch import zoo
-from emotorch.detect import YuNetDetector, align
-from emotorch.export import onnx_backend
-from emotorch.inference import load_model, predict_proba
-from emotorch.pipeline import EmotionRecognizer
-from emotorch.video import FaceFollower
+from emotorch.runtime import registry
+from emotorch.runtime.detect import YuNetDetector, align
+from emotorch.runtime.pipeline import EmotionRecognizer
+from emotorch.runtime.registry import load_model
+from emotorch.runtime.video import FaceFollower
+from emotorch.training.loading import onnx_backend
 
 
 def scene(n_faces: int, shift: int = 0) -> bytes:
@@ -44,12 +44,12 @@ def scene(n_faces: int, shift: int = 0) -> bytes:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", nargs="+", default=list(zoo.shipped()), help="models (default: the shipped ones)")
+    parser.add_argument("--model", nargs="+", default=list(registry.shipped()), help="models (default: all shipped)")
     parser.add_argument("--frames", type=int, default=50)
     args = parser.parse_args()
-    runs = {}  # (model, backend) -> LoadedModel
+    runs = {}  # (model, backend) -> Classifier
     for name in args.model:
-        model = load_model(name)
+        model = load_model(name, "torch")
         runs[name, "torch"] = model
         runs[name, "int8" if model.onnx is not None else "onnx"] = onnx_backend(model)
     detector = YuNetDetector()
@@ -68,7 +68,7 @@ def main() -> None:
                 t2 = time.perf_counter()
                 crops = np.stack([align(rgb, f) for f in faces])
                 t3 = time.perf_counter()
-                predict_proba(model.model, crops, model.meta)
+                model.predict_proba(crops)
                 t4 = time.perf_counter()
                 for k, (a, b) in zip(stages, ((t0, t1), (t1, t2), (t2, t3), (t3, t4)), strict=True):
                     stages[k].append((b - a) * 1000)

@@ -21,13 +21,15 @@ from pathlib import Path
 
 import numpy as np
 
-from emotorch import zoo
-from emotorch.data import CLASSES, load_dataset
-from emotorch.detect import YuNetDetector, align
-from emotorch.evaluate import restrict, scorable
-from emotorch.images import read_image
-from emotorch.inference import LoadedModel, load_model, predict_proba, uses_tta
-from emotorch.reading import READINGS, answer
+from emotorch.choices import CLASSES
+from emotorch.runtime import registry
+from emotorch.runtime.classifier import Classifier
+from emotorch.runtime.detect import YuNetDetector, align
+from emotorch.runtime.images import read_image
+from emotorch.runtime.reading import READINGS, answer
+from emotorch.runtime.registry import load_model
+from emotorch.training.data import load_dataset
+from emotorch.training.evaluate import restrict, scorable
 
 ROOT = Path(__file__).parents[1]
 
@@ -55,16 +57,10 @@ def recalls(labels: np.ndarray, preds: np.ndarray) -> np.ndarray:
     return np.asarray([(preds[labels == k] == k).mean() for k in range(len(CLASSES))])
 
 
-def probabilities(model: LoadedModel, faces: np.ndarray) -> np.ndarray:
-    """The model's probabilities for uint8 faces, with its own test-time setting."""
-    return predict_proba(model.model, faces, model.meta, tta=uses_tta(model.meta, None))
-
-
-def seven_class_answers(model: LoadedModel, probs: np.ndarray, reading: str) -> np.ndarray:
+def seven_class_answers(model: Classifier, probs: np.ndarray, reading: str) -> np.ndarray:
     """The answers (indices into CLASSES; -1 for contempt, which no photo here shows) under ``reading``."""
-    classes = list(model.meta["classes"])
-    lookup = np.asarray([CLASSES.index(c) if c in CLASSES else -1 for c in classes])
-    return lookup[answer(probs, classes, reading, model.meta.get("expressive_threshold"))]
+    lookup = np.asarray([CLASSES.index(c) if c in CLASSES else -1 for c in model.classes])
+    return lookup[answer(probs, model.classes, reading, model.card.expressive_threshold)]
 
 
 def main() -> None:
@@ -76,7 +72,7 @@ def main() -> None:
     parser.add_argument("--reading", nargs="+", choices=READINGS, default=list(READINGS))
     args = parser.parse_args()
     crops, found, labels, clear = photo_crops(args.data)
-    sources = {name: name for name in zoo.shipped() if args.model is None or name in args.model}
+    sources = {name: name for name in registry.shipped() if args.model is None or name in args.model}
     sources |= dict(item.partition("=")[::2] for item in args.run)
     print(f"{args.data}: {len(labels)} photos ({clear.sum()} clear), a face found in {len(found)}; "
           f"recall on the clear photos")  # fmt: skip
@@ -85,14 +81,14 @@ def main() -> None:
     ferplus = load_dataset(args.ferplus, progress=False).split("val")
     for name, source in sources.items():
         model = load_model(source)
-        photo_probs = probabilities(model, crops)
-        val, _ = scorable(ferplus, model.meta["classes"])
-        val_probs = restrict(probabilities(model, val.images), val.classes, val.classes)
+        photo_probs = model.predict_proba(crops)
+        val, _ = scorable(ferplus, model.classes)
+        val_probs = restrict(model.predict_proba(val.images), val.classes, val.classes)
         for reading in args.reading:
             preds = np.full(len(labels), -2)
             preds[found] = seven_class_answers(model, photo_probs, reading)
             per_class = recalls(labels[clear], preds[clear])
-            picked = answer(val_probs, list(val.classes), reading, model.meta.get("expressive_threshold"))
+            picked = answer(val_probs, list(val.classes), reading, model.card.expressive_threshold)
             print(f"{name:<18}{reading:<11}{(picked == val.labels).mean():>9.2%}"
                   f"{(preds == labels).mean():>7.1%}{(preds[clear] == labels[clear]).mean():>7.1%}"
                   f"{per_class.mean():>7.3f}" + "".join(f"{r:>8.2f}" for r in per_class)

@@ -29,8 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from emotorch.choices import CATEGORIES
-from emotorch.data import CLASSES
+from emotorch.choices import CATEGORIES, CLASSES
 from emotorch.recommend import Recommender, list_items, mood
 from emotorch.recommend.engine import EMOTION_VA, UPLIFT_VA
 

@@ -5,7 +5,7 @@
 Each row runs in a fresh process (OpenMP reads its environment when it starts) and times
 YuNet on a 640x480 frame with one face, the median of ``--frames`` calls. "busy" rows run the
 same while one other process keeps a core busy, as a second program (or server worker) would.
-EmoTorch's default (`emotorch.threads.configure`) is all available threads with passive waiting.
+EmoTorch's default (`emotorch.runtime.threads.configure`) is all available threads with passive waiting.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import subprocess
 import sys
 from contextlib import contextmanager
 
-from emotorch.threads import available_cores
+from emotorch.runtime.threads import available_cores
 
 CHILD = """
 import statistics, sys, time

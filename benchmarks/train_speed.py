@@ -16,9 +16,9 @@ import time
 import torch
 from torch.nn import functional as F
 
-from emotorch.config import PRESETS
-from emotorch.models import count_parameters, create_model, list_models
-from emotorch.train import _amp_context
+from emotorch.training.config import PRESETS
+from emotorch.training.models import count_parameters, create_model, list_models
+from emotorch.training.train import _amp_context
 
 FER_TRAIN = 28_709
 

@@ -2,7 +2,7 @@
 inference, PyTorch training (the ``train`` extra).
 
 The names below load on first use (PEP 562), so importing one light module, such as
-``emotorch.images`` in a worker process, does not import PyTorch.
+``emotorch.runtime.images`` in a worker process, does not import PyTorch.
 """
 
 from __future__ import annotations
@@ -12,13 +12,17 @@ import importlib
 __version__ = "0.1.0"
 
 _HOMES = {
-    "emotorch.data": ("CLASSES", "FERPLUS_CLASSES", "DataError", "Dataset", "FaceSet", "load_dataset"),
-    "emotorch.evaluate": ("compute_metrics", "evaluate"),
-    "emotorch.inference": ("load_model", "predict_proba"),
-    "emotorch.models": ("create_model", "list_models"),
-    "emotorch.pipeline": ("EmotionRecognizer", "FaceResult"),
-    "emotorch.config": ("TrainConfig", "config_from_preset"),
-    "emotorch.train": ("train",),
+    "emotorch.choices": ("CLASSES", "FERPLUS_CLASSES"),
+    "emotorch.errors": ("DataError",),
+    "emotorch.training.data": ("Dataset", "FaceSet", "load_dataset"),
+    "emotorch.training.evaluate": ("compute_metrics", "evaluate"),
+    "emotorch.runtime.card": ("ModelCard",),
+    "emotorch.runtime.classifier": ("Classifier",),
+    "emotorch.runtime.registry": ("load_model",),
+    "emotorch.training.models": ("create_model", "list_models"),
+    "emotorch.runtime.pipeline": ("EmotionRecognizer", "FaceResult"),
+    "emotorch.training.config": ("TrainConfig", "config_from_preset"),
+    "emotorch.training.train": ("train",),
 }
 _HOME_OF = {name: module for module, names in _HOMES.items() for name in names}
 __all__ = ["__version__", *sorted(_HOME_OF)]

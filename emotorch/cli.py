@@ -13,20 +13,15 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from emotorch import threads
-
 # light imports only: `emotorch --help` must not wait for PyTorch; each command imports what it uses
 from emotorch.choices import (
     BACKENDS,
     ENGINES,
     FEEDBACK_KINDS,
+    FERPLUS_CLASSES,
     READINGS,
     STRATEGIES,
 )
-from emotorch.config import CHOICES as CONFIG_CHOICES
-from emotorch.config import PRESETS
-from emotorch.config import flags as config_flags
-from emotorch.data import FERPLUS_CLASSES
 from emotorch.errors import (
     CatalogBusy,
     CatalogError,
@@ -38,7 +33,11 @@ from emotorch.errors import (
     require_plots,
     require_torch,
 )
-from emotorch.zoo import PHOTO_MODEL, STREAM_MODEL
+from emotorch.runtime import threads
+from emotorch.runtime.registry import PHOTO_MODEL, STREAM_MODEL
+from emotorch.training.config import CHOICES as CONFIG_CHOICES
+from emotorch.training.config import PRESETS
+from emotorch.training.config import flags as config_flags
 
 EXIT_FAILED = 1  # an input (photo, video, data set, checkpoint) could not be read or used
 EXIT_USAGE = 2  # bad options or arguments, or an output that exists without --force
@@ -75,7 +74,7 @@ class _Parser(argparse.ArgumentParser):
 @functools.cache
 def _shipped_names() -> str:
     """The shipped models' names, from the manifest (read once however many options name them)."""
-    from emotorch.zoo import shipped
+    from emotorch.runtime.registry import shipped
 
     return ", ".join(sorted(shipped()))
 
@@ -113,7 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="a recipe: default (from scratch), seed (the hackathon's), accurate and fast (the shipped "
                          "FER+ models' recipes), fer2013-accurate and fer2013-fast (the FER2013-label ones'); "
                          "the flags below override it")  # fmt: skip
-    for f, flag in config_flags():  # every TrainConfig field is a flag: declared once, in emotorch.config
+    for f, flag in config_flags():  # every TrainConfig field is a flag: declared once, in emotorch.training.config
         shipped_names = f"; shipped: {_shipped_names()}" if f.name in ("teacher", "init") else ""
         text = f"{f.metadata['help']}{shipped_names} (default: the preset's)"
         if f.type == "bool":
@@ -323,7 +322,7 @@ def _parse_option(text: str) -> tuple[str, Any]:
 
 
 def cmd_data_stats(args: argparse.Namespace) -> None:
-    from emotorch.data import format_stats, load_dataset, stats_report
+    from emotorch.training.data import format_stats, load_dataset, stats_report
 
     ds = load_dataset(args.path, labels=args.labels, skip_bad=True, skip_unknown=True, progress=not args.quiet)
     report = stats_report(ds)
@@ -331,17 +330,17 @@ def cmd_data_stats(args: argparse.Namespace) -> None:
 
 
 def cmd_models(args: argparse.Namespace) -> None:
-    from emotorch import zoo
+    from emotorch.runtime import registry
 
     def megabytes(entry: dict[str, Any]) -> float:  # from the files' sizes: listing them needs no hashing
-        return round(sum((zoo.WEIGHTS / f).stat().st_size for f in {entry["file"], entry["onnx"]}) / 1e6, 1)
+        return round(sum((registry.WEIGHTS / f).stat().st_size for f in {entry["file"], entry["onnx"]}) / 1e6, 1)
 
     shipped = [{"name": name, "classes": len(entry["classes"]), "megabytes": megabytes(entry),
                 "val_accuracy": entry["val_accuracy"], "tta": entry["tta"]}
-               for name, entry in zoo.shipped().items()]  # fmt: skip
+               for name, entry in registry.shipped().items()]  # fmt: skip
     trainable = None
     if installed("torch"):  # the registry builds PyTorch models: the train extra
-        from emotorch.models import count_parameters, create_model, list_models
+        from emotorch.training.models import count_parameters, create_model, list_models
 
         trainable = [{"name": m.name, "parameters": count_parameters(create_model(m.name)),
                       "description": m.description} for m in list_models()]  # fmt: skip
@@ -370,9 +369,9 @@ def _default_run_dir(preset: str, model: str) -> Path:
 
 
 def cmd_train(args: argparse.Namespace) -> None:
-    from emotorch import checkpoint
-    from emotorch.config import TrainConfig, config_from_preset
-    from emotorch.train import train
+    from emotorch.training import checkpoint
+    from emotorch.training.config import TrainConfig, config_from_preset
+    from emotorch.training.train import train
 
     if args.resume:
         if not args.out:
@@ -396,23 +395,23 @@ def cmd_train(args: argparse.Namespace) -> None:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
-    from emotorch.evaluate import evaluate, load_split, write_predictions
-    from emotorch.inference import load_model, predict_proba, uses_tta
+    from emotorch.runtime.registry import load_model
+    from emotorch.training.evaluate import evaluate, load_split, write_predictions
 
     if args.out:
         require_plots("evaluate --out")  # before minutes of work, not after
 
     model = load_model(args.model, args.backend)
-    tta = uses_tta(model.meta, args.tta)
+    tta = model.card.tta if args.tta is None else args.tta
     split, faces = load_split(args.data, args.split, labels=args.labels, skip_bad=args.skip_bad,
                               skip_unknown=args.skip_unknown)  # fmt: skip
-    classes = model.meta["classes"]
+    classes = model.classes
     if args.predictions:
         dest = Path(args.predictions)
         if dest.exists() and not args.force:
             raise FileExistsError(f"{dest} exists; pass --force to overwrite it")
         bar = None if args.quiet else "predicting"
-        probs = predict_proba(model.model, faces.images, model.meta, tta=tta, progress=bar)
+        probs = model.predict_proba(faces.images, tta=tta, progress=bar)
         write_predictions(dest, faces, probs, classes)
         logging.getLogger("emotorch").info("wrote %d predictions to %s", len(faces), dest)
         if not faces.labeled:
@@ -420,7 +419,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     metrics, probs, scored = evaluate(model, faces, tta=tta, progress=not args.quiet)
     metrics = {"model": model.source, "data": str(args.data), "split": split} | metrics
     if args.out:
-        from emotorch import plots
+        from emotorch.runtime import plots
 
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)
@@ -448,7 +447,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
 
 
 def _image_files(inputs: list[str]) -> list[Path]:
-    from emotorch.data import IMAGE_EXTENSIONS
+    from emotorch.runtime.images import IMAGE_EXTENSIONS
 
     files: list[Path] = []
     for name in inputs:
@@ -473,9 +472,9 @@ def _annotated_paths(files: list[Path], out: Path) -> list[Path]:
 def cmd_predict(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from emotorch.annotate import annotate
-    from emotorch.images import read_image
-    from emotorch.pipeline import EmotionRecognizer, write_summary
+    from emotorch.runtime.annotate import annotate
+    from emotorch.runtime.images import read_image
+    from emotorch.runtime.pipeline import EmotionRecognizer, write_summary
 
     recognizer = EmotionRecognizer(args.model, tta=args.tta, backend=args.backend, reading=args.reading)
     files = _image_files(args.inputs)
@@ -514,9 +513,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def cmd_webcam(args: argparse.Namespace) -> None:
-    from emotorch.detect import YuNetDetector
-    from emotorch.pipeline import EmotionRecognizer
-    from emotorch.video import live, window
+    from emotorch.runtime.detect import YuNetDetector
+    from emotorch.runtime.pipeline import EmotionRecognizer
+    from emotorch.runtime.video import live, window
 
     source: str | int = int(args.camera) if args.camera.isdigit() else args.camera
     if not args.headless and sys.platform.startswith("linux") and not os.environ.get("DISPLAY"):
@@ -534,7 +533,7 @@ def cmd_webcam(args: argparse.Namespace) -> None:
 
 
 def cmd_package(args: argparse.Namespace) -> None:
-    from emotorch.packaging import package
+    from emotorch.training.packaging import package
 
     entry = package(args.run, args.name, data=args.data, recipe=args.recipe, tta=args.tta, int8=args.int8,
                     precise_bn=args.precise_bn)
@@ -542,9 +541,10 @@ def cmd_package(args: argparse.Namespace) -> None:
 
 
 def cmd_export(args: argparse.Namespace) -> None:
-    from emotorch.data import load_dataset
-    from emotorch.export import calibration_sample, export_onnx, quantize_onnx
-    from emotorch.inference import load_model
+    from emotorch.runtime.registry import load_model
+    from emotorch.training.data import load_dataset
+    from emotorch.training.export import calibration_sample, export_onnx, quantize_onnx
+    from emotorch.training.loading import module_of
 
     if args.int8 and not args.data:
         raise ValueError("--int8 needs --data: training faces calibrate the int8 activation ranges")
@@ -553,17 +553,18 @@ def cmd_export(args: argparse.Namespace) -> None:
         raise FileExistsError(f"{dest} exists; pass --force to overwrite it")
     model = load_model(args.model, "torch")
     if args.int8:
-        print(quantize_onnx(model, dest, calibration_sample(load_dataset(args.data).split("train"))))
+        sample = calibration_sample(load_dataset(args.data).split("train"))
+        print(quantize_onnx(module_of(model), model.card, dest, sample))
     else:
-        print(export_onnx(model, dest))
+        print(export_onnx(module_of(model), model.card, dest))
 
 
 def cmd_video(args: argparse.Namespace) -> None:
     import numpy as np
 
-    from emotorch.detect import YuNetDetector
-    from emotorch.pipeline import EmotionRecognizer
-    from emotorch.video import process_video
+    from emotorch.runtime.detect import YuNetDetector
+    from emotorch.runtime.pipeline import EmotionRecognizer
+    from emotorch.runtime.video import process_video
 
     if args.plot:
         require_plots("video --plot")  # before the video is read, not after
@@ -591,7 +592,7 @@ def _mood(args: argparse.Namespace):
     from emotorch.recommend import mood
 
     if getattr(args, "image", None):
-        from emotorch.pipeline import EmotionRecognizer
+        from emotorch.runtime.pipeline import EmotionRecognizer
 
         faces = EmotionRecognizer(args.model).predict(args.image)  # the photo is read, never stored
         if not faces:
@@ -698,8 +699,8 @@ def cmd_user(args: argparse.Namespace) -> None:
 def cmd_serve(args: argparse.Namespace) -> None:
     import uvicorn
 
-    from emotorch.inference import load_model
     from emotorch.recommend import open_database
+    from emotorch.runtime.registry import load_model
     from emotorch.serve.app import ENV, Settings
 
     if args.workers < 1 or not 0 <= args.port <= 65535:
@@ -730,7 +731,7 @@ def cmd_analyse(args: argparse.Namespace) -> int:
 
     from tqdm import tqdm
 
-    from emotorch.analyse import analyse
+    from emotorch.runtime.analyse import analyse
 
     bar, started = None, time.perf_counter()
 
@@ -758,7 +759,7 @@ def cmd_analyse(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> None:
-    from emotorch.report import report
+    from emotorch.runtime.report import report
 
     result = report(args.results, args.out)
     if args.json:

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from emotorch.data import CLASSES
+from emotorch.choices import CLASSES
 
 SHARED_FER = Path(__file__).resolve().parents[1] / ".." / "shared" / "fer2013"
 needs_fer = pytest.mark.skipif(not SHARED_FER.is_dir(), reason=f"FER2013 not found at {SHARED_FER}")
@@ -55,8 +55,8 @@ def write_image_folders(root: Path, splits: dict[str, int], seed: int = 0, names
 @pytest.fixture(scope="session")
 def tiny_run(tmp_path_factory) -> Path:
     """A run directory with a tiny EmoNet trained for two epochs on synthetic faces."""
-    from emotorch.config import TrainConfig
-    from emotorch.train import train
+    from emotorch.training.config import TrainConfig
+    from emotorch.training.train import train
 
     root = tmp_path_factory.mktemp("evalrun")
     data = write_image_folders(root / "faces", {"train": 112, "val": 28})

@@ -19,8 +19,9 @@ pytest.importorskip("yuface", reason="the YuNet detector package is not installe
 
 from test_video import make_video  # noqa: E402
 
-from emotorch.analyse import FACES, FILES, analyse  # noqa: E402
-from emotorch.data import DataError  # noqa: E402
+from emotorch.errors import DataError  # noqa: E402
+from emotorch.runtime.analyse import analyse  # noqa: E402
+from emotorch.runtime.results import FACES, FILES  # noqa: E402
 
 
 @pytest.fixture
@@ -197,7 +198,7 @@ def test_one_results_folder_holds_one_models_rows(finished):
 
 
 def test_analyse_gives_the_probabilities_predict_gives(finished, tmp_path):
-    from emotorch.pipeline import EmotionRecognizer
+    from emotorch.runtime.pipeline import EmotionRecognizer
 
     photos, _ = finished
     out = tmp_path / "accurate"
@@ -208,7 +209,7 @@ def test_analyse_gives_the_probabilities_predict_gives(finished, tmp_path):
 
 
 def test_a_changed_file_supersedes_its_old_rows_and_failures_are_retried(finished, tmp_path):
-    from emotorch.report import report
+    from emotorch.runtime.report import report
 
     photos, out = finished
     listed = tmp_path / "later.jpg"
@@ -241,7 +242,7 @@ def test_odd_inputs_are_recorded_or_refused(tmp_path):
     assert len(list((out / "crops").iterdir())) == 2
     second = analyse([str(photos)], out, workers=1, save_crops=True)
     assert second.files == 4 and second.skipped == 2  # its own crops are not analysed
-    from emotorch.report import report
+    from emotorch.runtime.report import report
 
     assert report(out)["faces"] == 2  # a name that is not UTF-8 travels through the results and the report
     for bad in ({"every_s": math.nan}, {"every_s": math.inf}, {"detect_size": 0}, {"workers": 100_000}):
@@ -254,7 +255,7 @@ def test_odd_inputs_are_recorded_or_refused(tmp_path):
 
 
 def test_report_names_the_damaged_row(finished):
-    from emotorch.report import report
+    from emotorch.runtime.report import report
 
     _, out = finished
     good = (out / FACES).read_text()

@@ -9,8 +9,10 @@ import pytest
 from conftest import SHARED_FER, needs_fer, pixels_text, synthetic_faces, write_image_folders
 from PIL import Image
 
-from emotorch import data
-from emotorch.data import CLASSES, DataError, load_dataset
+from emotorch.choices import CLASSES
+from emotorch.errors import DataError
+from emotorch.training import data
+from emotorch.training.data import load_dataset
 
 
 def write_fer_csv(path: Path, rows: list[tuple[str, str, str]]) -> Path:

@@ -4,7 +4,7 @@ import cv2
 import numpy as np
 import pytest
 
-from emotorch.detect import FER_TEMPLATE, Face, YuNetDetector, align, alignment_matrix
+from emotorch.runtime.detect import FER_TEMPLATE, Face, YuNetDetector, align, alignment_matrix
 
 skdata = pytest.importorskip("skimage.data", reason="scikit-image ships the test photos")
 pytest.importorskip("yuface", reason="the YuNet detector package is not installed")

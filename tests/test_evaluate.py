@@ -12,9 +12,9 @@ import torch
 from conftest import pixels_text, synthetic_faces, write_image_folders
 
 import emotorch as emotorch_pkg
-from emotorch.data import CLASSES
-from emotorch.evaluate import compute_metrics
-from emotorch.inference import predict_proba, tta_views
+from emotorch.choices import CLASSES
+from emotorch.runtime.classifier import tta_views
+from emotorch.training.evaluate import compute_metrics
 
 
 def emotorch(*args: str) -> subprocess.CompletedProcess:
@@ -80,17 +80,19 @@ def test_predictions_for_unlabeled_kaggle_test_csv(tiny_run, tmp_path):
 
 
 def test_predict_proba_uses_the_checkpoint_preprocessing(tiny_run):
-    from emotorch.data import normalize
-    from emotorch.inference import load_model
+    from emotorch.runtime.images import normalize
+    from emotorch.runtime.registry import load_model
+    from emotorch.training.loading import module_of
 
     loaded = load_model(tiny_run)
     images, _ = synthetic_faces(3)
-    probs = predict_proba(loaded.model, images, loaded.meta)
-    x = (torch.from_numpy(images).float().unsqueeze(1) / 255 - loaded.meta["mean"]) / loaded.meta["std"]
-    np.testing.assert_allclose(normalize(images, loaded.meta["mean"], loaded.meta["std"]), x.numpy(), atol=1e-6)
-    torch.testing.assert_close(normalize(torch.from_numpy(images), loaded.meta["mean"], loaded.meta["std"]), x)
+    probs = loaded.predict_proba(images)
+    mean, std = loaded.card.mean, loaded.card.std
+    x = (torch.from_numpy(images).float().unsqueeze(1) / 255 - mean) / std
+    np.testing.assert_allclose(normalize(images, mean, std), x.numpy(), atol=1e-6)
+    torch.testing.assert_close(normalize(torch.from_numpy(images), mean, std), x)
     with torch.no_grad():
-        expected = torch.softmax(loaded.model(x), 1).numpy()
+        expected = torch.softmax(module_of(loaded)(x), 1).numpy()
     np.testing.assert_allclose(probs, expected, atol=1e-6)
 
 
@@ -126,10 +128,10 @@ def damaged_checkpoints(run, tmp_path) -> dict[str, str]:
 
 
 def test_damaged_checkpoints_are_one_line_errors(tiny_run, tmp_path):
-    from emotorch.checkpoint import CheckpointError
-    from emotorch.inference import load_model
+    from emotorch.runtime.registry import load_model
+    from emotorch.training.checkpoint import CheckpointError
 
-    sample = str(Path(emotorch_pkg.__file__).with_name("samples") / "astronaut.jpg")
+    sample = str((Path(emotorch_pkg.__file__).parent / "samples") / "astronaut.jpg")
     for name, words in damaged_checkpoints(tiny_run, tmp_path).items():
         with pytest.raises(CheckpointError, match=words):
             load_model(tmp_path / name)
@@ -144,8 +146,8 @@ def test_damaged_checkpoints_are_one_line_errors(tiny_run, tmp_path):
 
 
 def test_temperature_scaling_recovers_a_known_temperature():
-    from emotorch.evaluate import calibration, fit_temperature
-    from emotorch.inference import softmax
+    from emotorch.runtime.classifier import softmax
+    from emotorch.training.evaluate import calibration, fit_temperature
 
     rng = np.random.default_rng(0)
     true_logits = rng.normal(size=(4000, 7)) * 2

@@ -8,14 +8,15 @@ import numpy as np
 import pytest
 from conftest import synthetic_faces
 
-from emotorch.data import cache_dir
-from emotorch.inference import load_model, predict_proba
+from emotorch.runtime.classifier import Classifier
+from emotorch.runtime.registry import load_model
+from emotorch.training.data import cache_dir
 
 onnx = pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
 
-from emotorch.export import onnx_backend  # noqa: E402
-from emotorch.inference import OnnxModel  # noqa: E402
+from emotorch.runtime.session import OnnxModel  # noqa: E402
+from emotorch.training.loading import onnx_backend  # noqa: E402
 
 
 def test_cli_export_and_pytorch_onnx_agree(tiny_run, tmp_path):
@@ -27,8 +28,8 @@ def test_cli_export_and_pytorch_onnx_agree(tiny_run, tmp_path):
     assert meta["classes"][4] == "neutral" and meta["input_size"] == [1, 48, 48]
     loaded = load_model(tiny_run)
     images, _ = synthetic_faces(37)  # an odd batch: the batch dimension is dynamic
-    torch_probs = predict_proba(loaded.model, images, loaded.meta)
-    onnx_probs = predict_proba(OnnxModel(dest), images, loaded.meta)
+    torch_probs = loaded.predict_proba(images)
+    onnx_probs = Classifier(OnnxModel(dest), loaded.card, str(dest)).predict_proba(images)
     diff = np.abs(torch_probs - onnx_probs).max()
     assert diff < 1e-5, f"max abs difference on probabilities {diff}"
     again = subprocess.run([sys.executable, "-m", "emotorch.cli", "-q", "export", "--model", str(tiny_run),
@@ -40,14 +41,14 @@ def test_onnx_backend_is_cached_and_agrees(tiny_run):
     loaded = load_model(tiny_run)
     fast = onnx_backend(loaded)
     images, _ = synthetic_faces(5)
-    np.testing.assert_allclose(predict_proba(fast.model, images, fast.meta, tta=True),
-                               predict_proba(loaded.model, images, loaded.meta, tta=True), atol=1e-5)  # fmt: skip
+    np.testing.assert_allclose(fast.predict_proba(images, tta=True),
+                               loaded.predict_proba(images, tta=True), atol=1e-5)  # fmt: skip
     onnx_backend(loaded)
     assert len(list((cache_dir() / "onnx").glob("*.onnx"))) == 1  # exported once, then reused
 
 
 def test_cli_int8_export_is_quantised_and_close_to_float(tiny_run, tmp_path):
-    from emotorch.data import load_dataset
+    from emotorch.training.data import load_dataset
 
     data = tiny_run.parent / "faces"
     dest = tmp_path / "model-int8.onnx"
@@ -62,7 +63,7 @@ def test_cli_int8_export_is_quantised_and_close_to_float(tiny_run, tmp_path):
     assert json.loads({p.key: p.value for p in proto.metadata_props}["emotorch"])["classes"][4] == "neutral"
     loaded = load_model(tiny_run)
     val = load_dataset(data, progress=False).split("val")
-    float_probs = predict_proba(loaded.model, val.images, loaded.meta)
-    int8_probs = predict_proba(OnnxModel(dest), val.images, loaded.meta)
+    float_probs = loaded.predict_proba(val.images)
+    int8_probs = Classifier(OnnxModel(dest), loaded.card, str(dest)).predict_proba(val.images)
     assert np.abs(float_probs - int8_probs).mean() < 0.03
     assert (float_probs.argmax(1) == int8_probs.argmax(1)).mean() >= 0.9

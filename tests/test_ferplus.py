@@ -14,8 +14,9 @@ import torch
 from conftest import pixels_text, write_image_folders
 from PIL import Image
 
-from emotorch.config import TrainConfig
-from emotorch.data import (
+from emotorch.runtime.registry import load_model
+from emotorch.training.config import TrainConfig
+from emotorch.training.data import (
     CLASSES,
     FERPLUS_CLASSES,
     FERPLUS_COLUMNS,
@@ -25,9 +26,8 @@ from emotorch.data import (
     majority,
     vote_targets,
 )
-from emotorch.evaluate import evaluate, scorable
-from emotorch.inference import load_model
-from emotorch.train import train
+from emotorch.training.evaluate import evaluate, scorable
+from emotorch.training.train import train
 
 HEADER = "Usage,Image name,neutral,happiness,surprise,sadness,anger,disgust,fear,contempt,unknown,NF"
 USAGES = {"train": "Training", "val": "PublicTest"}

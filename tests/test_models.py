@@ -4,7 +4,7 @@ import pytest
 import torch
 import torchvision
 
-from emotorch.models import count_parameters, create_model, list_models, model_options
+from emotorch.training.models import count_parameters, create_model, list_models, model_options
 
 NAMES = [m.name for m in list_models()]
 

@@ -10,14 +10,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from emotorch.data import DataError
-from emotorch.detect import align
-from emotorch.inference import predict_proba
+from emotorch.errors import DataError
+from emotorch.runtime.detect import align
 
 skdata = pytest.importorskip("skimage.data", reason="scikit-image ships the test photos")
 pytest.importorskip("yuface", reason="the YuNet detector package is not installed")
 
-from emotorch.pipeline import EmotionRecognizer  # noqa: E402
+from emotorch.runtime.pipeline import EmotionRecognizer  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +39,7 @@ def test_live_inference_matches_evaluation_for_the_same_face(recognizer):
     photo = skdata.astronaut()
     face = recognizer.detector(photo)[0]
     crop = align(photo, face)
-    expected = predict_proba(recognizer.model.model, crop[None], recognizer.model.meta)[0]
+    expected = recognizer.model.predict_proba(crop[None])[0]
     got = recognizer.predict(photo)[0].probabilities
     np.testing.assert_allclose([got[c] for c in recognizer.classes], expected, atol=1e-6)
 

@@ -7,9 +7,11 @@ import pytest
 import torch
 from conftest import synthetic_faces
 
-from emotorch.data import CLASSES, FERPLUS_CLASSES, DataError, FaceSet, paired_labels
-from emotorch.reading import answer, fit_threshold, mean_recall
-from emotorch.train import augment_batch, training_targets
+from emotorch.choices import CLASSES, FERPLUS_CLASSES
+from emotorch.errors import DataError
+from emotorch.runtime.reading import answer, fit_threshold, mean_recall
+from emotorch.training.data import FaceSet, paired_labels
+from emotorch.training.train import augment_batch, training_targets
 
 NEUTRAL = CLASSES.index("neutral")
 

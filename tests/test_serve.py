@@ -16,8 +16,8 @@ import pytest
 from conftest import run_server
 from PIL import Image
 
-from emotorch import zoo
-from emotorch.data import FERPLUS_CLASSES
+from emotorch.choices import FERPLUS_CLASSES
+from emotorch.runtime import registry
 from emotorch.serve.app import ENV, Settings
 from emotorch.serve.batching import MicroBatcher
 from emotorch.serve.ratelimit import RateLimiter
@@ -48,7 +48,7 @@ def assert_problem(r: httpx.Response, status: int, words: str) -> None:
 
 
 def test_health_and_openapi(server):
-    assert httpx.get(f"{server}/healthz").json() == {"status": "ok", "model": zoo.STREAM_MODEL, "version": "0.1.0",
+    assert httpx.get(f"{server}/healthz").json() == {"status": "ok", "model": registry.STREAM_MODEL, "version": "0.1.0",
                                                  "database": "ok"}
     spec = httpx.get(f"{server}/openapi.json").json()
     for path in ("/v1/emotions", "/v1/recommendations", "/v1/feedback", "/v1/catalog", "/v1/users/{user_id}"):
@@ -70,9 +70,9 @@ def test_emotions_raw_multipart_and_base64_agree(server, photo):
     assert abs(sum(face["probabilities"].values()) - 1) < 1e-3
     x, y, w, _ = face["box"]
     assert 150 < x < 220 and 30 < y < 100 and 60 < w < 130  # the astronaut's face in the 512x512 photo
-    assert bodies[0]["model"]["name"] == zoo.STREAM_MODEL == "fast"
+    assert bodies[0]["model"]["name"] == registry.STREAM_MODEL == "fast"
     assert bodies[0]["model"]["classes"] == list(FERPLUS_CLASSES)
-    assert bodies[0]["model"]["version"] == zoo.shipped()["fast"]["onnx_sha256"]  # the file that serves: int8
+    assert bodies[0]["model"]["version"] == registry.shipped()["fast"]["onnx_sha256"]  # the file that serves: int8
     assert bodies[0]["model"]["reading"] == "expressive" and 0 < bodies[0]["model"]["expressive_threshold"] < 0.5
     assert bodies[0]["inference_ms"] > 0 and bodies[0]["batch_size"] >= 1
     for other in bodies[1:]:

@@ -9,15 +9,15 @@ import sys
 
 import pytest
 
-from emotorch import threads
+from emotorch.runtime import threads
 
 CHECK = """
 import json, os, sys
-from emotorch import threads, zoo
+from emotorch.runtime import threads, registry
 n = threads.configure({threads!r}, workers={workers})
 import cv2, torch
-from emotorch.inference import OnnxModel
-session = OnnxModel(zoo.WEIGHTS / zoo.shipped()["fast"]["onnx"]).session
+from emotorch.runtime.session import OnnxModel
+session = OnnxModel(registry.WEIGHTS / registry.shipped()["fast"]["onnx"]).session
 print(json.dumps({{"budget": n, "omp": os.environ["OMP_NUM_THREADS"], "wait": os.environ["OMP_WAIT_POLICY"],
                   "cv2": cv2.getNumThreads(), "torch": torch.get_num_threads(),
                   "onnx": session.get_session_options().intra_op_num_threads}}))

@@ -13,11 +13,12 @@ import pytest
 import torch
 from conftest import synthetic_faces
 
-from emotorch import checkpoint, zoo
-from emotorch.config import TrainConfig, config_from_preset
-from emotorch.data import normalize
-from emotorch.models import create_model
-from emotorch.train import augment_batch, precise_batchnorm, train
+from emotorch.runtime import registry
+from emotorch.runtime.images import normalize
+from emotorch.training import checkpoint
+from emotorch.training.config import TrainConfig, config_from_preset
+from emotorch.training.models import create_model
+from emotorch.training.train import augment_batch, precise_batchnorm, train
 
 TINY = dict(model="emonet", model_options={"width": 4}, batch_size=16, epochs=2, lr=0.02, warmup_epochs=0.5)
 
@@ -67,7 +68,7 @@ def _cli_train(data: Path, out: Path, *extra: str, env: dict[str, str] | None = 
 # waits, so the signal always lands between epochs 1 and 2, however fast or slow the machine is.
 PAUSE_AFTER_EPOCH_1 = """
 import time
-import emotorch.train as train
+import emotorch.training.train as train
 
 logged = train._log_epoch
 
@@ -161,7 +162,7 @@ def test_presets_and_unknown_config_keys():
     accurate, fast = config_from_preset("accurate"), config_from_preset("fast")
     assert accurate.init == "fer2013-accurate#0" and fast.init == "fer2013-fast" and fast.model_options["width"] == 40
     assert {accurate.targets, fast.targets} == {"crossentropy"}
-    assert {fer2013_fast.teacher, accurate.init.split("#")[0], fast.init} <= set(zoo.shipped())
+    assert {fer2013_fast.teacher, accurate.init.split("#")[0], fast.init} <= set(registry.shipped())
     with pytest.raises(ValueError, match="did you mean 'epochs'"):
         TrainConfig.from_dict({"epoch": 3})
     with pytest.raises(ValueError, match="balance must be one of"):

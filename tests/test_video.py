@@ -14,8 +14,8 @@ import pytest
 skdata = pytest.importorskip("skimage.data", reason="scikit-image ships the test photos")
 pytest.importorskip("yuface", reason="the YuNet detector package is not installed")
 
-from emotorch.pipeline import FaceResult  # noqa: E402
-from emotorch.video import FaceTracker, emotion_timeline, iou  # noqa: E402
+from emotorch.runtime.pipeline import FaceResult  # noqa: E402
+from emotorch.runtime.video import FaceTracker, emotion_timeline, iou  # noqa: E402
 
 CLASSES = ["angry", "disgust", "fear", "happy", "neutral", "sad", "surprise"]
 
@@ -138,8 +138,8 @@ def test_webcam_without_camera_or_display_says_so(tiny_run):
 
 def test_follower_tracks_moving_faces_between_detections(tmp_path):
     """Detecting every 4th frame, the followed boxes stay on the faces that a detector finds there."""
-    from emotorch.pipeline import EmotionRecognizer
-    from emotorch.video import FaceFollower, frames
+    from emotorch.runtime.pipeline import EmotionRecognizer
+    from emotorch.runtime.video import FaceFollower, frames
 
     video = make_video(tmp_path / "two.mp4", n=12)
     recognizer = EmotionRecognizer("fer2013-fast")
@@ -166,8 +166,8 @@ def test_follower_tracks_moving_faces_between_detections(tmp_path):
 
 
 def test_follower_refuses_a_bad_interval():
-    from emotorch.pipeline import EmotionRecognizer
-    from emotorch.video import FaceFollower
+    from emotorch.runtime.pipeline import EmotionRecognizer
+    from emotorch.runtime.video import FaceFollower
 
     with pytest.raises(ValueError, match="at least 1"):
         FaceFollower(EmotionRecognizer("fer2013-fast"), detect_every=0)

@@ -12,7 +12,7 @@ import httpx
 import numpy as np
 import pytest
 
-from emotorch.data import FERPLUS_CLASSES
+from emotorch.choices import FERPLUS_CLASSES
 
 webdriver = pytest.importorskip("selenium.webdriver", reason="selenium drives the browser")
 skdata = pytest.importorskip("skimage.data", reason="scikit-image ships the test photo")

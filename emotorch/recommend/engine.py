@@ -27,8 +27,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from emotorch.choices import CATEGORIES, FEEDBACK_KINDS, LEARNED_STRATEGIES, STRATEGIES
-from emotorch.data import CLASSES, FERPLUS_CLASSES
+from emotorch.choices import CATEGORIES, CLASSES, FEEDBACK_KINDS, FERPLUS_CLASSES, LEARNED_STRATEGIES, STRATEGIES
 from emotorch.recommend.catalog import STARTER_CATALOG, import_file, item_dict
 from emotorch.recommend.db import (
     BanditArm,

@@ -24,11 +24,11 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from emotorch import __version__
 from emotorch.errors import DatabaseUnavailable
+from emotorch.runtime.registry import STREAM_MODEL
 from emotorch.serve.batching import MicroBatcher
 from emotorch.serve.metrics import Metrics
 from emotorch.serve.problems import Problem
 from emotorch.serve.ratelimit import RateLimiter
-from emotorch.zoo import STREAM_MODEL
 
 ENV = "EMOTORCH_SERVE_SETTINGS"  # JSON settings handed to each worker process
 log = logging.getLogger("emotorch.serve")
@@ -49,7 +49,7 @@ class Settings:
 
     model: str = STREAM_MODEL
     backend: str = "auto"
-    reading: str = "expressive"  # faces in front of a camera: name an emotion once it shows (emotorch.reading)
+    reading: str = "expressive"  # faces in front of a camera: name an emotion once it shows (emotorch.runtime.reading)
     db: str | None = None  # SQLAlchemy URL of the catalog (default: EMOTORCH_DB or the user data dir)
     max_upload_bytes: int = 10 * 1024 * 1024
     max_pixels: int = 40_000_000  # refused before decoding
@@ -161,8 +161,8 @@ class HideUserIds(logging.Filter):
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     """The EmoTorch web app: REST API under /v1, the camera page at /, /healthz and /metrics."""
-    from emotorch.pipeline import EmotionRecognizer
     from emotorch.recommend import Recommender
+    from emotorch.runtime.pipeline import EmotionRecognizer
     from emotorch.serve import routes
 
     settings = settings or Settings.from_env()
@@ -170,7 +170,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        from emotorch.threads import configure
+        from emotorch.runtime.threads import configure
 
         configure(settings.threads)  # before the model and the detector start their thread pools
         recognizer = EmotionRecognizer(settings.model, backend=settings.backend, reading=settings.reading)

@@ -12,11 +12,12 @@ from fastapi import Path as PathParam
 from fastapi.responses import FileResponse
 from pydantic import ValidationError
 
-from emotorch import __version__, zoo
-from emotorch.pipeline import EmotionRecognizer
+from emotorch import __version__
 from emotorch.recommend import Recommender, list_items, mood
 from emotorch.recommend.db import writable
 from emotorch.recommend.engine import ID_PATTERN, ItemNotFound, Mood
+from emotorch.runtime import registry
+from emotorch.runtime.pipeline import EmotionRecognizer
 from emotorch.serve.auth import clear_token_cookie, require_user, set_token_cookie
 from emotorch.serve.problems import Problem, documented
 from emotorch.serve.schemas import (
@@ -61,12 +62,11 @@ IMAGE_BODY = {
 def model_info(recognizer: EmotionRecognizer) -> ModelInfo:
     """What responses say about the serving model (computed once, when the app starts)."""
     model = recognizer.model
-    name = str(model.meta.get("name", model.source))
     source = Path(model.source)
     file = model.onnx or (source / "best.pt" if source.is_dir() else source)
-    return ModelInfo(name=name, version=zoo.sha256(file) if file.is_file() else None,  # the file that serves
-                     architecture=str(model.meta.get("model", "")), classes=list(model.meta["classes"]),
-                     val_accuracy=(model.meta.get("val_metrics") or {}).get("accuracy"),
+    return ModelInfo(name=model.name, version=registry.sha256(file) if file.is_file() else None,  # the file that serves
+                     architecture=model.card.architecture, classes=model.classes,
+                     val_accuracy=(model.card.val_metrics or {}).get("accuracy"),
                      reading=recognizer.reading, expressive_threshold=recognizer.threshold)  # fmt: skip
 
 

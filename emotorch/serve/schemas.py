@@ -6,8 +6,7 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
-from emotorch.choices import CATEGORY_NAMES, FEEDBACK_KINDS, STRATEGIES
-from emotorch.data import FERPLUS_CLASSES
+from emotorch.choices import CATEGORY_NAMES, FEEDBACK_KINDS, FERPLUS_CLASSES, STRATEGIES
 from emotorch.recommend.db import canonical_category
 from emotorch.recommend.engine import ID_PATTERN, SUM_TOLERANCE
 

@@ -15,7 +15,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 from python_multipart import create_form_parser
 
-from emotorch.images import rgb_image
+from emotorch.runtime.images import rgb_image
 from emotorch.serve.problems import Problem
 
 FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "GIF", "TIFF")

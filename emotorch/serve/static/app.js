@@ -237,7 +237,7 @@ function show(result, media) {
   moodChanged(EMOTIONS[top]);
 }
 
-// The server's reading (emotorch.reading), on the smoothed probabilities: "crowd" takes the most likely
+// The server's reading (emotorch.runtime.reading), on the smoothed probabilities: "crowd" takes the most likely
 // vote; "expressive" names the most likely non-neutral emotion once its share reaches the threshold.
 function readEmotion(probs, model) {
   const top = probs.indexOf(Math.max(...probs));

@@ -13,14 +13,14 @@ from typing import TYPE_CHECKING
 import cv2
 import numpy as np
 
-from emotorch.annotate import COLORS, annotate
-from emotorch.data import DataError
-from emotorch.detect import Face, to_gray
+from emotorch.errors import DataError
+from emotorch.runtime.annotate import COLORS, annotate
+from emotorch.runtime.detect import Face, to_gray
 
 if TYPE_CHECKING:  # reading frames and tracking need neither the pipeline, PyTorch nor matplotlib
     from matplotlib.figure import Figure
 
-    from emotorch.pipeline import EmotionRecognizer, FaceResult
+    from emotorch.runtime.pipeline import EmotionRecognizer, FaceResult
 
 
 def iou(a: tuple[float, ...], b: tuple[float, ...]) -> float:
@@ -196,14 +196,14 @@ def process_video(recognizer: EmotionRecognizer, source: str | os.PathLike, *, o
             w.writerow(["frame", "time_s", "track", "x", "y", "w", "h", "emotion", *recognizer.classes])
             w.writerows(rows)
     if plot_path is not None:
-        from emotorch import plots
+        from emotorch.runtime import plots
 
         plots.save(emotion_timeline(tracker, recognizer.classes, fps), plot_path)
     return tracker
 
 
 def _with_smoothed(face: FaceResult, track: Track, classes: list[str]) -> FaceResult:
-    from emotorch.pipeline import FaceResult
+    from emotorch.runtime.pipeline import FaceResult
 
     probs = dict(zip(classes, map(float, track.smoothed), strict=True))
     return FaceResult(face.box, face.landmarks, face.detection_score, max(probs, key=probs.get), probs)
@@ -212,7 +212,7 @@ def _with_smoothed(face: FaceResult, track: Track, classes: list[str]) -> FaceRe
 def emotion_timeline(tracker: FaceTracker, classes: list[str], fps: float | None = None) -> Figure:
     """Smoothed probabilities over time, one panel per tracked face, with one legend above the panels; the
     time axis in seconds when the frame rate is known (as `emotorch report` draws it), else in frames."""
-    from emotorch import plots
+    from emotorch.runtime import plots
 
     tracks = tracker.all_tracks()
     rows = max(1, len(tracks))

@@ -1,10 +1,9 @@
-"""ONNX export (float32, or int8 calibrated on training faces) and the engine a model is served with."""
+"""ONNX export: float32, compact (the shipped weights' precision) or int8 calibrated on training faces."""
 
 from __future__ import annotations
 
 import hashlib
 import json
-import logging
 import os
 import tempfile
 from collections.abc import Iterator
@@ -13,30 +12,29 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch import nn
 
-from emotorch.choices import BACKENDS
-from emotorch.data import FaceSet, cache_dir, normalize
 from emotorch.errors import CheckpointError
-from emotorch.inference import METADATA_KEY, LoadedModel, OnnxModel, graph_digest
-
-log = logging.getLogger(__name__)
+from emotorch.runtime.card import ModelCard
+from emotorch.runtime.session import METADATA_KEY, graph_digest
+from emotorch.training.data import FaceSet
 
 CALIBRATION_FACES = 2048  # training faces that calibrate an int8 model's activation ranges
 
 
-def export_onnx(model: LoadedModel, path: str | os.PathLike, *, compact: bool = False) -> Path:
+def export_onnx(module: nn.Module, card: ModelCard, path: str | os.PathLike, *, compact: bool = False) -> Path:
     """Write the model as one ONNX file (input ``faces`` (N, 1, 48, 48), output ``logits``), batch size
     dynamic; an ensemble becomes one graph.
 
-    The checkpoint's metadata (classes, input size, mean/std, temperature, provenance) travels in
-    the file's metadata as JSON under ``emotorch``, so the ONNX file is usable on its own. With
+    The model's card (classes, input size, mean/std, temperature, provenance) travels in the
+    file's metadata as JSON under ``emotorch``, so the ONNX file is usable on its own. With
     ``compact`` (shipped models, whose weights are rounded by :func:`shipped_precision` already)
     each weight is stored in the fewest bits that hold it exactly and widened to float32 when the
     session loads: a quarter of the file, the same numbers, and :func:`read_weights` gets them back.
     """
     path = Path(path)
-    net = model.model.float().eval().cpu()
-    example = torch.zeros(2, *model.meta["input_size"])
+    net = module.float().eval().cpu()
+    example = torch.zeros(2, *card.input_size)
     batch = torch.export.Dim("batch")
     # compact: the graph unoptimised, its weights named as in the state dict (ONNX Runtime folds batch norm)
     torch.onnx.export(net, (example,), str(path), input_names=["faces"], output_names=["logits"],
@@ -44,7 +42,7 @@ def export_onnx(model: LoadedModel, path: str | os.PathLike, *, compact: bool = 
                       verbose=False)  # fmt: skip
     if compact:
         _store_compact(path)
-    set_metadata(path, model.meta)
+    set_metadata(path, card)
     return path
 
 
@@ -132,9 +130,9 @@ def read_weights(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict
     return {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in weights.items()}, meta
 
 
-def set_metadata(path: str | os.PathLike, meta: dict[str, Any]) -> None:
-    """Store the model's metadata (preprocessing, temperature, metrics, provenance) in an ONNX file's
-    ``emotorch`` metadata entry."""
+def set_metadata(path: str | os.PathLike, card: ModelCard) -> None:
+    """Store the model's card (preprocessing, temperature, metrics, provenance) in an ONNX file's
+    ``emotorch`` metadata entry, with the digest of its graph."""
     import onnx
 
     proto = onnx.load(str(path))
@@ -145,7 +143,7 @@ def set_metadata(path: str | os.PathLike, meta: dict[str, Any]) -> None:
     entry.key = METADATA_KEY
     # the graph's digest, checked on every load (OnnxModel.metadata): damaged weights are refused
     digest = hashlib.sha256(proto.graph.SerializeToString()).hexdigest()
-    entry.value = json.dumps({k: v for k, v in meta.items() if k != "graph_sha256"} | {"graph_sha256": digest})
+    entry.value = json.dumps(card.to_dict() | {"graph_sha256": digest})
     onnx.save(proto, str(path))
     if graph_digest(path) != digest:  # the digest must describe the bytes as written, or every load fails
         raise CheckpointError(f"{path}: the graph written is not the graph digested")
@@ -157,19 +155,17 @@ def calibration_sample(train: FaceSet, n: int = CALIBRATION_FACES) -> np.ndarray
     return train.images[np.sort(pick)]
 
 
-def quantize_onnx(model: LoadedModel, path: str | os.PathLike, calibration: np.ndarray) -> Path:
+def quantize_onnx(module: nn.Module, card: ModelCard, path: str | os.PathLike, calibration: np.ndarray) -> Path:
     """Write the model as int8 ONNX: weights quantised per channel, activation ranges calibrated on
     ``calibration`` (uint8 faces (N, 48, 48), e.g. a sample of the training split). On CPUs with
     VNNI this classifies about 3x faster than float32 (benchmarks/accuracy.py)."""
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    meta = model.meta
-
     class Faces(CalibrationDataReader):
         def __init__(self) -> None:
             self.batches: Iterator[dict[str, np.ndarray]] = (
-                {"faces": normalize(calibration[i : i + 64], meta["mean"], meta["std"])}
+                {"faces": card.preprocess(calibration[i : i + 64])}
                 for i in range(0, len(calibration), 64)
             )
 
@@ -179,43 +175,9 @@ def quantize_onnx(model: LoadedModel, path: str | os.PathLike, calibration: np.n
     path = Path(path)
     with tempfile.TemporaryDirectory() as tmp:
         fp32, prepared = Path(tmp) / "fp32.onnx", Path(tmp) / "prepared.onnx"
-        export_onnx(model, fp32)
+        export_onnx(module, card, fp32)
         quant_pre_process(str(fp32), str(prepared))  # shape inference and graph folding first
         quantize_static(str(prepared), str(path), Faces(), quant_format=QuantFormat.QDQ, per_channel=True,
                         activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)  # fmt: skip
-    set_metadata(path, meta)
+    set_metadata(path, card)
     return path
-
-
-def onnx_backend(model: LoadedModel) -> LoadedModel:
-    """The same model served by ONNX Runtime: the ONNX file it ships with (``fast``: int8), or else
-    exported once into the cache (keyed by its weights)."""
-    if model.onnx is not None:
-        return LoadedModel(OnnxModel(model.onnx), model.meta, model.history, f"{model.source} (onnx)")
-    digest = hashlib.sha256()
-    for name, tensor in sorted(model.model.state_dict().items()):
-        digest.update(name.encode())
-        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
-    path = cache_dir() / "onnx" / f"{digest.hexdigest()[:32]}.onnx"
-    if not path.is_file():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{os.getpid()}.{path.name}")
-        export_onnx(model, tmp)
-        os.replace(tmp, path)
-    return LoadedModel(OnnxModel(path), model.meta, model.history, f"{model.source} (onnx)")
-
-
-def serve_with(model: LoadedModel, backend: str | None = None) -> LoadedModel:
-    """A PyTorch model on an inference engine: ``torch`` or None (as it is); ``onnx`` (ONNX Runtime);
-    ``auto`` (ONNX Runtime where it loads, else PyTorch). A model already on ONNX Runtime stays there."""
-    if backend is not None and backend not in BACKENDS:
-        raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, not {backend!r}")
-    if isinstance(model.model, OnnxModel) or backend in (None, "torch"):
-        return model
-    try:
-        return onnx_backend(model)
-    except Exception as e:  # auto: any failure to export or load falls back to PyTorch
-        if backend == "onnx":
-            raise
-        log.warning("ONNX Runtime unavailable (%s); serving with PyTorch", e)
-        return model

@@ -1,58 +1,65 @@
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
 from conftest import synthetic_faces
 
-from emotorch import packaging, zoo
-from emotorch.checkpoint import CheckpointError
-from emotorch.inference import OnnxModel, load_model, predict_proba
+from emotorch.runtime import registry
+from emotorch.runtime.registry import load_model
+from emotorch.runtime.session import OnnxModel
+from emotorch.training import packaging
+from emotorch.training.checkpoint import CheckpointError
+from emotorch.training.loading import load_shipped, module_of
 
 
 @pytest.fixture
 def weights_dir(tmp_path, monkeypatch):
-    monkeypatch.setattr(zoo, "WEIGHTS", tmp_path / "weights")
-    monkeypatch.setattr(zoo, "MANIFEST", tmp_path / "weights" / "manifest.json")
-    zoo._verified.cache_clear()
+    monkeypatch.setattr(registry, "WEIGHTS", tmp_path / "weights")
+    monkeypatch.setattr(registry, "MANIFEST", tmp_path / "weights" / "manifest.json")
+    registry._verified.cache_clear()
     yield tmp_path / "weights"
-    zoo._verified.cache_clear()
+    registry._verified.cache_clear()
 
 
 def test_package_and_load_by_name(tiny_run, weights_dir):
     import onnx
 
-    from emotorch.checkpoint import load
-    from emotorch.export import shipped_precision
+    from emotorch.training.checkpoint import load
+    from emotorch.training.export import shipped_precision
 
     entry = packaging.package(tiny_run, "tiny", data=tiny_run.parent / "faces", recipe="emotorch train ...",
                               precise_bn=False)
     assert entry["file"] == entry["onnx"] == "tiny.onnx" and not entry["onnx_int8"]
-    assert entry["sha256"] == entry["onnx_sha256"] == zoo.sha256(weights_dir / "tiny.onnx") and entry["temperature"] > 0
+    assert entry["sha256"] == entry["onnx_sha256"] == registry.sha256(weights_dir / "tiny.onnx")
+    assert entry["temperature"] > 0
     assert sorted(p.name for p in weights_dir.iterdir()) == ["manifest.json", "tiny.onnx"]  # one file: no checkpoint
     graph = onnx.load(weights_dir / "tiny.onnx").graph
     stored = {onnx.TensorProto.DataType.Name(i.data_type) for i in graph.initializer if not i.name.endswith("__scale")}
     assert stored <= {"INT8", "FLOAT16", "INT64"} and {"INT8", "FLOAT16"} <= stored  # filters int8, the rest float16
     full = load_model("tiny", "torch")  # PyTorch reads the weights back from the ONNX file
-    meta = full.meta
-    assert meta["recipe"] == "emotorch train ..." and meta["calibration"]["fitted_on"] == "val labels"
-    assert {"classes", "input_size", "mean", "std", "model", "val_metrics", "hardware"} <= set(meta)
+    card = full.card
+    assert card.provenance["recipe"] == "emotorch train ..."
+    assert card.provenance["calibration"]["fitted_on"] == "val labels"
+    assert card.val_metrics and card.name == "tiny" and "hardware" in card.provenance
     expected = shipped_precision(load(tiny_run)["model"])
-    for key, value in full.model.state_dict().items():
+    for key, value in module_of(full).state_dict().items():
         if not key.endswith("num_batches_tracked"):  # what was rounded comes back bit for bit
             assert torch.equal(value, expected[key]), key
     shipped = load_model("tiny")  # its ONNX file: no PyTorch needed
-    assert isinstance(shipped.model, OnnxModel) and shipped.meta["val_metrics"] == meta["val_metrics"]
+    assert isinstance(shipped.net, OnnxModel) and shipped.card == card
     images, _ = synthetic_faces(9)
-    probs = predict_proba(shipped.model, images, shipped.meta)
-    np.testing.assert_allclose(probs, predict_proba(full.model, images, full.meta), atol=1e-4)
+    probs = shipped.predict_proba(images)
+    np.testing.assert_allclose(probs, full.predict_proba(images), atol=1e-4)
     original = load_model(tiny_run)
-    raw = predict_proba(original.model, images, original.meta | {"temperature": meta["temperature"]})
+    raw = replace(original, card=original.card.replace(temperature=card.temperature)).predict_proba(images)
     np.testing.assert_allclose(probs, raw, atol=2e-2)  # int8 filters and float16 change little
 
 
 def test_shipped_precision_rounds_filters_per_channel_and_the_rest_to_float16():
-    from emotorch.export import shipped_precision
+    from emotorch.training.export import shipped_precision
 
     weight = torch.tensor([[0.5, -1.27, 0.003], [0.0, 0.0, 0.0], [2.0, 1.0, -0.01]])
     state = shipped_precision({"w": weight, "b": torch.tensor([0.1]), "n": torch.tensor(3)})
@@ -69,39 +76,39 @@ def test_package_recomputes_batchnorm_statistics_on_the_training_faces(tiny_run,
     assert main([*args, "--name", "precise"]) == 0 and main([*args, "--name", "raw", "--no-precise-bn"]) == 0
     run = torch.load(tiny_run / "best.pt", weights_only=True)
     precise, raw = (load_model(n, "torch") for n in ("precise", "raw"))
-    assert precise.meta["precise_bn_faces"] == 112 and raw.meta["precise_bn_faces"] == 0
+    assert precise.card.provenance["precise_bn_faces"] == 112 and raw.card.provenance["precise_bn_faces"] == 0
     key = "features.1.running_mean"
-    torch.testing.assert_close(raw.model.state_dict()[key], run["model"][key], atol=1e-2, rtol=1e-2)
-    assert not torch.allclose(precise.model.state_dict()[key], run["model"][key], atol=1e-2, rtol=1e-2)
-    assert zoo.shipped()["precise"]["val_accuracy"] == precise.meta["val_metrics"]["accuracy"]
+    torch.testing.assert_close(module_of(raw).state_dict()[key], run["model"][key], atol=1e-2, rtol=1e-2)
+    assert not torch.allclose(module_of(precise).state_dict()[key], run["model"][key], atol=1e-2, rtol=1e-2)
+    assert registry.shipped()["precise"]["val_accuracy"] == precise.card.val_metrics["accuracy"]
 
 
 def test_damaged_or_unknown_shipped_model(tiny_run, weights_dir):
     packaging.package(tiny_run, "tiny", data=tiny_run.parent / "faces", recipe="r")
     with pytest.raises(CheckpointError, match="no shipped model 'huge'"):
-        zoo.load_shipped("huge")
+        load_shipped("huge")
     path = weights_dir / "tiny.onnx"
     path.write_bytes(path.read_bytes()[:-10] + b"0123456789")
-    for load in (zoo.load_shipped, load_model):  # on PyTorch and on ONNX Runtime
+    for load in (load_shipped, load_model):  # on PyTorch and on ONNX Runtime
         with pytest.raises(CheckpointError, match="damaged"):
             load("tiny")
 
 
 def test_package_int8_ships_an_onnx_file_that_serves_by_default(tiny_run, weights_dir):
-    from emotorch.pipeline import EmotionRecognizer
+    from emotorch.runtime.pipeline import EmotionRecognizer
 
     entry = packaging.package(tiny_run, "tiny8", data=tiny_run.parent / "faces", recipe="r", int8=True)
     assert entry["file"] == "tiny8.onnx" and entry["onnx"] == "tiny8-int8.onnx"
-    assert entry["onnx_sha256"] == zoo.sha256(weights_dir / "tiny8-int8.onnx")
+    assert entry["onnx_sha256"] == registry.sha256(weights_dir / "tiny8-int8.onnx")
     shipped = load_model("tiny8")
     assert shipped.onnx == weights_dir / "tiny8-int8.onnx" and entry["onnx_int8"]
-    full = load_model("tiny8", "torch").meta
-    assert full["calibration_faces"] == 112 and 0 <= full["float_val_accuracy"] <= 1
-    assert full["val_metrics"] == shipped.meta["val_metrics"]  # both files describe what is served
-    assert isinstance(EmotionRecognizer("tiny8").model.model, OnnxModel)  # the model's own setting: int8
-    assert not isinstance(EmotionRecognizer("tiny8", backend="torch").model.model, OnnxModel)
+    full = load_model("tiny8", "torch").card
+    assert full.provenance["calibration_faces"] == 112 and 0 <= full.provenance["float_val_accuracy"] <= 1
+    assert full == shipped.card  # both files describe what is served
+    assert isinstance(EmotionRecognizer("tiny8").model.net, OnnxModel)  # the model's own setting: int8
+    assert not isinstance(EmotionRecognizer("tiny8", backend="torch").model.net, OnnxModel)
     packaging.package(tiny_run, "tiny8", data=tiny_run.parent / "faces", recipe="r")  # re-shipped without int8
-    assert not zoo.shipped()["tiny8"]["onnx_int8"] and not (weights_dir / "tiny8-int8.onnx").exists()
+    assert not registry.shipped()["tiny8"]["onnx_int8"] and not (weights_dir / "tiny8-int8.onnx").exists()
     assert load_model("tiny8").onnx == weights_dir / "tiny8.onnx"
 
 
@@ -114,47 +121,47 @@ def test_a_damaged_int8_file_is_refused(tiny_run, weights_dir):
         load_model("tiny8")
 
 
-@pytest.mark.parametrize("name", sorted(zoo.shipped()))
+@pytest.mark.parametrize("name", sorted(registry.shipped()))
 def test_the_shipped_models_read_the_sample_photo_alike_with_and_without_torch(name):
     """Every shipped model ships ONNX; its float file gives the torch path's probabilities within 1e-4."""
     from pathlib import Path
 
-    from emotorch.data import load_dataset
-    from emotorch.pipeline import EmotionRecognizer
+    from emotorch.runtime.pipeline import EmotionRecognizer
+    from emotorch.training.data import load_dataset
 
     pytest.importorskip("yuface", reason="the YuNet detector package is not installed")
-    entry = zoo.shipped()[name]
+    entry = registry.shipped()[name]
     lean, full = load_model(name), load_model(name, "torch")  # both sha256-checked
-    assert isinstance(lean.model, OnnxModel) and lean.meta["classes"] == full.meta["classes"]
-    assert lean.meta["classes"][4] == "neutral" and lean.meta["temperature"] == full.meta["temperature"] > 0
-    assert lean.meta["val_metrics"]["accuracy"] == entry["val_accuracy"]
-    sample = Path(zoo.__file__).with_name("samples") / "astronaut.jpg"
+    assert isinstance(lean.net, OnnxModel) and lean.card == full.card
+    assert lean.classes[4] == "neutral" and lean.card.temperature > 0
+    assert lean.card.val_metrics["accuracy"] == entry["val_accuracy"]
+    sample = registry.WEIGHTS.parent / "samples" / "astronaut.jpg"
     faces = EmotionRecognizer(name).predict(sample)
     assert len(faces) == 1 and faces[0].emotion == "happy"
     if entry["onnx_int8"]:  # int8: what its metrics describe, and what the full install serves too
-        assert isinstance(EmotionRecognizer(name, backend="auto").model.model, OnnxModel)
-        lean = load_model(zoo.shipped_path(name))  # its float file, whose weights PyTorch reads
+        assert isinstance(EmotionRecognizer(name, backend="auto").model.net, OnnxModel)
+        lean = load_model(registry.shipped_path(name))  # its float file, whose weights PyTorch reads
     else:
         on_torch = EmotionRecognizer(name, backend="torch").predict(sample)[0].probabilities
         assert all(abs(faces[0].probabilities[c] - on_torch[c]) <= 1e-4 for c in on_torch)
     ferplus = Path(__file__).resolve().parents[1] / ".." / "shared" / "ferplus"
     images = load_dataset(ferplus, progress=False).split("val").images[:256] if ferplus.is_dir() else \
         synthetic_faces(64)[0]  # fmt: skip
-    np.testing.assert_allclose(predict_proba(lean.model, images, lean.meta),
-                               predict_proba(full.model, images, full.meta), atol=1e-4)  # fmt: skip
+    np.testing.assert_allclose(lean.predict_proba(images),
+                               full.predict_proba(images), atol=1e-4)  # fmt: skip
 
 
 def test_photos_default_to_the_accurate_model():
-    from emotorch.pipeline import EmotionRecognizer
+    from emotorch.runtime.pipeline import EmotionRecognizer
 
-    assert EmotionRecognizer().model.meta["name"] == zoo.PHOTO_MODEL == "accurate"
+    assert EmotionRecognizer().model.name == registry.PHOTO_MODEL == "accurate"
 
 
 def test_package_an_ensemble_of_runs(tiny_run, weights_dir, tmp_path):
-    from emotorch.checkpoint import load
-    from emotorch.config import TrainConfig
-    from emotorch.inference import predict_logits, softmax
-    from emotorch.train import train
+    from emotorch.runtime.classifier import softmax
+    from emotorch.training.checkpoint import load
+    from emotorch.training.config import TrainConfig
+    from emotorch.training.train import train
 
     data = tiny_run.parent / "faces"
     other = tmp_path / "other"
@@ -162,13 +169,13 @@ def test_package_an_ensemble_of_runs(tiny_run, weights_dir, tmp_path):
     entry = packaging.package([tiny_run, other], "pair", data=data, recipe="two runs", precise_bn=False)
     assert entry["architecture"] == "ensemble"
     shipped = load_model("pair")  # one ONNX graph
-    assert [m["model"] for m in shipped.meta["model_options"]["members"]] == ["emonet", "baseline"]
-    assert [m["run"] for m in load_model("pair", "torch").meta["members"]] == [str(tiny_run), str(other)]
+    assert [m["model"] for m in shipped.card.options["members"]] == ["emonet", "baseline"]
+    assert [m["run"] for m in load_model("pair", "torch").card.provenance["members"]] == [str(tiny_run), str(other)]
     images, _ = synthetic_faces(9)
     members = [load_model(tiny_run), load_model(other)]
-    mean_log = np.mean([np.log(softmax(predict_logits(m.model, images, m.meta))) for m in members], 0)
-    expected = softmax(mean_log, shipped.meta["temperature"])
-    np.testing.assert_allclose(predict_proba(shipped.model, images, shipped.meta), expected, atol=2e-2)
+    mean_log = np.mean([np.log(softmax(m.predict_logits(images))) for m in members], 0)
+    expected = softmax(mean_log, shipped.card.temperature)
+    np.testing.assert_allclose(shipped.predict_proba(images), expected, atol=2e-2)
     ckpt = load(other / "best.pt")
     ckpt["meta"]["mean"] = 0.1
     torch.save(ckpt, tmp_path / "odd.pt")
@@ -197,12 +204,12 @@ def damaged_copies(source, folder):
 
 @pytest.mark.parametrize("name", ["fast", "accurate"])
 def test_damaged_model_files_are_refused_on_load(tmp_path, name):
-    from emotorch.export import set_metadata
+    from emotorch.training.export import set_metadata
 
     original = tmp_path / f"{name}.onnx"
-    original.write_bytes(zoo.shipped_path(name, "onnx").read_bytes())
-    set_metadata(original, OnnxModel(original).metadata())  # as every file this project writes: with its digest
-    assert load_model(original).meta["graph_sha256"]  # the intact copy loads
+    original.write_bytes(registry.shipped_path(name, "onnx").read_bytes())
+    set_metadata(original, load_model(original).card)  # as every file this project writes: with its digest
+    assert OnnxModel(original).metadata()["graph_sha256"] and load_model(original)  # the intact copy loads
     for damaged in damaged_copies(original, tmp_path):
         with pytest.raises(CheckpointError, match=r"damaged|not a readable ONNX model"):
             load_model(damaged)
@@ -214,7 +221,7 @@ def test_a_model_answering_nan_is_refused(tmp_path):
     import onnx
     from onnx import numpy_helper
 
-    proto = onnx.load(zoo.shipped_path("fast"))
+    proto = onnx.load(registry.shipped_path("fast"))
     for init in proto.graph.initializer:  # a batch-norm value turned NaN, in a file written without a digest
         if init.name.endswith("__fp16"):
             value = numpy_helper.to_array(init).copy()

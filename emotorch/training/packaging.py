@@ -2,27 +2,39 @@
 file in ``emotorch/weights`` (one graph, also for an ensemble; weights int8 per channel and
 float16, from which PyTorch reads them back), plus an int8 file on request, with their sha256 in
 the manifest and a temperature fitted on val. What is measured is what ONNX Runtime serves.
-:mod:`emotorch.zoo` reads what this writes."""
+:mod:`emotorch.runtime.registry` reads what this writes."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from emotorch import zoo
 from emotorch.errors import CheckpointError
+from emotorch.runtime import registry
+from emotorch.runtime.card import ModelCard
+from emotorch.runtime.classifier import Classifier, softmax
+from emotorch.runtime.reading import fit_threshold
+from emotorch.runtime.session import OnnxModel
+from emotorch.training import checkpoint
+from emotorch.training.data import load_dataset
+from emotorch.training.evaluate import (
+    calibration,
+    compute_metrics,
+    fit_temperature,
+    restrict,
+    scorable,
+    score,
+    vote_distribution,
+)
+from emotorch.training.export import calibration_sample, export_onnx, quantize_onnx, set_metadata, shipped_precision
+from emotorch.training.train import precise_batchnorm
 
-if TYPE_CHECKING:
-    from emotorch.inference import LoadedModel
-
-PREPROCESSING = ("classes", "input_size", "mean", "std")
+PREPROCESSING = ("classes", "input_size", "mean", "std")  # what ensemble members must share
 
 
 def combine(runs: list[str | Path]) -> dict[str, Any]:
     """One checkpoint from one run, or an ``ensemble`` checkpoint of several (same classes and input)."""
-    from emotorch import checkpoint
-
     ckpts = [checkpoint.load(run) for run in runs]
     if len(ckpts) == 1:
         return ckpts[0]
@@ -59,105 +71,93 @@ def package(runs: str | Path | list[str | Path], name: str, *, data: str | Path,
     statistics are first recomputed on the clean training faces. Returns the manifest entry;
     ``recipe`` is the command(s) that reproduce the run(s).
     """
-    from emotorch import checkpoint
-    from emotorch.data import load_dataset
-    from emotorch.evaluate import calibration, compute_metrics, fit_temperature, scorable, score, vote_distribution
-    from emotorch.export import calibration_sample, export_onnx, quantize_onnx, set_metadata, shipped_precision
-    from emotorch.inference import LoadedModel, OnnxModel, predict_logits, softmax
-    from emotorch.train import precise_batchnorm
-
     ckpt = combine(runs if isinstance(runs, list) else [runs])
-    meta = dict(ckpt["meta"])
+    card = ModelCard.from_dict(ckpt["meta"], runs)
     faces = load_dataset(data, progress=False)
     train = faces.split("train")
-    val, left_out = scorable(faces.split("val"), meta["classes"])
-    extra: dict[str, Any] = {"precise_bn_faces": len(train) if precise_bn else meta.get("precise_bn_faces", 0)}
+    val, left_out = scorable(faces.split("val"), list(card.classes))
+    extra: dict[str, Any] = {
+        "precise_bn_faces": len(train) if precise_bn else card.provenance.get("precise_bn_faces", 0)
+    }
     trained = checkpoint.build_model(ckpt)
     if precise_bn:
-        trained = precise_batchnorm(trained, train.images, meta["mean"], meta["std"])
+        trained = precise_batchnorm(trained, train.images, card.mean, card.std)
         ckpt["model"] = trained.state_dict()
     model = checkpoint.build_model(ckpt | {"model": shipped_precision(ckpt["model"])})  # measure what ships
-    zoo.WEIGHTS.mkdir(exist_ok=True)
-    path, int8_path = zoo.WEIGHTS / f"{name}.onnx", zoo.WEIGHTS / f"{name}-int8.onnx"
+    registry.WEIGHTS.mkdir(exist_ok=True)
+    path, int8_path = registry.WEIGHTS / f"{name}.onnx", registry.WEIGHTS / f"{name}-int8.onnx"
     for stale in (path, int8_path):  # a file must not outlive the weights it came from
         stale.unlink(missing_ok=True)
-    loaded = LoadedModel(model, meta, [], name)
-    export_onnx(loaded, path, compact=True)  # every model ships ONNX: inference needs no PyTorch
+    export_onnx(model, card, path, compact=True)  # every model ships ONNX: inference needs no PyTorch
     served = path
     if int8:
         sample = calibration_sample(train)
         # from the trained weights: quantised once, not on top of the int8 rounding
-        served = quantize_onnx(LoadedModel(trained, meta, [], name), int8_path, sample)
-        float_pred = predict_logits(OnnxModel(path), val.images, meta, tta=tta).argmax(1)
-        extra |= {"calibration_faces": len(sample),
-                  "float_val_accuracy": compute_metrics(val.labels, float_pred, val.classes)["accuracy"]}  # fmt: skip
-    logits = predict_logits(OnnxModel(served), val.images, meta, tta=tta)  # what ships is what is measured
+        served = quantize_onnx(trained, card, int8_path, sample)
+        float_pred = Classifier(OnnxModel(path), card, name).predict_logits(val.images, tta=tta).argmax(1)
+        extra |= {
+            "calibration_faces": len(sample),
+            "float_val_accuracy": compute_metrics(val.labels, float_pred, val.classes)["accuracy"],
+        }
+    # what ships is what is measured
+    logits = Classifier(OnnxModel(served), card, name).predict_logits(val.images, tta=tta)
     # with crowd votes the probabilities are fitted to what the taggers said, else to the labels
     votes = val.votes is not None
     temperature = fit_temperature(logits, vote_distribution(val.votes, val.classes) if votes else val.labels)
     before = calibration(softmax(logits), val.labels)
     metrics = score(softmax(logits, temperature), val) | {"left_out": left_out}
-    meta |= extra | {
-        "name": name,
-        "temperature": temperature,
-        "tta": tta,
-        "recipe": recipe,
-        "val_metrics": metrics,
+    card = card.replace(name=name, temperature=temperature, tta=tta, val_metrics=metrics, recipe=recipe, **extra, **{
         "calibration": {"ece_before": before["ece"], "ece_after": metrics["ece"],
                         "fitted_on": "val votes" if votes else "val labels"},
         "licence": "MIT (weights trained by the EmoTorch project on FER2013, a research data set"
                    + (", with the FER+ crowd labels of Microsoft, MIT)" if votes else ")"),
         "onnx": served.name,
         "onnx_int8": int8,
-    }
+    })  # fmt: skip
     for written in {path, served}:
-        set_metadata(written, meta)  # now with the temperature fitted on its own logits
+        set_metadata(written, card)  # now with the temperature fitted on its own logits
     entry = {
         "file": path.name,
-        "sha256": zoo.sha256(path),
-        "architecture": meta["model"],
-        "classes": list(meta["classes"]),
-        "parameters": meta["parameters"],
+        "sha256": registry.sha256(path),
+        "architecture": card.architecture,
+        "classes": list(card.classes),
+        "parameters": card.parameters,
         "val_accuracy": metrics["accuracy"],
         "val_macro_f1": metrics["macro_f1"],
         "tta": tta,
         "temperature": temperature,
         "onnx": served.name,
         "onnx_int8": int8,
-        "onnx_sha256": zoo.sha256(served),
+        "onnx_sha256": registry.sha256(served),
     }
-    zoo.MANIFEST.write_text(json.dumps(zoo.shipped() | {name: entry}, indent=2) + "\n")
-    zoo.forget_verified()
+    registry.MANIFEST.write_text(json.dumps(registry.shipped() | {name: entry}, indent=2) + "\n")
+    registry.forget_verified()
     return entry
 
 
-def fit_expressive(model: LoadedModel, fer2013: str | Path) -> float:
-    """The model's expressive threshold (:func:`emotorch.reading.fit_threshold`), fitted on the val split of
-    FER2013-labelled data, with the model's own test-time setting."""
-    from emotorch.data import load_dataset
-    from emotorch.evaluate import restrict, scorable
-    from emotorch.inference import predict_proba, uses_tta
-    from emotorch.reading import fit_threshold
-
+def fit_expressive(model: Classifier, fer2013: str | Path) -> float:
+    """The model's expressive threshold (:func:`emotorch.runtime.reading.fit_threshold`), fitted on the val split
+    of FER2013-labelled data, with the model's own test-time setting."""
     faces = load_dataset(fer2013, progress=False).split("val")
-    val, _ = scorable(faces, model.meta["classes"])
-    probs = predict_proba(model.model, val.images, model.meta, tta=uses_tta(model.meta, None))
+    val, _ = scorable(faces, model.classes)
+    probs = model.predict_proba(val.images)
     return fit_threshold(restrict(probs, val.classes, faces.classes), val.labels, val.classes)
 
 
 def restamp(name: str, *, fer2013: str | Path) -> dict[str, Any]:
-    """Write a shipped model's metadata again: its expressive threshold fitted on ``fer2013``'s val labels and
+    """Write a shipped model's card again: its expressive threshold fitted on ``fer2013``'s val labels and
     the digest of its graph (checked on every load); the manifest gets the files' new sha256."""
-    from emotorch.export import set_metadata
-    from emotorch.inference import load_model
-
-    entry = zoo.shipped()[name]
-    model = load_model(name)
-    meta = model.meta | {"expressive_threshold": fit_expressive(model, fer2013)}
+    entry = registry.shipped()[name]
+    model = registry.load_model(name)
+    card = model.card.replace(expressive_threshold=fit_expressive(model, fer2013))
     for file in {entry["file"], entry["onnx"]}:  # one file where the model serves its own weights
-        set_metadata(zoo.WEIGHTS / file, meta)
-    entry |= {"sha256": zoo.sha256(zoo.WEIGHTS / entry["file"]), "onnx_sha256": zoo.sha256(zoo.WEIGHTS / entry["onnx"]),
-              "classes": list(meta["classes"]), "expressive_threshold": meta["expressive_threshold"]}  # fmt: skip
-    zoo.MANIFEST.write_text(json.dumps(zoo.shipped() | {name: entry}, indent=2) + "\n")
-    zoo.forget_verified()
+        set_metadata(registry.WEIGHTS / file, card)
+    entry |= {
+        "sha256": registry.sha256(registry.WEIGHTS / entry["file"]),
+        "onnx_sha256": registry.sha256(registry.WEIGHTS / entry["onnx"]),
+        "classes": list(card.classes),
+        "expressive_threshold": card.expressive_threshold,
+    }
+    registry.MANIFEST.write_text(json.dumps(registry.shipped() | {name: entry}, indent=2) + "\n")
+    registry.forget_verified()
     return entry

@@ -10,8 +10,10 @@ from typing import Any
 
 import numpy as np
 
-from emotorch.data import CLASSES, VOTE_NAMES, DataError, FaceSet, load_dataset
-from emotorch.inference import LoadedModel, predict_proba
+from emotorch.choices import CLASSES
+from emotorch.errors import DataError
+from emotorch.runtime.classifier import Classifier
+from emotorch.training.data import VOTE_NAMES, FaceSet, load_dataset
 
 
 def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> float:
@@ -129,29 +131,28 @@ def score(probs: np.ndarray, faces: FaceSet) -> dict[str, Any]:
 
 
 def evaluate(
-    model: LoadedModel,
+    model: Classifier,
     faces: FaceSet,
     *,
-    tta: bool = False,
-    device: Any = "cpu",
+    tta: bool | None = None,
     progress: bool = False,
 ) -> tuple[dict, np.ndarray, FaceSet]:
     """Metrics of ``model`` on labelled ``faces``, with the probabilities and the faces they describe.
 
     Model and data classes are matched by name (see :func:`scorable` and :func:`restrict`); with
     FER+ votes the truth is the majority label (the standard FER+ protocol) and the probabilities
-    are also compared with the vote distribution.
+    are also compared with the vote distribution. ``tta``: None for the model's own setting.
     """
     if not faces.labeled:
         raise DataError("these faces carry no labels: write predictions instead of metrics")
-    scored, left_out = scorable(faces, model.meta["classes"])
+    scored, left_out = scorable(faces, model.classes)
     if not len(scored):
         raise DataError(f"none of these faces has a label the model {model.source} can tell")
-    probs = predict_proba(model.model, scored.images, model.meta, tta=tta, device=device,
-                          progress="evaluating" if progress else None)
+    tta = model.card.tta if tta is None else tta
+    probs = model.predict_proba(scored.images, tta=tta, progress="evaluating" if progress else None)
     probs = restrict(probs, scored.classes, faces.classes)
     metrics = score(probs, scored)
-    metrics |= {"left_out": left_out, "temperature": float(model.meta.get("temperature", 1.0)), "tta": tta}
+    metrics |= {"left_out": left_out, "temperature": model.card.temperature, "tta": tta}
     return metrics, probs, scored
 
 

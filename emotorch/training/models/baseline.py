@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from emotorch.models import register
+from emotorch.training.models.registry import register
 
 
 @register("baseline", "the seed's small from-scratch CNN (4 convs, 1024-unit head)")

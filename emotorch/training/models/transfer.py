@@ -16,8 +16,8 @@ import torchvision
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from emotorch.data import FER_MEAN, FER_STD
-from emotorch.models import register
+from emotorch.runtime.images import FER_MEAN, FER_STD
+from emotorch.training.models.registry import register
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from emotorch.models import register
+from emotorch.training.models.registry import register
 
 
 def _conv_bn(c_in: int, c_out: int) -> list[nn.Module]:

@@ -24,13 +24,10 @@ import numpy as np
 import platformdirs
 from PIL import Image, UnidentifiedImageError
 
-from emotorch.choices import TARGETS
+from emotorch.choices import CLASSES, FERPLUS_CLASSES, TARGETS
 from emotorch.errors import DataError
+from emotorch.runtime.images import IMAGE_SIZE, to_8bit
 
-# Canonical class order of FER2013's seven emotions; FER+ appends contempt, so its first seven
-# outputs mean what a FER2013 model's do. A model's own classes are in its metadata.
-CLASSES: tuple[str, ...] = ("angry", "disgust", "fear", "happy", "neutral", "sad", "surprise")
-FERPLUS_CLASSES: tuple[str, ...] = (*CLASSES, "contempt")
 # The columns of FaceSet.votes: FER+'s 8 emotions in FERPLUS_CLASSES order, then its two other answers.
 VOTE_NAMES: tuple[str, ...] = (*FERPLUS_CLASSES, "unknown", "not_a_face")
 # The vote columns of FER+'s label.csv and fer2013new.csv, in their own order.
@@ -53,13 +50,7 @@ CLASS_ALIASES: dict[str, str] = {
 # FER2013 "Usage" values and the split names EmoTorch uses for them.
 USAGE_TO_SPLIT: dict[str, str] = {"Training": "train", "PublicTest": "val", "PrivateTest": "test"}
 
-IMAGE_SIZE = 48
-# Grayscale mean/std of the FER2013 Training split (pixels scaled to [0, 1]); stored in every
-# checkpoint, from which all consumers build their preprocessing.
-FER_MEAN = 0.5077
-FER_STD = 0.2550
 UNLABELED = -1
-IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".pgm", ".ppm"}
 _CACHE_VERSION = 3  # 3: a folder of data sets is refused, not read as one data set
 
 
@@ -623,15 +614,6 @@ def _decode_images(items: list[tuple[Path, int]], desc: str, progress: bool,
     return FaceSet(images[: len(labels)], np.asarray(labels, np.int64), sources, bad, dict(sizes))
 
 
-def to_8bit(image: Image.Image) -> Image.Image:
-    """16- and 32-bit integer or float images rescaled to 8 bits (Pillow's convert would clip them)."""
-    if image.mode not in ("I", "F") and not image.mode.startswith("I;16"):
-        return image
-    a = np.asarray(image, dtype=np.float64)
-    top = 1.0 if image.mode == "F" and a.max() <= 1.0 else 255.0 if a.max() <= 255 else 65535.0
-    return Image.fromarray(np.clip(a / top * 255 + 0.5, 0, 255).astype(np.uint8))
-
-
 def to_face_array(image: Image.Image) -> np.ndarray:
     """Any PIL image to a 48x48 uint8 grayscale face: centre-cropped to square, then resized."""
     image.load()
@@ -736,14 +718,3 @@ def _read_cache(file: Path, path: Path, fmt: str) -> Dataset | None:
     except (OSError, ValueError, KeyError):
         return None  # a damaged cache entry is rebuilt, never trusted
     return Dataset(path, fmt, splits, meta["unknown_classes"])
-
-
-# --- tensors ----------------------------------------------------------------------------------
-
-
-def normalize(images, mean: float = FER_MEAN, std: float = FER_STD):
-    """uint8 faces (N, 48, 48) -> float32 (N, 1, 48, 48): a numpy array for a numpy array (inference
-    needs no PyTorch), a tensor for a tensor (training, on its device)."""
-    x = images[:, None] if images.ndim == 3 else images
-    x = x.astype(np.float32) if isinstance(x, np.ndarray) else x.float()
-    return (x / 255.0 - mean) / std

@@ -1,9 +1,4 @@
-"""Model registry: ``create_model(name, num_classes, pretrained)`` over small builder functions.
-
-Every model takes FER-normalised grayscale faces of shape (N, 1, 48, 48) and returns logits in
-the canonical class order; transfer models adapt the input (to RGB, ImageNet statistics and
-their input size) inside themselves, so every consumer feeds them the same tensor.
-"""
+"""The architecture registry: names -> builder functions, filled by the family modules as they are imported."""
 
 from __future__ import annotations
 
@@ -88,9 +83,3 @@ def _info(name: str) -> ModelInfo:
             + (f"; did you mean {hint[0]!r}?" if hint else f"; known: {', '.join(_REGISTRY)}")
         )
     return _REGISTRY[name]
-
-
-# Importing the families fills the registry.
-from emotorch.models import baseline, emonet, ensemble, transfer  # noqa: E402, F401
-
-__all__ = ["ModelInfo", "count_parameters", "create_model", "list_models", "model_options", "register"]

@@ -3,7 +3,7 @@
 A dataset of the files to do is read file by file (``flat_map``: each task decodes a photo or a
 video and finds and aligns its faces, one row per face plus one row per file), the faces are
 classified by ``map_batches`` on an actor pool (each actor loads the model once), and this
-process gathers each file's rows and hands them to :func:`emotorch.analyse.analyse`, which writes
+process gathers each file's rows and hands them to :func:`emotorch.runtime.analyse.analyse`, which writes
 them as the local engine does. ``RAY_ADDRESS`` (or ``ray.init``'s default) picks the cluster;
 without one, Ray starts a local instance. Every node needs EmoTorch installed and the files at
 the same paths (a shared filesystem), and ``--model`` must name a shipped model or a path the
@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from emotorch.analyse import Scan, Source, scan
+from emotorch.runtime.scan import Scan, Source, scan
 
 CROP = (48, 48)
 
@@ -41,7 +41,7 @@ class _Classifier:
     """An actor: the model, loaded once, classifies batches of face rows (file rows pass through)."""
 
     def __init__(self, model: str, backend: str) -> None:
-        from emotorch.pipeline import EmotionRecognizer
+        from emotorch.runtime.pipeline import EmotionRecognizer
 
         self.recognizer = EmotionRecognizer(model, backend=backend)
 

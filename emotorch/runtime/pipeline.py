@@ -11,12 +11,12 @@ from typing import Any
 
 import numpy as np
 
-from emotorch import threads
-from emotorch.detect import Detector, Face, YuNetDetector, align
-from emotorch.images import ImageInput, read_image
-from emotorch.inference import LoadedModel, load_model, predict_proba, uses_tta
-from emotorch.reading import answer, check
-from emotorch.zoo import PHOTO_MODEL
+from emotorch.runtime import threads
+from emotorch.runtime.classifier import Classifier
+from emotorch.runtime.detect import Detector, Face, YuNetDetector, align
+from emotorch.runtime.images import ImageInput, read_image
+from emotorch.runtime.reading import answer, check
+from emotorch.runtime.registry import PHOTO_MODEL, load_model, serve_with
 
 
 @dataclass
@@ -56,34 +56,30 @@ def write_summary(path: Path, results: list[dict[str, Any]], classes: list[str])
 
 class EmotionRecognizer:
     """Emotions of every face in an image. ``model`` is a shipped model's name, an exported ``.onnx``
-    file, a checkpoint file or a run directory. ``backend`` (see :func:`emotorch.inference.load_model`):
+    file, a checkpoint file, a run directory or a :class:`Classifier`. ``backend`` (see
+    :func:`emotorch.runtime.registry.load_model`):
     by default shipped models and ONNX files run on ONNX Runtime (no PyTorch needed) and checkpoints
     on PyTorch; ``"onnx"`` exports a checkpoint once into the cache (faster on the CPU:
     benchmarks/pipeline_speed.py); ``"torch"`` runs a shipped model's float weights on PyTorch.
-    ``reading`` turns probabilities into each face's emotion (:mod:`emotorch.reading`): ``crowd``, the
+    ``reading`` turns probabilities into each face's emotion (:mod:`emotorch.runtime.reading`): ``crowd``, the
     most likely vote, or ``expressive``, a non-neutral emotion once its share passes the model's threshold."""
 
-    def __init__(self, model: str | os.PathLike | LoadedModel = PHOTO_MODEL, detector: Detector | None = None,
+    def __init__(self, model: str | os.PathLike | Classifier = PHOTO_MODEL, detector: Detector | None = None,
                  *, tta: bool | None = None, backend: str | None = None, reading: str = "crowd") -> None:  # fmt: skip
         if threads.current() is None:  # the Python API gets the CLI's thread budget: OpenCV's default pool
             threads.configure()  # fights ONNX Runtime for the same cores (YuNet 0.44 s instead of 0.02 s)
-        if isinstance(model, LoadedModel):
-            from emotorch.export import serve_with  # a PyTorch model handed over: the train extra is there
-
-            self.model = serve_with(model, backend)
-        else:
-            self.model = load_model(model, backend)
+        self.model = serve_with(model, backend) if isinstance(model, Classifier) else load_model(model, backend)
         self.detector = detector if detector is not None else YuNetDetector()
-        self.tta = uses_tta(self.model.meta, tta)
-        self.classes: list[str] = list(self.model.meta["classes"])
-        self.reading, self.threshold = reading, self.model.meta.get("expressive_threshold")
+        self.tta = self.model.card.tta if tta is None else tta
+        self.classes: list[str] = self.model.classes
+        self.reading, self.threshold = reading, self.model.card.expressive_threshold
         check(reading, self.threshold)  # a bad reading fails here, not on the first face
 
     def predict_proba(self, crops: np.ndarray) -> np.ndarray:
         """Calibrated probabilities (N, K) of aligned uint8 faces (N, 48, 48), with this recognizer's TTA
         setting: every command that classifies faces goes through here, so the same face gets the same
         probabilities whichever command reads it."""
-        return predict_proba(self.model.model, crops, self.model.meta, tta=self.tta)
+        return self.model.predict_proba(crops, tta=self.tta)
 
     def read(self, probs: np.ndarray) -> np.ndarray:
         """Each row's emotion (a class index) under this recognizer's reading."""

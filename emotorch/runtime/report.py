@@ -10,9 +10,8 @@ from typing import Any
 
 import numpy as np
 
-from emotorch.analyse import FACE_KEYS, FACES, FILE_KEYS, FILES, checked_rows, printable
-from emotorch.data import DataError
-from emotorch.errors import installed
+from emotorch.errors import DataError, installed
+from emotorch.runtime.results import FACE_KEYS, FACES, FILE_KEYS, FILES, checked_rows, printable
 
 
 def read_rows(path: Path, keys: frozenset[str]) -> list[dict[str, Any]]:
@@ -91,8 +90,8 @@ def report(results: str | Path, out: str | Path | None = None) -> dict[str, Any]
 
 def _timeline(source: str, rows: list[dict[str, Any]], classes: list[str], dest: Path) -> str:
     """Mean probability of each emotion over the video's faces, frame by frame, with the legend above."""
-    from emotorch import plots
-    from emotorch.annotate import COLORS
+    from emotorch.runtime import plots
+    from emotorch.runtime.annotate import COLORS
 
     by_time: dict[float, list[list[float]]] = {}
     for r in rows:

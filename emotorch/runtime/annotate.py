@@ -8,7 +8,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 if TYPE_CHECKING:  # the pipeline (and PyTorch) is not needed to draw
-    from emotorch.pipeline import FaceResult
+    from emotorch.runtime.pipeline import FaceResult
 
 
 # Okabe and Ito's palette, which readers with any common colour-vision deficiency can tell apart (angry

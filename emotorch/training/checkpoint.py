@@ -1,8 +1,9 @@
 """Checkpoints: one dict of tensors and plain data, written atomically, read with weights_only.
 
-A checkpoint holds ``model`` (the state dict), ``meta`` (everything needed to rebuild the model
-and its preprocessing: name, options, classes, input size, mean/std, data summary, metrics,
-versions) and ``history``; ``last.pt`` also holds the optimizer, scheduler and epoch to resume.
+A checkpoint holds ``model`` (the state dict), ``meta`` (the model's card as
+:meth:`emotorch.runtime.card.ModelCard.to_dict` writes it: everything that rebuilds the model
+and its preprocessing, with data summary, metrics and versions) and ``history``; ``last.pt``
+also holds the optimizer, scheduler and epoch to resume.
 ``weights_sha256`` (written since 0.1.0's hardening) lets :func:`load` tell damaged weights from
 good ones; for older files it checks that every weight is finite.
 """
@@ -22,10 +23,10 @@ from torch import nn
 
 import emotorch
 from emotorch.errors import CheckpointError
-from emotorch.models import create_model
+from emotorch.runtime.card import ModelCard
+from emotorch.training.models import create_model
 
-FORMAT = "emotorch.checkpoint/1"
-META_KEYS = ("model", "model_options", "classes", "input_size", "mean", "std")  # what rebuilding a model needs
+FORMAT = "emotorch.checkpoint/1"  # the tag of every checkpoint written since 0.1.0
 
 
 def versions() -> dict[str, str]:
@@ -83,9 +84,7 @@ def check(ckpt: dict[str, Any], source: str | Path) -> None:
     state, meta = ckpt.get("model"), ckpt.get("meta")
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise CheckpointError(f"{source}: damaged checkpoint (no weights)")
-    if not isinstance(meta, dict) or any(k not in meta for k in META_KEYS):
-        missing = [k for k in META_KEYS if not isinstance(meta, dict) or k not in meta]
-        raise CheckpointError(f"{source}: damaged checkpoint (metadata lacks {', '.join(missing)})")
+    ModelCard.from_dict(meta, source)  # raises for metadata that cannot rebuild the model
     recorded = ckpt.get("weights_sha256")
     if recorded is not None and recorded != weights_digest(state):
         raise CheckpointError(f"{source}: damaged checkpoint (the weights do not match their recorded sha256)")
@@ -97,16 +96,16 @@ def check(ckpt: dict[str, Any], source: str | Path) -> None:
 def build_model(ckpt: dict[str, Any], source: str | Path = "checkpoint") -> nn.Module:
     """Rebuild the model a checkpoint (or a shipped ONNX file's weights) describes and load its weights,
     in eval mode. Batch norm's step counters may be absent: inference never reads them."""
-    meta = ckpt["meta"]
+    card = ModelCard.from_dict(ckpt["meta"], source)
     try:
-        model = create_model(meta["model"], len(meta["classes"]), **meta["model_options"])
+        model = create_model(card.architecture, len(card.classes), **card.options)
         loaded = model.load_state_dict(ckpt["model"], strict=False)
         missing = [k for k in loaded.missing_keys if not k.endswith("num_batches_tracked")]
         if missing or loaded.unexpected_keys:
             raise RuntimeError(f"weights missing {missing[:3]}, unexpected {loaded.unexpected_keys[:3]}")
     except (RuntimeError, KeyError, TypeError, ValueError) as e:  # shapes, names or options that do not fit
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise CheckpointError(f"{source}: the weights do not fit the model {meta['model']!r} ({first})") from None
+        raise CheckpointError(f"{source}: the weights do not fit the model {card.architecture!r} ({first})") from None
     return model.eval()
 
 

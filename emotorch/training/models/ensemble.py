@@ -2,7 +2,7 @@
 
 Built from the members' registry names and options, so a packaged ensemble is one checkpoint
 that loads with ``weights_only=True`` like any other model; the members must share the input
-(48x48 FER-normalised faces), which :func:`emotorch.packaging.package` checks.
+(48x48 FER-normalised faces), which :func:`emotorch.training.packaging.package` checks.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from emotorch.models import create_model, register
+from emotorch.training.models.registry import create_model, register
 
 
 class Ensemble(nn.Module):

@@ -15,7 +15,7 @@ from typing import Protocol
 import cv2
 import numpy as np
 
-from emotorch.data import IMAGE_SIZE
+from emotorch.runtime.images import IMAGE_SIZE
 
 # Median landmark positions in FER2013 48x48 faces (x, y): right eye, left eye, nose tip,
 # right and left mouth corner (as seen in the image). From 1,152 detected PublicTest faces.

@@ -1,4 +1,4 @@
-"""Training: batch augmentation, vote targets and one readable loop (the config: :mod:`emotorch.config`).
+"""Training: batch augmentation, vote targets and one readable loop (the config: :mod:`emotorch.training.config`).
 
 The same loop runs on one CPU, one GPU or under ``torchrun`` with DistributedDataParallel:
 each rank takes its slice of the same seeded global batch, and rank 0 alone evaluates, logs
@@ -24,24 +24,17 @@ import torch.distributed as dist
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from emotorch import checkpoint, plots
-from emotorch.config import TrainConfig
-from emotorch.data import (
-    FER_MEAN,
-    FER_STD,
-    IMAGE_SIZE,
-    DataError,
-    FaceSet,
-    load_dataset,
-    normalize,
-    one_hot,
-    paired_labels,
-    vote_targets,
-)
-from emotorch.evaluate import compute_metrics
-from emotorch.models import count_parameters, create_model
+from emotorch.errors import DataError
+from emotorch.runtime import plots, registry
+from emotorch.runtime.card import ModelCard
+from emotorch.runtime.images import FER_MEAN, FER_STD, IMAGE_SIZE, normalize
+from emotorch.training import checkpoint, loading
+from emotorch.training.config import TrainConfig
+from emotorch.training.data import FaceSet, load_dataset, one_hot, paired_labels, vote_targets
+from emotorch.training.evaluate import compute_metrics
+from emotorch.training.models import count_parameters, create_model
 
-log = logging.getLogger("emotorch.train")
+log = logging.getLogger("emotorch.training.train")
 
 
 # --- augmentation -----------------------------------------------------------------------------
@@ -227,12 +220,10 @@ def _load_init(model: nn.Module, cfg: TrainConfig, classes: tuple[str, ...]) -> 
     Where the classes differ (a FER2013 model starting a FER+ one), the classifier's rows of the
     classes both share are copied by name and the others keep their fresh initialisation.
     """
-    from emotorch import zoo
-
     source, _, member = cfg.init.rpartition("#") if "#" in cfg.init else (cfg.init, "", "")
-    if source in zoo.shipped():
-        shipped = zoo.load_shipped(source)
-        start = {"model": shipped.model.state_dict(), "meta": shipped.meta}
+    if source in registry.shipped():
+        shipped = loading.load_shipped(source)
+        start = {"model": loading.module_of(shipped).state_dict(), "meta": shipped.card.to_dict()}
     else:
         start = checkpoint.load(source)
     if member:
@@ -365,41 +356,32 @@ def train(cfg: TrainConfig, out: str | os.PathLike, *, resume: bool = False, for
         start_epoch, history, best = ckpt["epoch"] + 1, ckpt["history"], ckpt["best"]
     teacher = None
     if cfg.teacher is not None:
-        from emotorch.inference import load_model
-
-        loaded = load_model(cfg.teacher, "torch")  # a shipped model's name, a checkpoint or a run directory
-        if (loaded.meta["mean"], loaded.meta["std"]) != (FER_MEAN, FER_STD):
+        loaded = registry.load_model(cfg.teacher, "torch")  # a shipped model's name, a checkpoint or a run directory
+        if (loaded.card.mean, loaded.card.std) != (FER_MEAN, FER_STD):
             raise ValueError(f"teacher {cfg.teacher} expects other input normalisation than this model")
-        if list(loaded.meta["classes"]) != list(classes):
-            raise ValueError(f"teacher {cfg.teacher} tells {', '.join(loaded.meta['classes'])}, "
+        if loaded.classes != list(classes):
+            raise ValueError(f"teacher {cfg.teacher} tells {', '.join(loaded.classes)}, "
                              f"not the {', '.join(classes)} this model learns")  # fmt: skip
-        teacher = loaded.model.to(device).eval()
+        teacher = loading.module_of(loaded).to(device).eval()
         if cfg.channels_last:
             teacher = teacher.to(memory_format=torch.channels_last)
     net = model
     if ddp:
         net = nn.parallel.DistributedDataParallel(model, device_ids=[local_rank] if device.type == "cuda" else None)
 
-    meta = {
-        "model": cfg.model,
-        "model_options": dict(cfg.model_options),
-        "classes": list(classes),
-        "input_size": [1, IMAGE_SIZE, IMAGE_SIZE],
-        "mean": FER_MEAN,
-        "std": FER_STD,
-        "parameters": count_parameters(model),
-        "config": dataclasses.asdict(cfg),
-        "data": data_summary,
-        "versions": checkpoint.versions(),
-        "hardware": checkpoint.hardware(),
-        "world_size": world,
-    }
+    card = ModelCard(
+        cfg.model, dict(cfg.model_options), tuple(classes), (1, IMAGE_SIZE, IMAGE_SIZE), FER_MEAN, FER_STD,
+        parameters=count_parameters(model),
+        provenance={"config": dataclasses.asdict(cfg), "data": data_summary, "versions": checkpoint.versions(),
+                    "hardware": checkpoint.hardware(), "world_size": world},
+    )  # fmt: skip
+    meta = card.to_dict()
     writer = None
     if master:
         (out / "config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=2) + "\n")
         writer = SummaryWriter(str(out), purge_step=start_epoch * steps_per_epoch if resume else None)
         log.info("training %s (%s parameters) on %d faces, validating on %d; %d steps/epoch on %s x%d",
-                 cfg.model, f"{meta['parameters']:,}", len(train_set), len(val_set), steps_per_epoch,
+                 cfg.model, f"{card.parameters:,}", len(train_set), len(val_set), steps_per_epoch,
                  device, world)  # fmt: skip
 
     train_seconds = history[-1]["train_seconds"] if history else 0.0
