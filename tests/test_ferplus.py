@@ -14,19 +14,13 @@ import torch
 from conftest import pixels_text, write_image_folders
 from PIL import Image
 
+from emotorch.choices import CLASSES, FERPLUS_CLASSES
+from emotorch.errors import DataError
 from emotorch.runtime.registry import load_model
 from emotorch.training.config import TrainConfig
-from emotorch.training.data import (
-    CLASSES,
-    FERPLUS_CLASSES,
-    FERPLUS_COLUMNS,
-    VOTE_NAMES,
-    DataError,
-    load_dataset,
-    majority,
-    vote_targets,
-)
+from emotorch.training.data import FERPLUS_COLUMNS, VOTE_NAMES, load_dataset, majority
 from emotorch.training.evaluate import evaluate, scorable
+from emotorch.training.targets import vote_targets
 from emotorch.training.train import train
 
 HEADER = "Usage,Image name,neutral,happiness,surprise,sadness,anger,disgust,fear,contempt,unknown,NF"

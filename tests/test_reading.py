@@ -11,7 +11,8 @@ from emotorch.choices import CLASSES, FERPLUS_CLASSES
 from emotorch.errors import DataError
 from emotorch.runtime.reading import answer, fit_threshold, mean_recall
 from emotorch.training.data import FaceSet, paired_labels
-from emotorch.training.train import augment_batch, training_targets
+from emotorch.training.targets import training_targets
+from emotorch.training.train import augment_batch
 
 NEUTRAL = CLASSES.index("neutral")
 

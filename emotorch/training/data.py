@@ -24,7 +24,7 @@ import numpy as np
 import platformdirs
 from PIL import Image, UnidentifiedImageError
 
-from emotorch.choices import CLASSES, FERPLUS_CLASSES, TARGETS
+from emotorch.choices import CLASSES, FERPLUS_CLASSES
 from emotorch.errors import DataError
 from emotorch.runtime.images import IMAGE_SIZE, to_8bit
 
@@ -412,11 +412,6 @@ def majority(votes: np.ndarray, *, emotions_only: bool = True) -> np.ndarray:
     return np.where(ok, top, UNLABELED).astype(np.int64)
 
 
-def one_hot(labels: np.ndarray, n: int) -> np.ndarray:
-    """float32 one-hot rows (N, n) of class indices; an unlabeled face (-1) gets a row of zeros."""
-    return np.eye(n, dtype=np.float32)[np.maximum(labels, 0)] * (labels >= 0)[:, None]
-
-
 def paired_labels(faces: FaceSet, reference: FaceSet, max_difference: float = 6.0) -> np.ndarray:
     """The label ``reference`` gives each of ``faces``, found by pixels, as an index into ``faces.classes``.
 
@@ -443,53 +438,6 @@ def paired_labels(faces: FaceSet, reference: FaceSet, max_difference: float = 6.
     lookup = np.asarray([faces.classes.index(c) if c in faces.classes else -1 for c in reference.classes])
     labels = reference.labels[nearest]
     return np.where(labels >= 0, lookup[np.maximum(labels, 0)], -1)
-
-
-def vote_targets(votes: np.ndarray, mode: str) -> tuple[np.ndarray, np.ndarray]:
-    """Training targets (N, 8) over :data:`FERPLUS_CLASSES` and which faces to train on.
-
-    ``majority``: the majority answer, one-hot. ``crossentropy`` and ``probability`` (drawn once
-    per epoch by the trainer): FERPlus's distribution (single votes dropped, the top one to three
-    answers covering 75% of the rest), faces it marks unknown left out. ``soft``: every emotion
-    vote, single votes included, on faces whose votes are mostly emotions.
-    """
-    n_emotions = len(FERPLUS_CLASSES)
-    if mode not in TARGETS:
-        raise ValueError(f"targets must be one of {', '.join(TARGETS)}, not {mode!r}")
-    if mode == "majority":
-        labels = majority(votes)
-        return one_hot(labels, n_emotions), labels >= 0
-    if mode == "soft":
-        emo = votes[:, :n_emotions].astype(np.float32)
-        keep = emo.sum(1) * 2 > votes.sum(1)
-        return emo / np.maximum(emo.sum(1, keepdims=True), 1), keep
-    dist = np.stack([_ferplus_distribution(v) for v in votes])[:, :n_emotions]
-    keep = dist.sum(1) > 0
-    return (dist / np.maximum(dist.sum(1, keepdims=True), 1e-9)).astype(np.float32), keep
-
-
-def _ferplus_distribution(raw: np.ndarray) -> np.ndarray:
-    """FERPlus's ``_process_data`` for probability/crossentropy: zeros where it says "unknown"."""
-    e = np.where(raw > 1, raw, 0).astype(np.float64)
-    total = e.sum()
-    out = np.zeros_like(e)
-    part, count, valid = 0.0, 0, True
-    while part < 0.75 * total and count < 3 and valid:
-        top = e.max()
-        for i in range(len(e)):
-            if e[i] == top:
-                out[i], e[i] = top, 0
-                part += top
-                count += 1
-                if i >= len(FERPLUS_CLASSES):  # unknown or not a face among the top answers
-                    valid = False
-                    if out.sum() > top:  # other answers came first: drop this one
-                        out[i] = 0
-                        count -= 1
-                    break
-    if out.sum() <= 0.5 * total or count > 3 or out.argmax() >= len(FERPLUS_CLASSES):
-        return np.zeros_like(out)
-    return out
 
 
 PIXEL_TEXT = re.compile(r"[-0-9 \t\r\n]*")  # only ASCII digits are numbers: int() would read "٣" as 3

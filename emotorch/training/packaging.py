@@ -30,7 +30,7 @@ from emotorch.training.evaluate import (
 from emotorch.training.export import calibration_sample, export_onnx, quantize_onnx, set_metadata, shipped_precision
 from emotorch.training.train import precise_batchnorm
 
-PREPROCESSING = ("classes", "input_size", "mean", "std")  # what ensemble members must share
+PREPROCESSING = ("classes", "input_size", "mean", "std")  # the card fields ensemble members must share
 
 
 def combine(runs: list[str | Path]) -> dict[str, Any]:
@@ -38,27 +38,39 @@ def combine(runs: list[str | Path]) -> dict[str, Any]:
     ckpts = [checkpoint.load(run) for run in runs]
     if len(ckpts) == 1:
         return ckpts[0]
-    first = ckpts[0]["meta"]
-    for run, ckpt in zip(runs[1:], ckpts[1:], strict=True):
-        differ = [k for k in PREPROCESSING if ckpt["meta"][k] != first[k]]
+    cards = [ModelCard.from_dict(c["meta"], run) for run, c in zip(runs, ckpts, strict=True)]
+    first = cards[0]
+    for run, card in zip(runs[1:], cards[1:], strict=True):
+        differ = [k for k in PREPROCESSING if getattr(card, k) != getattr(first, k)]
         if differ:
-            raise CheckpointError(f"{run}: its {', '.join(differ)} differ from {runs[0]}'s; "
-                                             "ensemble members must share classes and preprocessing")  # fmt: skip
-    members = [{"model": c["meta"]["model"], "model_options": c["meta"]["model_options"]} for c in ckpts]
+            raise CheckpointError(
+                f"{run}: its {', '.join(differ)} differ from {runs[0]}'s; "
+                "ensemble members must share classes and preprocessing"
+            )
     state = {f"members.{i}.{k}": v for i, c in enumerate(ckpts) for k, v in c["model"].items()}
-    keep = ("val_metrics", "epoch", "train_seconds", "hardware", "config", "world_size", "parameters")
-    meta = {k: first[k] for k in PREPROCESSING} | {
-        "model": "ensemble",
-        "model_options": {"members": members},
-        "parameters": sum(c["meta"]["parameters"] for c in ckpts),
-        "train_seconds": sum(c["meta"].get("train_seconds", 0.0) for c in ckpts),
-        "hardware": first.get("hardware"),
-        "versions": first.get("versions"),
-        "data": first.get("data"),
-        "members": [{"run": str(run)} | {k: c["meta"][k] for k in keep if k in c["meta"]}
-                    for run, c in zip(runs, ckpts, strict=True)],
-    }  # fmt: skip
-    return {"format": checkpoint.FORMAT, "model": state, "meta": meta, "history": []}
+    keep = ("epoch", "train_seconds", "hardware", "config", "world_size")  # each member's provenance
+    members = [
+        {"run": str(run), "val_metrics": c.val_metrics, "parameters": c.parameters}
+        | {k: c.provenance[k] for k in keep if k in c.provenance}
+        for run, c in zip(runs, cards, strict=True)
+    ]
+    card = ModelCard(
+        "ensemble",
+        {"members": [{"model": c.architecture, "model_options": dict(c.options)} for c in cards]},
+        first.classes,
+        first.input_size,
+        first.mean,
+        first.std,
+        parameters=sum(c.parameters or 0 for c in cards),
+        provenance={
+            "train_seconds": sum(c.provenance.get("train_seconds", 0.0) for c in cards),
+            "hardware": first.provenance.get("hardware"),
+            "versions": first.provenance.get("versions"),
+            "data": first.provenance.get("data"),
+            "members": members,
+        },
+    )
+    return {"format": checkpoint.FORMAT, "model": state, "meta": card.to_dict(), "history": []}
 
 
 def package(runs: str | Path | list[str | Path], name: str, *, data: str | Path, recipe: str,

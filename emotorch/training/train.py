@@ -15,6 +15,7 @@ import math
 import os
 import time
 from contextlib import nullcontext
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,9 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 from torch.nn import functional as F
+from torch.optim.swa_utils import update_bn
+from torch.utils.tensorboard import SummaryWriter
+from tqdm import tqdm
 
 from emotorch.errors import DataError
 from emotorch.runtime import plots, registry
@@ -30,9 +34,10 @@ from emotorch.runtime.card import ModelCard
 from emotorch.runtime.images import FER_MEAN, FER_STD, IMAGE_SIZE, normalize
 from emotorch.training import checkpoint, loading
 from emotorch.training.config import TrainConfig
-from emotorch.training.data import FaceSet, load_dataset, one_hot, paired_labels, vote_targets
+from emotorch.training.data import FaceSet, load_dataset, paired_labels
 from emotorch.training.evaluate import compute_metrics
 from emotorch.training.models import count_parameters, create_model
+from emotorch.training.targets import epoch_targets, resolve, training_targets
 
 log = logging.getLogger("emotorch.training.train")
 
@@ -129,30 +134,6 @@ def split_train_val(cfg: TrainConfig) -> tuple[FaceSet, FaceSet, dict]:
     return train, val, summary
 
 
-def training_targets(faces: FaceSet, mode: str, single: np.ndarray | None = None,
-                     mix: float = 0.5) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
-    """Each face's target distribution (N, classes) and which faces to train on.
-
-    Faces with FER+ votes follow ``mode`` (``auto`` means ``crossentropy``); ``single`` (FER2013's
-    label of each face, -1 for none) then takes the share ``mix`` of each target: the votes say
-    how the crowd reads a face, the single label which expression it was meant to show. Labelled
-    faces are one-hot, and a vote mode other than ``majority`` on them is an error, not a silent
-    fallback.
-    """
-    if faces.votes is not None:
-        targets, keep = vote_targets(faces.votes, "crossentropy" if mode == "auto" else mode)
-        if single is None:
-            return targets, keep
-        mixed = (1 - mix) * targets + mix * one_hot(single, len(faces.classes))
-        return np.where((single >= 0)[:, None], mixed, targets).astype(np.float32), keep
-    if single is not None:
-        raise DataError("--single-labels joins FER+ votes; these faces carry one label each already")
-    if mode not in ("auto", "majority"):
-        raise DataError(f"--targets {mode} needs FER+ votes (the FERPlus layout, or --labels fer2013new.csv); "
-                        "these faces carry one label each")  # fmt: skip
-    return one_hot(faces.labels, len(faces.classes)), faces.labels >= 0
-
-
 def epoch_indices(labels: Tensor, balance: str, gen: torch.Generator) -> Tensor:
     """The epoch's sample order: a permutation, or class-balanced draws with replacement."""
     if balance == "sampler":
@@ -206,8 +187,6 @@ def precise_batchnorm(model: nn.Module, faces: np.ndarray, mean: float = FER_MEA
     the clean faces met at test time; statistics recomputed on the clean training faces ("precise
     BN", Wu & Johnson 2021) raise val accuracy by about a point (docs/MODEL_CARD.md).
     """
-    from torch.optim.swa_utils import update_bn
-
     faces = torch.from_numpy(faces)
     update_bn((normalize(faces[i : i + batch_size], mean, std) for i in range(0, len(faces), batch_size)), model)
     return model.eval()
@@ -223,21 +202,22 @@ def _load_init(model: nn.Module, cfg: TrainConfig, classes: tuple[str, ...]) -> 
     source, _, member = cfg.init.rpartition("#") if "#" in cfg.init else (cfg.init, "", "")
     if source in registry.shipped():
         shipped = loading.load_shipped(source)
-        start = {"model": loading.module_of(shipped).state_dict(), "meta": shipped.card.to_dict()}
+        weights, card = loading.module_of(shipped).state_dict(), shipped.card
     else:
-        start = checkpoint.load(source)
+        ckpt = checkpoint.load(source)
+        weights, card = ckpt["model"], ModelCard.from_dict(ckpt["meta"], source)
     if member:
-        members = start["meta"]["model_options"].get("members", [])
+        members = card.options.get("members", [])
         if not member.isdigit() or int(member) >= len(members):
             raise ValueError(f"init {cfg.init}: {source} has {len(members)} ensemble member(s), no member {member}")
         prefix = f"members.{member}."
-        start = {"model": {k[len(prefix):]: v for k, v in start["model"].items() if k.startswith(prefix)},
-                 "meta": start["meta"] | members[int(member)]}  # fmt: skip
-    arch, want = (start["meta"]["model"], start["meta"]["model_options"]), (cfg.model, cfg.model_options)
+        weights = {k[len(prefix) :]: v for k, v in weights.items() if k.startswith(prefix)}
+        card = card.replace(architecture=members[int(member)]["model"], options=members[int(member)]["model_options"])
+    arch, want = (card.architecture, dict(card.options)), (cfg.model, cfg.model_options)
     if arch != want:
         raise ValueError(f"init {cfg.init} holds {arch[0]} {arch[1]}, not the {want[0]} {want[1]} this run trains")
-    old = list(start["meta"]["classes"])
-    state = {k: v.float() if v.is_floating_point() else v for k, v in start["model"].items()}
+    old = list(card.classes)
+    state = {k: v.float() if v.is_floating_point() else v for k, v in weights.items()}
     if old != list(classes):
         own = model.state_dict()
         shared = [(classes.index(c), old.index(c)) for c in classes if c in old]
@@ -268,17 +248,165 @@ def prepare_run_dir(out: Path, *, resume: bool, force: bool) -> None:
     out.mkdir(parents=True, exist_ok=True)
 
 
+@dataclass
+class Run:
+    """Everything the loop reads, made by :func:`setup`: where it runs, its data, its model and optimiser,
+    and where a resumed run left off."""
+
+    cfg: TrainConfig
+    out: Path
+    rank: int
+    world: int
+    device: torch.device
+    train_x: Tensor  # uint8 faces (N, 1, 48, 48) on the device
+    targets: Tensor  # (N, classes) on the CPU, where the sampling generator is
+    target_mode: str  # --targets as resolved for this data (emotorch.training.targets)
+    val_x: Tensor
+    val_y: Tensor
+    val_set: FaceSet
+    model: nn.Module
+    net: nn.Module  # the model, or its DistributedDataParallel wrapper
+    opt: torch.optim.Optimizer
+    sched: torch.optim.lr_scheduler.LambdaLR
+    scaler: torch.amp.GradScaler
+    autocast: Any
+    steps_per_epoch: int
+    card: ModelCard
+    class_weights: Tensor | None = None
+    teacher: nn.Module | None = None
+    start_epoch: int = 0
+    history: list[dict[str, Any]] = field(default_factory=list)
+    best: dict[str, float] = field(default_factory=lambda: {"metric": -1.0, "epoch": -1})
+
+    @property
+    def master(self) -> bool:
+        return self.rank == 0
+
+
 def train(cfg: TrainConfig, out: str | os.PathLike, *, resume: bool = False, force: bool = False,
           progress: bool = True) -> dict[str, Any]:  # fmt: skip
     """Train ``cfg`` into run directory ``out``; return the best checkpoint's val metrics."""
-    from torch.utils.tensorboard import SummaryWriter
-    from tqdm import tqdm
+    run = setup(cfg, Path(out), resume=resume, force=force)
+    writer = None
+    if run.master:
+        (run.out / "config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=2) + "\n")
+        writer = SummaryWriter(str(run.out), purge_step=run.start_epoch * run.steps_per_epoch if resume else None)
+        log.info("training %s (%s parameters) on %d faces, validating on %d; %d steps/epoch on %s x%d", cfg.model,
+                 f"{run.card.parameters:,}", len(run.targets), len(run.val_set), run.steps_per_epoch, run.device,
+                 run.world)  # fmt: skip
+    train_seconds = run.history[-1]["train_seconds"] if run.history else 0.0
+    for epoch in range(run.start_epoch, cfg.epochs):
+        t0 = time.time()
+        loss_sum, correct = train_epoch(run, epoch, progress)
+        train_seconds += time.time() - t0
+        if run.world > 1:  # average the epoch's train statistics over ranks
+            dist.all_reduce(loss_sum)
+            dist.all_reduce(correct)
+        if run.master:
+            val_loss, val_probs = _validate(run.model, run.val_x, run.val_y, run.autocast, cfg.channels_last)
+            metrics = compute_metrics(run.val_set.labels, val_probs.argmax(1), run.card.classes)
+            run.history.append({
+                "epoch": epoch + 1,
+                "step": (epoch + 1) * run.steps_per_epoch,
+                "lr": run.sched.get_last_lr()[0],
+                "train_loss": loss_sum.item() / (run.steps_per_epoch * run.world),
+                "train_accuracy": correct.item() / (run.steps_per_epoch * cfg.batch_size),
+                "val_loss": val_loss,
+                "val_accuracy": metrics["accuracy"],
+                "val_macro_f1": metrics["macro_f1"],
+                "epoch_seconds": time.time() - t0,
+                "train_seconds": train_seconds,
+            })  # fmt: skip
+            improved = save_checkpoints(run, epoch, metrics, train_seconds)
+            _log_epoch(writer, run.out, run.history, metrics, run.val_set, val_probs, improved)
+            log.info("epoch %d/%d  train loss %.3f acc %.3f | val loss %.3f acc %.4f macro-F1 %.4f%s  (%.0fs)",
+                     epoch + 1, cfg.epochs, run.history[-1]["train_loss"], run.history[-1]["train_accuracy"],
+                     val_loss, metrics["accuracy"], metrics["macro_f1"], "  *best*" if improved else "",
+                     run.history[-1]["epoch_seconds"])  # fmt: skip
+        if run.world > 1:
+            dist.barrier()
+    result: dict[str, Any] = {}
+    if run.master:
+        writer.close()
+        best = ModelCard.from_dict(checkpoint.load(run.out / "best.pt")["meta"], run.out / "best.pt")
+        result = dict(best.val_metrics or {}) | {"best_epoch": run.best["epoch"], "run_dir": str(run.out)}
+    if run.world > 1:
+        dist.destroy_process_group()
+    return result
 
-    out = Path(out)
-    # DDP: launched by torchrun when RANK is set; rank 0 is the master that logs and saves.
-    ddp = "RANK" in os.environ
+
+def train_epoch(run: Run, epoch: int, progress: bool) -> tuple[Tensor, Tensor]:
+    """One pass over the training faces: this rank's slice of every seeded global batch. Returns the
+    summed loss and the count of faces whose top answer matched their target's."""
+    cfg = run.cfg
+    gen = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)  # same on every rank
+    torch.manual_seed(cfg.seed * 100_003 + epoch * 7919 + run.rank)  # dropout
+    order = epoch_indices(run.targets.argmax(1), cfg.balance, gen)
+    targets = epoch_targets(run.targets, run.target_mode, gen).to(run.device)
+    run.net.train()
+    if cfg.freeze_backbone and cfg.pretrained is not None:
+        run.model.backbone.eval()  # frozen: keep its batch-norm statistics too
+    loss_sum = torch.zeros((), device=run.device)
+    correct = torch.zeros((), device=run.device)
+    local = cfg.batch_size // run.world
+    bar = tqdm(range(run.steps_per_epoch), desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="step",
+               disable=None if run.master and progress else True, leave=False)  # fmt: skip
+    for step in bar:
+        start = step * cfg.batch_size + run.rank * local
+        idx = order[start : start + local].to(run.device)
+        x = augment_batch(normalize(run.train_x[idx]), cfg.augment, gen)
+        y = targets[idx]
+        if cfg.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with run.autocast:
+            logits = run.net(x)
+            loss = F.cross_entropy(logits.float(), y, weight=run.class_weights, label_smoothing=cfg.label_smoothing)
+            if run.teacher is not None:
+                loss = (1 - cfg.distill_alpha) * loss + cfg.distill_alpha * _distillation(run, x, logits)
+        run.opt.zero_grad(set_to_none=True)
+        run.scaler.scale(loss).backward()
+        run.scaler.step(run.opt)
+        run.scaler.update()
+        run.sched.step()
+        loss_sum += loss.detach()
+        correct += (logits.argmax(1) == y.argmax(1)).sum()
+        if run.master and step % 20 == 0:
+            bar.set_postfix(loss=f"{loss.item():.3f}", lr=f"{run.sched.get_last_lr()[0]:.2g}")
+    return loss_sum, correct
+
+
+def _distillation(run: Run, x: Tensor, logits: Tensor) -> Tensor:
+    """The KL divergence from the teacher's softened answers (Hinton et al. 2015), scaled by T²."""
+    t = run.cfg.distill_temperature
+    with torch.no_grad():
+        soft = F.softmax(run.teacher(x).float() / t, 1)
+    return F.kl_div(F.log_softmax(logits.float() / t, 1), soft, reduction="batchmean") * t**2
+
+
+def save_checkpoints(run: Run, epoch: int, metrics: dict[str, Any], train_seconds: float) -> bool:
+    """``last.pt`` every epoch (all a resumed run needs) and ``best.pt`` when the selected val metric
+    improved; returns whether it did."""
+    improved = metrics[run.cfg.select] > run.best["metric"]
+    if improved:
+        run.best = {"metric": metrics[run.cfg.select], "epoch": epoch + 1}
+    card = run.card.replace(val_metrics=metrics, epoch=epoch + 1, train_seconds=train_seconds)
+    state = {"format": checkpoint.FORMAT, "model": run.model.state_dict(), "meta": card.to_dict(),
+             "history": run.history}  # fmt: skip
+    if improved:
+        checkpoint.save(state, run.out / "best.pt")
+    checkpoint.save(state | {"optimizer": run.opt.state_dict(), "scheduler": run.sched.state_dict(),
+                             "scaler": run.scaler.state_dict(), "epoch": epoch, "best": run.best},
+                    run.out / "last.pt")  # fmt: skip
+    return improved
+
+
+# --- set-up -----------------------------------------------------------------------------------
+
+
+def setup(cfg: TrainConfig, out: Path, *, resume: bool, force: bool) -> Run:
+    """The run's processes, data, model, optimiser and card; on ``resume``, the state ``last.pt`` saved."""
+    ddp = "RANK" in os.environ  # launched by torchrun; rank 0 is the master that logs and saves
     rank, world = (int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])) if ddp else (0, 1)
-    master = rank == 0
     local_rank = int(os.environ.get("LOCAL_RANK", 0))
     device = torch.device(f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu")
     if ddp:
@@ -287,33 +415,14 @@ def train(cfg: TrainConfig, out: str | os.PathLike, *, resume: bool = False, for
             torch.set_num_threads(max(1, (os.cpu_count() or 1) // world))
     if cfg.batch_size % world:
         raise ValueError(f"batch size {cfg.batch_size} does not split evenly over {world} processes")
-
-    ckpt = None
-    if master:
+    if rank == 0:
         prepare_run_dir(out, resume=resume, force=force)
-    if resume:
-        ckpt = checkpoint.load(out / "last.pt")
+    ckpt = checkpoint.load(out / "last.pt") if resume else None
     if ddp:
         dist.barrier()
 
-    train_set, val_set, data_summary = split_train_val(cfg)
+    train_set, val_set, summary, targets = training_data(cfg)
     classes = train_set.classes
-    single = None
-    if cfg.single_labels is not None:
-        single = paired_labels(train_set, load_dataset(cfg.single_labels).split(cfg.train_split))
-    targets, keep = training_targets(train_set, cfg.targets, single, cfg.label_mix)
-    if not keep.all():
-        log.info("training on %d of %d faces: %d have no %s target (unknown or not a face)",
-                 keep.sum(), len(keep), (~keep).sum(), cfg.targets)  # fmt: skip
-        train_set, targets = train_set.subset(np.flatnonzero(keep)), targets[keep]
-    data_summary["train"]["targets"] = {"mode": cfg.targets, "faces": len(train_set)}
-    val_set = val_set.subset(np.flatnonzero(val_set.labels >= 0))  # FER+: faces with a majority label
-    train_x = torch.from_numpy(train_set.images).unsqueeze(1).to(device)
-    train_t = torch.from_numpy(targets)  # on the CPU, where the sampling generator is
-    val_x = torch.from_numpy(val_set.images).unsqueeze(1).to(device)
-    val_y = torch.from_numpy(val_set.labels).to(device)
-    train_labels = train_t.argmax(1)
-
     torch.manual_seed(cfg.seed)
     model = create_model(cfg.model, len(classes), cfg.pretrained, **cfg.model_options)
     if cfg.freeze_backbone:
@@ -327,154 +436,84 @@ def train(cfg: TrainConfig, out: str | os.PathLike, *, resume: bool = False, for
     model.to(device)
     if cfg.channels_last:
         model.to(memory_format=torch.channels_last)
+    steps_per_epoch = len(train_set) // cfg.batch_size
+    if steps_per_epoch == 0:
+        raise DataError(f"{cfg.data}: {len(train_set)} training faces are fewer than one batch of {cfg.batch_size}")
+    opt, sched = _optimizer(cfg, model, steps_per_epoch)
+    autocast, use_scaler = _amp_context(device, cfg.amp)
+    card = ModelCard(
+        cfg.model, dict(cfg.model_options), tuple(classes), (1, IMAGE_SIZE, IMAGE_SIZE), FER_MEAN, FER_STD,
+        parameters=count_parameters(model),
+        provenance={"config": dataclasses.asdict(cfg), "data": summary, "versions": checkpoint.versions(),
+                    "hardware": checkpoint.hardware(), "world_size": world},
+    )  # fmt: skip
+    run = Run(
+        cfg, out, rank, world, device,
+        train_x=torch.from_numpy(train_set.images).unsqueeze(1).to(device),
+        targets=torch.from_numpy(targets),
+        target_mode=summary["train"]["targets"]["mode"],
+        val_x=torch.from_numpy(val_set.images).unsqueeze(1).to(device),
+        val_y=torch.from_numpy(val_set.labels).to(device),
+        val_set=val_set, model=model, net=model, opt=opt, sched=sched,
+        scaler=torch.amp.GradScaler(device.type, enabled=use_scaler), autocast=autocast,
+        steps_per_epoch=steps_per_epoch, card=card,
+    )  # fmt: skip
+    if cfg.balance == "loss":
+        counts = torch.bincount(run.targets.argmax(1), minlength=len(classes)).clamp(min=1).float()
+        run.class_weights = (counts.sum() / (len(classes) * counts)).to(device)
+    if ckpt is not None:
+        model.load_state_dict(ckpt["model"])
+        opt.load_state_dict(ckpt["optimizer"])
+        sched.load_state_dict(ckpt["scheduler"])
+        run.scaler.load_state_dict(ckpt["scaler"])
+        run.start_epoch, run.history, run.best = ckpt["epoch"] + 1, ckpt["history"], ckpt["best"]
+    if cfg.teacher is not None:
+        run.teacher = _teacher(cfg, classes, device)
+    if ddp:
+        run.net = nn.parallel.DistributedDataParallel(model, device_ids=[local_rank] if device.type == "cuda" else None)
+    return run
+
+
+def training_data(cfg: TrainConfig) -> tuple[FaceSet, FaceSet, dict, np.ndarray]:
+    """The faces to train on (those with a target), the val faces with a label, the data summary and the
+    training targets (:mod:`emotorch.training.targets`)."""
+    train_set, val_set, summary = split_train_val(cfg)
+    single = None
+    if cfg.single_labels is not None:
+        single = paired_labels(train_set, load_dataset(cfg.single_labels).split(cfg.train_split))
+    mode = resolve(cfg.targets, train_set)
+    targets, keep = training_targets(train_set, mode, single, cfg.label_mix)
+    if not keep.all():
+        log.info("training on %d of %d faces: %d have no %s target (unknown or not a face)",
+                 keep.sum(), len(keep), (~keep).sum(), mode)  # fmt: skip
+        train_set, targets = train_set.subset(np.flatnonzero(keep)), targets[keep]
+    summary["train"]["targets"] = {"mode": mode, "faces": len(train_set)}
+    val_set = val_set.subset(np.flatnonzero(val_set.labels >= 0))  # FER+: faces with a majority label
+    return train_set, val_set, summary, targets
+
+
+def _optimizer(cfg: TrainConfig, model: nn.Module, steps_per_epoch: int):
+    """The optimiser over the trainable weights, and the warm-up then cosine (or constant) schedule."""
     params = [p for p in model.parameters() if p.requires_grad]
     if cfg.optimizer == "sgd":
         opt = torch.optim.SGD(params, cfg.lr, momentum=cfg.momentum, nesterov=True, weight_decay=cfg.weight_decay)
     else:
         opt_cls = torch.optim.Adam if cfg.optimizer == "adam" else torch.optim.AdamW
         opt = opt_cls(params, cfg.lr, weight_decay=cfg.weight_decay)
-    local_batch = cfg.batch_size // world
-    steps_per_epoch = len(train_set) // cfg.batch_size
-    if steps_per_epoch == 0:
-        raise DataError(f"{cfg.data}: {len(train_set)} training faces are fewer than one batch of {cfg.batch_size}")
-    total_steps = steps_per_epoch * cfg.epochs
-    warmup = int(cfg.warmup_epochs * steps_per_epoch)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: _lr_factor(s, total_steps, warmup, cfg.schedule))
-    ctx, use_scaler = _amp_context(device, cfg.amp)
-    scaler = torch.amp.GradScaler(device.type, enabled=use_scaler)
-    class_weights = None
-    if cfg.balance == "loss":
-        counts = torch.bincount(train_labels, minlength=len(classes)).clamp(min=1).float()
-        class_weights = (counts.sum() / (len(classes) * counts)).to(device)
+    total, warmup = steps_per_epoch * cfg.epochs, int(cfg.warmup_epochs * steps_per_epoch)
+    return opt, torch.optim.lr_scheduler.LambdaLR(opt, lambda s: _lr_factor(s, total, warmup, cfg.schedule))
 
-    start_epoch, history, best = 0, [], {"metric": -1.0, "epoch": -1}
-    if ckpt is not None:
-        model.load_state_dict(ckpt["model"])
-        opt.load_state_dict(ckpt["optimizer"])
-        sched.load_state_dict(ckpt["scheduler"])
-        scaler.load_state_dict(ckpt["scaler"])
-        start_epoch, history, best = ckpt["epoch"] + 1, ckpt["history"], ckpt["best"]
-    teacher = None
-    if cfg.teacher is not None:
-        loaded = registry.load_model(cfg.teacher, "torch")  # a shipped model's name, a checkpoint or a run directory
-        if (loaded.card.mean, loaded.card.std) != (FER_MEAN, FER_STD):
-            raise ValueError(f"teacher {cfg.teacher} expects other input normalisation than this model")
-        if loaded.classes != list(classes):
-            raise ValueError(f"teacher {cfg.teacher} tells {', '.join(loaded.classes)}, "
-                             f"not the {', '.join(classes)} this model learns")  # fmt: skip
-        teacher = loading.module_of(loaded).to(device).eval()
-        if cfg.channels_last:
-            teacher = teacher.to(memory_format=torch.channels_last)
-    net = model
-    if ddp:
-        net = nn.parallel.DistributedDataParallel(model, device_ids=[local_rank] if device.type == "cuda" else None)
 
-    card = ModelCard(
-        cfg.model, dict(cfg.model_options), tuple(classes), (1, IMAGE_SIZE, IMAGE_SIZE), FER_MEAN, FER_STD,
-        parameters=count_parameters(model),
-        provenance={"config": dataclasses.asdict(cfg), "data": data_summary, "versions": checkpoint.versions(),
-                    "hardware": checkpoint.hardware(), "world_size": world},
-    )  # fmt: skip
-    meta = card.to_dict()
-    writer = None
-    if master:
-        (out / "config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=2) + "\n")
-        writer = SummaryWriter(str(out), purge_step=start_epoch * steps_per_epoch if resume else None)
-        log.info("training %s (%s parameters) on %d faces, validating on %d; %d steps/epoch on %s x%d",
-                 cfg.model, f"{card.parameters:,}", len(train_set), len(val_set), steps_per_epoch,
-                 device, world)  # fmt: skip
-
-    train_seconds = history[-1]["train_seconds"] if history else 0.0
-    for epoch in range(start_epoch, cfg.epochs):
-        t0 = time.time()
-        gen = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)  # same on every rank
-        torch.manual_seed(cfg.seed * 100_003 + epoch * 7919 + rank)  # dropout
-        order = epoch_indices(train_labels, cfg.balance, gen)
-        epoch_t = train_t
-        if cfg.targets == "probability":  # FERPlus's label drawing: one answer per face, drawn each epoch
-            epoch_t = F.one_hot(torch.multinomial(train_t, 1, generator=gen)[:, 0], len(classes)).float()
-        epoch_t = epoch_t.to(device)
-        net.train()
-        if cfg.freeze_backbone and cfg.pretrained is not None:
-            model.backbone.eval()  # frozen: keep its batch-norm statistics too
-        loss_sum = torch.zeros((), device=device)
-        correct = torch.zeros((), device=device)
-        bar = tqdm(range(steps_per_epoch), desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="step",
-                   disable=None if master and progress else True, leave=False)  # fmt: skip
-        for step in bar:
-            idx = order[step * cfg.batch_size + rank * local_batch : step * cfg.batch_size + (rank + 1) * local_batch]
-            idx = idx.to(device)
-            x = augment_batch(normalize(train_x[idx]), cfg.augment, gen)
-            y = epoch_t[idx]
-            if cfg.channels_last:
-                x = x.contiguous(memory_format=torch.channels_last)
-            with ctx:
-                logits = net(x)
-                loss = F.cross_entropy(logits.float(), y, weight=class_weights, label_smoothing=cfg.label_smoothing)
-                if teacher is not None:
-                    with torch.no_grad():
-                        soft = F.softmax(teacher(x).float() / cfg.distill_temperature, 1)
-                    log_p = F.log_softmax(logits.float() / cfg.distill_temperature, 1)
-                    kd = F.kl_div(log_p, soft, reduction="batchmean") * cfg.distill_temperature**2
-                    loss = (1 - cfg.distill_alpha) * loss + cfg.distill_alpha * kd
-            opt.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.step(opt)
-            scaler.update()
-            sched.step()
-            loss_sum += loss.detach()
-            correct += (logits.argmax(1) == y.argmax(1)).sum()
-            if master and step % 20 == 0:
-                bar.set_postfix(loss=f"{loss.item():.3f}", lr=f"{sched.get_last_lr()[0]:.2g}")
-        train_seconds += time.time() - t0
-        if ddp:  # average the epoch's train statistics over ranks
-            dist.all_reduce(loss_sum)
-            dist.all_reduce(correct)
-        if master:
-            val_loss, val_probs = _validate(model, val_x, val_y, ctx, cfg.channels_last)
-            metrics = compute_metrics(val_set.labels, val_probs.argmax(1), classes)
-            row = {
-                "epoch": epoch + 1,
-                "step": (epoch + 1) * steps_per_epoch,
-                "lr": sched.get_last_lr()[0],
-                "train_loss": loss_sum.item() / (steps_per_epoch * world),
-                "train_accuracy": correct.item() / (steps_per_epoch * cfg.batch_size),
-                "val_loss": val_loss,
-                "val_accuracy": metrics["accuracy"],
-                "val_macro_f1": metrics["macro_f1"],
-                "epoch_seconds": time.time() - t0,
-                "train_seconds": train_seconds,
-            }
-            history.append(row)
-            improved = metrics[cfg.select] > best["metric"]
-            if improved:
-                best = {"metric": metrics[cfg.select], "epoch": epoch + 1}
-            state = {
-                "format": checkpoint.FORMAT,
-                "model": model.state_dict(),
-                "meta": {**meta, "epoch": epoch + 1, "val_metrics": metrics, "train_seconds": train_seconds},
-                "history": history,
-            }
-            if improved:
-                checkpoint.save(state, out / "best.pt")
-            checkpoint.save({**state, "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-                             "scaler": scaler.state_dict(), "epoch": epoch, "best": best}, out / "last.pt")  # fmt: skip
-            _log_epoch(writer, out, history, metrics, val_set, val_probs, improved)
-            log.info("epoch %d/%d  train loss %.3f acc %.3f | val loss %.3f acc %.4f macro-F1 %.4f%s  (%.0fs)",
-                     epoch + 1, cfg.epochs, row["train_loss"], row["train_accuracy"], val_loss,
-                     metrics["accuracy"], metrics["macro_f1"], "  *best*" if improved else "",
-                     row["epoch_seconds"])  # fmt: skip
-        if ddp:
-            dist.barrier()
-
-    result: dict[str, Any] = {}
-    if master:
-        writer.close()
-        best_ckpt = checkpoint.load(out / "best.pt")
-        result = best_ckpt["meta"]["val_metrics"] | {"best_epoch": best["epoch"], "run_dir": str(out)}
-    if ddp:
-        dist.destroy_process_group()
-    return result
+def _teacher(cfg: TrainConfig, classes: tuple[str, ...], device: torch.device) -> nn.Module:
+    """The model to distil from: a shipped model's name, a checkpoint or a run directory, on PyTorch."""
+    loaded = registry.load_model(cfg.teacher, "torch")
+    if (loaded.card.mean, loaded.card.std) != (FER_MEAN, FER_STD):
+        raise ValueError(f"teacher {cfg.teacher} expects other input normalisation than this model")
+    if loaded.classes != list(classes):
+        raise ValueError(f"teacher {cfg.teacher} tells {', '.join(loaded.classes)}, "
+                         f"not the {', '.join(classes)} this model learns")  # fmt: skip
+    teacher = loading.module_of(loaded).to(device).eval()
+    return teacher.to(memory_format=torch.channels_last) if cfg.channels_last else teacher
 
 
 def _log_epoch(writer, out: Path, history: list[dict], metrics: dict, val_set: FaceSet,
