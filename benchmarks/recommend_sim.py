@@ -31,7 +31,7 @@ import numpy as np
 
 from emotorch.choices import CATEGORIES, CLASSES
 from emotorch.recommend import Recommender, list_items, mood
-from emotorch.recommend.engine import EMOTION_VA, UPLIFT_VA
+from emotorch.recommend.mood import EMOTION_VA, UPLIFT_VA
 
 FER_FREQ = np.array([3995, 436, 4097, 7215, 4965, 4830, 3171], float)
 NEGATIVE = {"angry", "disgust", "fear", "sad"}

@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 from emotorch.recommend import CatalogError, Recommender, export, import_file, list_items, mood, open_database
 from emotorch.recommend.catalog import STARTER_CATALOG
 from emotorch.recommend.db import Event, Item, StrategyStat, connect, schema_revision
-from emotorch.recommend.engine import NEAR_DUPLICATE, _jaccard
+from emotorch.recommend.scoring import NEAR_DUPLICATE, jaccard
 
 
 @pytest.fixture
@@ -99,7 +99,7 @@ def test_lists_are_diverse(rec):
     for emotion in ("happy", "sad", "fear"):
         recs = rec.recommend(mood(emotion), n=8, record=False)
         tags = [frozenset(r.item["tags"]) for r in recs]
-        assert all(_jaccard(a, b) < NEAR_DUPLICATE for i, a in enumerate(tags) for b in tags[i + 1 :])
+        assert all(jaccard(a, b) < NEAR_DUPLICATE for i, a in enumerate(tags) for b in tags[i + 1 :])
 
 
 def test_no_repeats_for_the_same_user_or_session(rec):

@@ -2,7 +2,8 @@
 
 from emotorch.errors import CatalogBusy, CatalogError
 from emotorch.recommend.catalog import ImportReport, export, import_file, list_items
-from emotorch.recommend.engine import Mood, Recommendation, Recommender, mood, open_database
+from emotorch.recommend.engine import Recommendation, Recommender, open_database
+from emotorch.recommend.mood import Mood, mood
 
 __all__ = [
     "CatalogBusy",

@@ -15,7 +15,8 @@ from pydantic import ValidationError
 from emotorch import __version__
 from emotorch.recommend import Recommender, list_items, mood
 from emotorch.recommend.db import writable
-from emotorch.recommend.engine import ID_PATTERN, ItemNotFound, Mood
+from emotorch.recommend.mood import Mood
+from emotorch.recommend.store import ID_PATTERN, ItemNotFound
 from emotorch.runtime import registry
 from emotorch.runtime.pipeline import EmotionRecognizer
 from emotorch.serve.auth import clear_token_cookie, require_user, set_token_cookie

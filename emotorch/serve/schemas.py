@@ -8,7 +8,8 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from emotorch.choices import CATEGORY_NAMES, FEEDBACK_KINDS, FERPLUS_CLASSES, STRATEGIES
 from emotorch.recommend.db import canonical_category
-from emotorch.recommend.engine import ID_PATTERN, SUM_TOLERANCE
+from emotorch.recommend.mood import SUM_TOLERANCE
+from emotorch.recommend.store import ID_PATTERN
 
 Id = Field(default=None, min_length=1, max_length=128, pattern=ID_PATTERN)
 Emotion = Literal[FERPLUS_CLASSES]  # FER+'s eight: FER2013's seven and contempt
