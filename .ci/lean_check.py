@@ -26,13 +26,21 @@ PACKAGE_MB = 25  # the lean environment's target is 450 MB; its dependencies alo
 
 def imported(stderr: str) -> set[str]:
     """Top-level packages a `-X importtime` run imported."""
-    return {line.rsplit("|", 1)[1].strip().split(".")[0] for line in stderr.splitlines()
-            if line.startswith("import time:") and "|" in line}  # fmt: skip
+    return {
+        line.rsplit("|", 1)[1].strip().split(".")[0]
+        for line in stderr.splitlines()
+        if line.startswith("import time:") and "|" in line
+    }
 
 
 def emotorch(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess:
-    done = subprocess.run([sys.executable, "-X", "importtime", "-m", "emotorch", *args], capture_output=True,
-                          text=True, env=env, timeout=300)  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "emotorch", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
     heavy = imported(done.stderr) & set(HEAVY)
     assert not heavy, f"emotorch {' '.join(args)} imported {', '.join(sorted(heavy))}"
     return done
@@ -69,14 +77,32 @@ def main() -> None:
             s.bind(("127.0.0.1", 0))
             port = s.getsockname()[1]
         log = open(Path(tmp) / "serve.log", "w")  # noqa: SIM115 (closed below)
-        server = subprocess.Popen([sys.executable, "-X", "importtime", "-m", "emotorch", "serve", "--port", str(port),
-                                   "--db", env["EMOTORCH_DB"]], stderr=log, stdout=log, env=env)  # fmt: skip
+        server = subprocess.Popen(
+            [
+                sys.executable,
+                "-X",
+                "importtime",
+                "-m",
+                "emotorch",
+                "serve",
+                "--port",
+                str(port),
+                "--db",
+                env["EMOTORCH_DB"],
+            ],
+            stderr=log,
+            stdout=log,
+            env=env,
+        )
         try:
             body = None
             for _ in range(120):
                 try:
-                    request = urllib.request.Request(f"http://127.0.0.1:{port}/v1/emotions", data=SAMPLE.read_bytes(),
-                                                     headers={"Content-Type": "image/jpeg"})  # fmt: skip
+                    request = urllib.request.Request(
+                        f"http://127.0.0.1:{port}/v1/emotions",
+                        data=SAMPLE.read_bytes(),
+                        headers={"Content-Type": "image/jpeg"},
+                    )
                     body = urllib.request.urlopen(request, timeout=30).read().decode()
                     break
                 except OSError:

@@ -68,25 +68,35 @@ def main() -> None:
     if args.widths:
         card = load_model(registry.STREAM_MODEL).card
         print(f"untrained EmoNets, {torch.get_num_threads()} threads")
-        print(f"{'width':>5}{'params':>11}{'torch ms':>10}{'torch f/s':>11}{'onnx ms':>9}{'onnx f/s':>10}"
-              f"{'int8 ms':>9}{'int8 f/s':>10}")  # fmt: skip
+        print(
+            f"{'width':>5}{'params':>11}{'torch ms':>10}{'torch f/s':>11}{'onnx ms':>9}{'onnx f/s':>10}"
+            f"{'int8 ms':>9}{'int8 f/s':>10}"
+        )
         faces = np.random.default_rng(0).integers(0, 256, (256, 48, 48), np.uint8)
         with tempfile.TemporaryDirectory() as tmp:
             for width in args.widths:
                 net = create_model("emonet", len(card.classes), width=width).eval()
                 model = torch_classifier(net, card.replace(options={"width": width}), f"emonet-w{width}")
-                int8 = Classifier(OnnxModel(quantize_onnx(net, model.card, Path(tmp) / f"w{width}.onnx", faces)),
-                                  model.card, f"emonet-w{width} int8")
+                int8 = Classifier(
+                    OnnxModel(quantize_onnx(net, model.card, Path(tmp) / f"w{width}.onnx", faces)),
+                    model.card,
+                    f"emonet-w{width} int8",
+                )
                 t_ms, t_fps = speed(model)
                 o_ms, o_fps = speed(onnx_backend(model))
                 q_ms, q_fps = speed(int8)
-                print(f"{width:>5}{count_parameters(net):>11,}{t_ms:>10.2f}{t_fps:>11,.0f}{o_ms:>9.2f}{o_fps:>10,.0f}"
-                      f"{q_ms:>9.2f}{q_fps:>10,.0f}")  # fmt: skip
+                print(
+                    f"{width:>5}{count_parameters(net):>11,}{t_ms:>10.2f}{t_fps:>11,.0f}{o_ms:>9.2f}{o_fps:>10,.0f}"
+                    f"{q_ms:>9.2f}{q_fps:>10,.0f}"
+                )
         return
     ferplus = load_dataset(args.ferplus, progress=False).split("val")
     fer2013 = load_dataset(args.fer2013, progress=False).split("val")
-    models = {name: (name, registry.WEIGHTS / entry["file"]) for name, entry in registry.shipped().items()
-              if not args.model or name in args.model}  # fmt: skip
+    models = {
+        name: (name, registry.WEIGHTS / entry["file"])
+        for name, entry in registry.shipped().items()
+        if not args.model or name in args.model
+    }
     runs = list(args.run)
     if not args.model:  # the whole table: every shipped model, then the seed recipe
         seed_best = Path(args.seed_run) / "best.pt"
@@ -97,12 +107,18 @@ def main() -> None:
     for item in runs:
         name, _, path = item.partition("=")
         models[name] = (path, Path(path) / "best.pt" if Path(path).is_dir() else Path(path))
-    print(f"val: {len(ferplus)} faces of {args.ferplus} (FER+ votes), {len(fer2013)} of {args.fer2013} (FER2013 "
-          f"labels); speed on {torch.get_num_threads()} threads")  # fmt: skip
-    print(f"{'':<18}{'':>3}{'':>11}{'':>6}{'':>7}{'--------------- FER+ majority ---------------':>47}"
-          f"{'-- FER2013 --':>15}")  # fmt: skip
-    print(f"{'model':<18}{'cls':>3}{'params':>11}{'MB':>6}{'serves':>7}{'n':>6}{'acc':>8}{'+TTA':>8}{'F1':>7}"
-          f"{'KL':>7}{'ECE':>7}{'acc':>9}{'F1':>7}{'torch ms':>10}{'onnx ms':>9}{'onnx f/s':>10}")  # fmt: skip
+    print(
+        f"val: {len(ferplus)} faces of {args.ferplus} (FER+ votes), {len(fer2013)} of {args.fer2013} (FER2013 "
+        f"labels); speed on {torch.get_num_threads()} threads"
+    )
+    print(
+        f"{'':<18}{'':>3}{'':>11}{'':>6}{'':>7}{'--------------- FER+ majority ---------------':>47}"
+        f"{'-- FER2013 --':>15}"
+    )
+    print(
+        f"{'model':<18}{'cls':>3}{'params':>11}{'MB':>6}{'serves':>7}{'n':>6}{'acc':>8}{'+TTA':>8}{'F1':>7}"
+        f"{'KL':>7}{'ECE':>7}{'acc':>9}{'F1':>7}{'torch ms':>10}{'onnx ms':>9}{'onnx f/s':>10}"
+    )
     for name, (source, file) in models.items():
         model = load_model(source, "torch")
         served = onnx_backend(model)  # the shipped ONNX file (int8 for `fast`), or a float32 export
@@ -115,10 +131,13 @@ def main() -> None:
         own, _, _ = evaluate(shipped, fer2013, tta=tta)
         t_ms, _ = speed(model)
         o_ms, o_fps = speed(served)
-        print(f"{name:<18}{len(model.classes):>3}{model.card.parameters or 0:>11,}{size:>6.1f}"
-              f"{serves:>7}{plus['n']:>6}{plus['accuracy']:>8.2%}{plus_tta['accuracy']:>8.2%}"
-              f"{plus['macro_f1']:>7.3f}{plus['vote_kl']:>7.3f}{plus['ece']:>7.3f}{own['accuracy']:>9.2%}"
-              f"{own['macro_f1']:>7.3f}{t_ms:>10.2f}{o_ms:>9.2f}{o_fps:>10,.0f}")  # fmt: skip
+        print(
+            f"{name:<18}{len(model.classes):>3}{model.card.parameters or 0:>11,}{size:>6.1f}"
+            f"{serves:>7}{plus['n']:>6}{plus['accuracy']:>8.2%}{plus_tta['accuracy']:>8.2%}"
+            f"{plus['macro_f1']:>7.3f}{plus['vote_kl']:>7.3f}{plus['ece']:>7.3f}{own['accuracy']:>9.2%}"
+            f"{own['macro_f1']:>7.3f}{t_ms:>10.2f}{o_ms:>9.2f}{o_fps:>10,.0f}"
+        )
+
 
 if __name__ == "__main__":
     main()

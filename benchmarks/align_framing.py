@@ -60,8 +60,11 @@ def main() -> None:
     labels = val.labels[keep]
     print(f"model {args.model}; {len(keep)} of {len(range(0, len(val), args.every))} val faces re-detected")
     print(f"{'framing':<34}{'faces':>7}{'accuracy':>10}{'macro-F1':>10}")
-    for name, images in (("original FER crop", val.images[keep]), ("detector box, square, resized", np.stack(boxed)),
-                         ("emotorch.runtime.detect.align (template)", np.stack(aligned))):  # fmt: skip
+    for name, images in (
+        ("original FER crop", val.images[keep]),
+        ("detector box, square, resized", np.stack(boxed)),
+        ("emotorch.runtime.detect.align (template)", np.stack(aligned)),
+    ):
         m = compute_metrics(labels, model.predict_proba(images).argmax(1))
         print(f"{name:<34}{len(images):>7}{m['accuracy']:>10.4f}{m['macro_f1']:>10.4f}")
     median = np.median(np.stack(landmarks), 0)

@@ -60,8 +60,10 @@ def main() -> None:
             started = time.perf_counter()
             s = analyse([str(root / "photos")], root / f"out-photos-{workers}", workers=workers, engine=args.engine)
             took = time.perf_counter() - started
-            print(f"{f'{args.photos} photos 640x480':<34}{workers:>8}{took:>9.1f}{args.photos / took:>8.1f} /s "
-                  f"{s.faces:>6}")  # fmt: skip
+            print(
+                f"{f'{args.photos} photos 640x480':<34}{workers:>8}{took:>9.1f}{args.photos / took:>8.1f} /s "
+                f"{s.faces:>6}"
+            )
         for workers in args.workers[:1]:  # one video is one task: more workers do not split it
             started = time.perf_counter()
             s = analyse([str(video)], root / f"out-video-{workers}", workers=workers, every_s=0, engine=args.engine)

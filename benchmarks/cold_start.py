@@ -52,8 +52,10 @@ def main() -> None:
             print(f"{label:<8}(no virtualenv at {venv})")
             continue
         env_mb = size_mb(venv)
-        commands = {"emotorch predict PHOTO": [str(venv / "bin" / "emotorch"), "-q", "predict", str(SAMPLE)],
-                    "python -c EmotionRecognizer()": [str(venv / "bin" / "python"), "-c", SCRIPT]}  # fmt: skip
+        commands = {
+            "emotorch predict PHOTO": [str(venv / "bin" / "emotorch"), "-q", "predict", str(SAMPLE)],
+            "python -c EmotionRecognizer()": [str(venv / "bin" / "python"), "-c", SCRIPT],
+        }
         for name, argv in commands.items():
             run(argv)  # warm the page cache: a cold disk is another benchmark
             samples = [run(argv) for _ in range(args.runs)]

@@ -1,6 +1,6 @@
 """Load time of a data set: the first (decoding) load and the cached loads after it.
 
-    python benchmarks/data_load.py [PATH]   (default ../shared/fer2013)
+python benchmarks/data_load.py [PATH]   (default ../shared/fer2013)
 """
 
 from __future__ import annotations

@@ -36,8 +36,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("runs", nargs="+", help="runs or checkpoints (a run's best.pt)")
     parser.add_argument("--data", default=str(DEFAULT_DATA))
-    parser.add_argument("--tta-pads", type=int, nargs="+", default=[TTA_PAD], metavar="PX",
-                        help=f"ten-crop shifts to score (default: {TTA_PAD}, what `--tta` uses)")
+    parser.add_argument(
+        "--tta-pads",
+        type=int,
+        nargs="+",
+        default=[TTA_PAD],
+        metavar="PX",
+        help=f"ten-crop shifts to score (default: {TTA_PAD}, what `--tta` uses)",
+    )
     args = parser.parse_args()
     if min(args.tta_pads) < 1:
         parser.error("--tta-pads: shifts are whole pixels, 1 or more")
@@ -64,8 +70,10 @@ def main() -> None:
     for k in range(1, len(names) + 1):
         for members in itertools.combinations(names, k):
             plain = score(members, 0)
-            print(f"{' + '.join(members):<{width}}{k:>3}{plain['accuracy']:>8.2%}{plain['macro_f1']:>7.3f}"
-                  + "".join(f"{score(members, p)['accuracy']:>9.2%}" for p in args.tta_pads))  # fmt: skip
+            print(
+                f"{' + '.join(members):<{width}}{k:>3}{plain['accuracy']:>8.2%}{plain['macro_f1']:>7.3f}"
+                + "".join(f"{score(members, p)['accuracy']:>9.2%}" for p in args.tta_pads)
+            )
 
 
 if __name__ == "__main__":

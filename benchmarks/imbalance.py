@@ -27,8 +27,9 @@ def main() -> None:
     rows = []
     with tempfile.TemporaryDirectory(prefix="emotorch-imbalance-") as tmp:
         for balance in ("none", "sampler", "loss"):
-            cfg = config_from_preset("default", data=args.data, epochs=args.epochs, balance=balance,
-                                     model_options={"width": args.width})  # fmt: skip
+            cfg = config_from_preset(
+                "default", data=args.data, epochs=args.epochs, balance=balance, model_options={"width": args.width}
+            )
             m = train(cfg, Path(tmp) / balance, progress=False)
             rows.append((balance, m["accuracy"], m["macro_f1"], m["per_class"]["disgust"]["recall"], m["best_epoch"]))
             print(f"done: {balance}", flush=True)

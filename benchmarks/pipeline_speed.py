@@ -54,8 +54,10 @@ def main() -> None:
         runs[name, "int8" if model.onnx is not None else "onnx"] = onnx_backend(model)
     detector = YuNetDetector()
     print(f"{torch.get_num_threads()} threads; median ms per 640x480 frame over {args.frames} frames")
-    print(f"{'faces':>5} {'model':<10}{'backend':<8}{'decode':>8}{'detect':>8}{'align':>8}{'classify':>10}"
-          f"{'total':>8}{'FPS':>7}")  # fmt: skip
+    print(
+        f"{'faces':>5} {'model':<10}{'backend':<8}{'decode':>8}{'detect':>8}{'align':>8}{'classify':>10}"
+        f"{'total':>8}{'FPS':>7}"
+    )
     for n_faces in (1, 4):
         jpeg = scene(n_faces)
         for (name, backend), model in runs.items():
@@ -75,8 +77,10 @@ def main() -> None:
             assert len(faces) == n_faces, f"found {len(faces)} of {n_faces} faces"
             med = {k: statistics.median(v[3:]) for k, v in stages.items()}
             total = sum(med.values())
-            print(f"{n_faces:>5} {name:<10}{backend:<8}{med['decode']:>8.2f}{med['detect']:>8.2f}{med['align']:>8.2f}"
-                  f"{med['classify']:>10.2f}{total:>8.2f}{1000 / total:>7.0f}")  # fmt: skip
+            print(
+                f"{n_faces:>5} {name:<10}{backend:<8}{med['decode']:>8.2f}{med['detect']:>8.2f}{med['align']:>8.2f}"
+                f"{med['classify']:>10.2f}{total:>8.2f}{1000 / total:>7.0f}"
+            )
     print("\nstreams (faces drifting 3 px a frame; decode + FaceFollower), mean ms per frame")
     print(f"{'faces':>5} {'model':<10}{'backend':<8}{'detect every':>13}{'ms':>8}{'FPS':>7}")
     for n_faces in (1, 4):

@@ -74,10 +74,15 @@ def main() -> None:
     crops, found, labels, clear = photo_crops(args.data)
     sources = {name: name for name in registry.shipped() if args.model is None or name in args.model}
     sources |= dict(item.partition("=")[::2] for item in args.run)
-    print(f"{args.data}: {len(labels)} photos ({clear.sum()} clear), a face found in {len(found)}; "
-          f"recall on the clear photos")  # fmt: skip
-    print(f"{'model':<18}{'reading':<11}{'FER+ val':>9}{'all':>7}{'clear':>7}{'mean R':>7}"
-          + "".join(f"{c[:7]:>8}" for c in CLASSES) + f"{'missed':>7}")  # fmt: skip
+    print(
+        f"{args.data}: {len(labels)} photos ({clear.sum()} clear), a face found in {len(found)}; "
+        f"recall on the clear photos"
+    )
+    print(
+        f"{'model':<18}{'reading':<11}{'FER+ val':>9}{'all':>7}{'clear':>7}{'mean R':>7}"
+        + "".join(f"{c[:7]:>8}" for c in CLASSES)
+        + f"{'missed':>7}"
+    )
     ferplus = load_dataset(args.ferplus, progress=False).split("val")
     for name, source in sources.items():
         model = load_model(source)
@@ -89,10 +94,13 @@ def main() -> None:
             preds[found] = seven_class_answers(model, photo_probs, reading)
             per_class = recalls(labels[clear], preds[clear])
             picked = answer(val_probs, list(val.classes), reading, model.card.expressive_threshold)
-            print(f"{name:<18}{reading:<11}{(picked == val.labels).mean():>9.2%}"
-                  f"{(preds == labels).mean():>7.1%}{(preds[clear] == labels[clear]).mean():>7.1%}"
-                  f"{per_class.mean():>7.3f}" + "".join(f"{r:>8.2f}" for r in per_class)
-                  + f"{len(labels) - len(found):>7}")  # fmt: skip
+            print(
+                f"{name:<18}{reading:<11}{(picked == val.labels).mean():>9.2%}"
+                f"{(preds == labels).mean():>7.1%}{(preds[clear] == labels[clear]).mean():>7.1%}"
+                f"{per_class.mean():>7.3f}"
+                + "".join(f"{r:>8.2f}" for r in per_class)
+                + f"{len(labels) - len(found):>7}"
+            )
 
 
 if __name__ == "__main__":

@@ -54,8 +54,12 @@ class Users:
         return float(1 / (1 + np.exp(-logit)))
 
 
-POLICIES = {"random": {}, "static": {}, "learning": {},
-            "unshrunk": {"arm_prior": 1.0, "tag_prior": 1.0, "min_strategy_clicks": 0}}  # fmt: skip
+POLICIES = {
+    "random": {},
+    "static": {},
+    "learning": {},
+    "unshrunk": {"arm_prior": 1.0, "tag_prior": 1.0, "min_strategy_clicks": 0},
+}
 
 
 def simulate(policy: str, args: argparse.Namespace, db: str, seed: int) -> list[float]:
@@ -81,8 +85,9 @@ def simulate(policy: str, args: argparse.Namespace, db: str, seed: int) -> list[
         if policy == "random":
             shown = [by_category[category][i] for i in pick_rng.choice(len(by_category[category]), 5, replace=False)]
         else:
-            recs = rec.recommend(current, categories=category, n=5, user_id=f"user{u}" if learning else None,
-                                 record=learning)  # fmt: skip
+            recs = rec.recommend(
+                current, categories=category, n=5, user_id=f"user{u}" if learning else None, record=learning
+            )
             shown = [r.item for r in recs]
         for item in shown:
             if click_rng.random() < users.click_prob(u, CLASSES[e], item):
@@ -108,8 +113,9 @@ def main() -> None:
                 results[policy].append(simulate(policy, args, db, seed * 10))
     size = args.rounds // args.blocks
     header = "".join(f"{f'rounds {i * size + 1}-{(i + 1) * size}':>18}" for i in range(args.blocks))
-    print(f"click-through rate per shown item, {args.users} users, {args.rounds} rounds of 5 items, "
-          f"{args.seeds} seed(s)")  # fmt: skip
+    print(
+        f"click-through rate per shown item, {args.users} users, {args.rounds} rounds of 5 items, {args.seeds} seed(s)"
+    )
     print(f"{'policy':<12}{header}{'overall':>10}{'min-max over seeds':>22}")
     for policy, runs in results.items():
         ctr, overall = np.mean(runs, 0), np.mean(runs, 1)

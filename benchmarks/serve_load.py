@@ -53,8 +53,19 @@ def local_server(model: str):
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     with tempfile.TemporaryDirectory() as tmp:
-        cmd = [sys.executable, "-m", "emotorch", "-q", "serve", "--port", str(port), "--model", model,
-               "--db", f"sqlite:///{Path(tmp) / 'catalog.db'}"]  # fmt: skip
+        cmd = [
+            sys.executable,
+            "-m",
+            "emotorch",
+            "-q",
+            "serve",
+            "--port",
+            str(port),
+            "--model",
+            model,
+            "--db",
+            f"sqlite:///{Path(tmp) / 'catalog.db'}",
+        ]
         proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=os.environ)
         url = f"http://127.0.0.1:{port}"
         try:
@@ -98,8 +109,15 @@ async def load(url: str, clients: int, seconds: float, body: bytes) -> dict[str,
         elapsed = time.perf_counter() - began
     ms = np.asarray(latencies) * 1000
     p50, p95, p99 = np.percentile(ms, [50, 95, 99])
-    return {"rps": len(latencies) / elapsed, "p50": p50, "p95": p95, "p99": p99, "errors": errors,
-            "batch": float(np.mean(batches)), "n": len(latencies)}  # fmt: skip
+    return {
+        "rps": len(latencies) / elapsed,
+        "p50": p50,
+        "p95": p95,
+        "p99": p99,
+        "errors": errors,
+        "batch": float(np.mean(batches)),
+        "n": len(latencies),
+    }
 
 
 async def mixed(url: str, clients: int, seconds: float, body: bytes, writers: int = 0) -> dict[str, float]:
@@ -116,15 +134,23 @@ async def mixed(url: str, clients: int, seconds: float, body: bytes, writers: in
                 r = await http.post("/v1/emotions", content=body, headers={"content-type": "image/jpeg"})
                 statuses[r.status_code] += 1
                 probs = r.json()["faces"][0]["probabilities"] if r.status_code == 200 else {"neutral": 1.0}
-                r = await http.post("/v1/recommendations", json={"probabilities": probs, "count": 3,
-                                                                 "session_id": f"load-{i}-{rounds // 20}"})
+                r = await http.post(
+                    "/v1/recommendations",
+                    json={"probabilities": probs, "count": 3, "session_id": f"load-{i}-{rounds // 20}"},
+                )
                 statuses[r.status_code] += 1
                 if r.status_code != 200:
                     continue
                 items = [it["item"]["id"] for it in r.json()["items"]]
                 shown.update(items)
-                r = await http.post("/v1/feedback", json={"item_id": items[rounds % len(items)], "kind": "click",
-                                                          "session_id": f"load-{i}-{rounds // 20}"})
+                r = await http.post(
+                    "/v1/feedback",
+                    json={
+                        "item_id": items[rounds % len(items)],
+                        "kind": "click",
+                        "session_id": f"load-{i}-{rounds // 20}",
+                    },
+                )
                 statuses[r.status_code] += 1
                 if r.status_code == 204:
                     clicked[items[rounds % len(items)]] += 1
@@ -137,8 +163,9 @@ async def mixed(url: str, clients: int, seconds: float, body: bytes, writers: in
             while time.perf_counter() < stop:
                 item = items[(i * 7919 + rounds) % len(items)]
                 t0 = time.perf_counter()
-                r = await http.post("/v1/feedback", json={"item_id": item, "kind": "click",
-                                                          "session_id": f"writer-{i}-{rounds}"})  # fmt: skip
+                r = await http.post(
+                    "/v1/feedback", json={"item_id": item, "kind": "click", "session_id": f"writer-{i}-{rounds}"}
+                )
                 writes.append(time.perf_counter() - t0)
                 statuses[r.status_code] += 1
                 if r.status_code == 204:
@@ -149,9 +176,15 @@ async def mixed(url: str, clients: int, seconds: float, body: bytes, writers: in
         began = time.perf_counter()
         await asyncio.gather(*(client(i) for i in range(clients)), *(writer(i) for i in range(writers)))
         elapsed = time.perf_counter() - began
-    return {"rps": statuses.total() / elapsed, "5xx": sum(n for s, n in statuses.items() if s >= 500),
-            "503": statuses[503], "shown": shown, "clicked": clicked, "n": statuses.total(),
-            "write_p99": float(np.percentile(np.asarray(writes) * 1000, 99)) if writes else float("nan")}  # fmt: skip
+    return {
+        "rps": statuses.total() / elapsed,
+        "5xx": sum(n for s, n in statuses.items() if s >= 500),
+        "503": statuses[503],
+        "shown": shown,
+        "clicked": clicked,
+        "n": statuses.total(),
+        "write_p99": float(np.percentile(np.asarray(writes) * 1000, 99)) if writes else float("nan"),
+    }
 
 
 def lost_updates(db: str, shown: Counter, clicked: Counter) -> int:
@@ -179,26 +212,37 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--clients", type=int, nargs="+", default=[1, 8, 32])
     parser.add_argument("--mixed", type=int, default=16, metavar="N", help="clients in the mixed row (0: none)")
-    parser.add_argument("--writers", type=int, default=8, metavar="N",
-                        help="clients in the mixed row that only send clicks (database writes)")
+    parser.add_argument(
+        "--writers",
+        type=int,
+        default=8,
+        metavar="N",
+        help="clients in the mixed row that only send clicks (database writes)",
+    )
     args = parser.parse_args()
     body = face_frame()
     with local_server(args.model) if args.url is None else _given(args.url) as (url, db):
         asyncio.run(load(url, 2, 2.0, body))  # warm-up
         print(f"{url}, {args.seconds:g} s per row, 640x480 JPEG with one face ({len(body) / 1024:.0f} KiB)")
-        print(f"{'clients':>7}{'requests':>10}{'req/s':>8}{'p50 ms':>8}{'p95 ms':>8}{'p99 ms':>8}{'errors':>8}"
-              f"{'batch':>7}")  # fmt: skip
+        print(
+            f"{'clients':>7}{'requests':>10}{'req/s':>8}{'p50 ms':>8}{'p95 ms':>8}{'p99 ms':>8}{'errors':>8}"
+            f"{'batch':>7}"
+        )
         for n in args.clients:
             r = asyncio.run(load(url, n, args.seconds, body))
-            print(f"{n:>7}{r['n']:>10}{r['rps']:>8.1f}{r['p50']:>8.1f}{r['p95']:>8.1f}{r['p99']:>8.1f}"
-                  f"{r['errors']:>8}{r['batch']:>7.1f}")  # fmt: skip
+            print(
+                f"{n:>7}{r['n']:>10}{r['rps']:>8.1f}{r['p50']:>8.1f}{r['p95']:>8.1f}{r['p99']:>8.1f}"
+                f"{r['errors']:>8}{r['batch']:>7.1f}"
+            )
         if args.mixed:
             m = asyncio.run(mixed(url, args.mixed, args.seconds, body, args.writers))
             lost = lost_updates(db, m["shown"], m["clicked"]) if db else "n/a"
-            print(f"mixed load, {args.mixed} clients (photo, recommendations, click) and {args.writers} writers "
-                  f"(clicks): {m['n']} requests, {m['rps']:.1f} req/s, {m['5xx']} answers 5xx ({m['503']} x 503), "
-                  f"click p99 {m['write_p99']:.0f} ms, {sum(m['clicked'].values())} clicks and "
-                  f"{sum(m['shown'].values())} impressions acknowledged, lost updates: {lost}")  # fmt: skip
+            print(
+                f"mixed load, {args.mixed} clients (photo, recommendations, click) and {args.writers} writers "
+                f"(clicks): {m['n']} requests, {m['rps']:.1f} req/s, {m['5xx']} answers 5xx ({m['503']} x 503), "
+                f"click p99 {m['write_p99']:.0f} ms, {sum(m['clicked'].values())} clicks and "
+                f"{sum(m['shown'].values())} impressions acknowledged, lost updates: {lost}"
+            )
 
 
 @contextmanager

@@ -47,8 +47,9 @@ def busy_core():
 
 def detect_ms(threads: int, policy: str, frames: int) -> float:
     env = os.environ | {"OMP_NUM_THREADS": str(threads), "OMP_WAIT_POLICY": policy}
-    out = subprocess.run([sys.executable, "-c", CHILD, str(frames)], env=env, capture_output=True, text=True,
-                         check=True)  # fmt: skip
+    out = subprocess.run(
+        [sys.executable, "-c", CHILD, str(frames)], env=env, capture_output=True, text=True, check=True
+    )
     return float(out.stdout.strip())
 
 

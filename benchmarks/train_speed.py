@@ -23,9 +23,11 @@ from emotorch.training.train import _amp_context
 FER_TRAIN = 28_709
 
 # (label, model, batch, frozen backbone): the seed recipe is VGG19 at 48x48, Adam, batch 64.
-ROWS = [("default (emonet)", "emonet", PRESETS["default"]["batch_size"], False),
-        ("seed recipe (vgg19, frozen)", "vgg19", PRESETS["seed"]["batch_size"], True),
-        ("seed recipe (vgg19, full)", "vgg19", PRESETS["seed"]["batch_size"], False)]  # fmt: skip
+ROWS = [
+    ("default (emonet)", "emonet", PRESETS["default"]["batch_size"], False),
+    ("seed recipe (vgg19, frozen)", "vgg19", PRESETS["seed"]["batch_size"], True),
+    ("seed recipe (vgg19, full)", "vgg19", PRESETS["seed"]["batch_size"], False),
+]
 
 
 def measure(name: str, batch: int, frozen: bool, steps: int, device: torch.device) -> float:
@@ -68,8 +70,10 @@ def main() -> None:
         rate = measure(name, batch, frozen, args.steps, device)
         default_rate = default_rate or rate
         params = count_parameters(create_model(name))
-        print(f"{label:<30}{params:>12,}{batch:>7}{rate:>9.0f}{FER_TRAIN / rate:>10.0f}{default_rate / rate:>10.1f}x",
-              flush=True)  # fmt: skip
+        print(
+            f"{label:<30}{params:>12,}{batch:>7}{rate:>9.0f}{FER_TRAIN / rate:>10.0f}{default_rate / rate:>10.1f}x",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

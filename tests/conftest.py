@@ -100,15 +100,20 @@ def postgres_url():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    init = subprocess.run([*run_as, str(pg_bin / "initdb"), "-D", str(data), "-A", "trust", "-U", "emotorch"],
-                          capture_output=True, text=True)  # fmt: skip
+    init = subprocess.run(
+        [*run_as, str(pg_bin / "initdb"), "-D", str(data), "-A", "trust", "-U", "emotorch"],
+        capture_output=True,
+        text=True,
+    )
     assert init.returncode == 0, init.stderr
     opts = f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=off"
-    subprocess.run([*run_as, str(pg_bin / "pg_ctl"), "-D", str(data), "-o", opts, "-w", "-l", str(root / "log"),
-                    "start"], check=True, capture_output=True)  # fmt: skip
+    subprocess.run(
+        [*run_as, str(pg_bin / "pg_ctl"), "-D", str(data), "-o", opts, "-w", "-l", str(root / "log"), "start"],
+        check=True,
+        capture_output=True,
+    )
     yield f"postgresql+psycopg://emotorch@127.0.0.1:{port}/postgres"
-    subprocess.run([*run_as, str(pg_bin / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"],
-                   capture_output=True)  # fmt: skip
+    subprocess.run([*run_as, str(pg_bin / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"], capture_output=True)
     shutil.rmtree(root, ignore_errors=True)
 
 
@@ -127,8 +132,17 @@ def run_server(workdir: Path, *args: str, cache: Path | None = None, db: str | N
     port = free_port()
     env = os.environ | {"EMOTORCH_CACHE": str(cache or workdir / "cache"), "OMP_NUM_THREADS": "1"}
     log = open(workdir / "server.log", "wb")  # noqa: SIM115 - closed below, after the process
-    cmd = [sys.executable, "-m", "emotorch", "serve", "--port", str(port), "--db",
-           db or f"sqlite:///{workdir / 'catalog.db'}", *args]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "emotorch",
+        "serve",
+        "--port",
+        str(port),
+        "--db",
+        db or f"sqlite:///{workdir / 'catalog.db'}",
+        *args,
+    ]
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
     url = f"http://127.0.0.1:{port}"
     try:

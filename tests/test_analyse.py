@@ -54,8 +54,14 @@ def test_analyse_photos_video_manifest_and_glob_then_resume(archive, tmp_path):
     assert res.returncode == 1, res.stderr  # two inputs failed: a truncated photo, a path the manifest lists
     assert "6 file(s): 6 analysed (2 failed" in res.stdout
     files = {Path(r["source"]).relative_to(archive).as_posix(): r for r in rows(out / FILES)}
-    assert set(files) == {"photos/a/x.jpg", "photos/b/x.jpg", "photos/coffee.png", "photos/broken.jpg",
-                          "clip.mp4", "not/there.jpg"}  # fmt: skip  (the glob and the manifest repeat files)
+    assert set(files) == {
+        "photos/a/x.jpg",
+        "photos/b/x.jpg",
+        "photos/coffee.png",
+        "photos/broken.jpg",
+        "clip.mp4",
+        "not/there.jpg",
+    }  # fmt: skip # the glob and the manifest repeat files
     assert files["photos/broken.jpg"]["status"] == "error" and "broken.jpg" in files["photos/broken.jpg"]["error"]
     assert "no such file (listed in" in files["not/there.jpg"]["error"]
     assert files["clip.mp4"]["frames"] == 4 and files["photos/coffee.png"]["faces"] == 0  # 20 frames at 10 fps
@@ -87,8 +93,20 @@ def test_a_kill_loses_only_files_in_flight(tmp_path):
     for i in range(60):
         Image.fromarray(np.roll(face, 7 * i, axis=1)).save(photos / f"p{i:02d}.jpg")
     out = tmp_path / "results"
-    cmd = [sys.executable, "-m", "emotorch", "-q", "analyse", str(photos), "--out", str(out), "--workers", "1",
-           "--batch-size", "1"]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "emotorch",
+        "-q",
+        "analyse",
+        str(photos),
+        "--out",
+        str(out),
+        "--workers",
+        "1",
+        "--batch-size",
+        "1",
+    ]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and (not (out / FILES).exists() or len(rows(out / FILES)) < 5):
@@ -99,7 +117,7 @@ def test_a_kill_loses_only_files_in_flight(tmp_path):
     assert 5 <= done < 60, done
     unfinished = rows(out / FACES)[0] | {"source": str(photos / "p59.jpg")}
     with open(out / FACES, "ab") as fh:  # as if killed mid-write: a face row of an unfinished file, half a line
-        fh.write(json.dumps(unfinished).encode() + b"\n{\"source\": \"/half")
+        fh.write(json.dumps(unfinished).encode() + b'\n{"source": "/half')
     res = subprocess.run(cmd, capture_output=True, text=True)
     assert res.returncode == 0, res.stderr
     files, faces = rows(out / FILES), rows(out / FACES)  # every line parses
@@ -107,7 +125,8 @@ def test_a_kill_loses_only_files_in_flight(tmp_path):
     pairs = [(r["source"], r["face"]) for r in faces]
     assert len(set(pairs)) == len(pairs)  # no face twice, none left over from the killed run
     assert {r["source"]: r["faces"] for r in files} == {s: sum(x == s for x, _ in pairs) for s, _ in pairs} | {
-        r["source"]: 0 for r in files if r["faces"] == 0}  # fmt: skip
+        r["source"]: 0 for r in files if r["faces"] == 0
+    }
 
 
 def test_report_shares_table_and_plots(archive, tmp_path):
@@ -259,9 +278,13 @@ def test_report_names_the_damaged_row(finished):
 
     _, out = finished
     good = (out / FACES).read_text()
-    for damaged, words in (("[1, 2, 3]\n", "line 4: not a row"),
-                           (good.splitlines()[0].replace('"happy": ', '"happy": NaN, "x0": ') + "\n",
-                            "line 4: the probabilities are not numbers")):  # fmt: skip
+    for damaged, words in (
+        ("[1, 2, 3]\n", "line 4: not a row"),
+        (
+            good.splitlines()[0].replace('"happy": ', '"happy": NaN, "x0": ') + "\n",
+            "line 4: the probabilities are not numbers",
+        ),
+    ):
         (out / FACES).write_text(good + damaged)
         with pytest.raises(DataError, match=words):
             report(out)

@@ -10,7 +10,8 @@ def test_public_names_exist_and_are_listed():
     for name in emotorch.__all__:
         assert hasattr(emotorch, name), name
     public = {
-        n for n in dir(emotorch)
+        n
+        for n in dir(emotorch)
         if not n.startswith("_") and n != "annotations" and not isinstance(getattr(emotorch, n), types.ModuleType)
-    }  # fmt: skip
+    }
     assert public <= set(emotorch.__all__)

@@ -115,8 +115,10 @@ def test_every_option_has_help_and_shows_its_default():
 def test_help_imports_no_heavy_library():
     """`emotorch --help` and every subcommand's help need only the parser: no PyTorch, SQLAlchemy or ONNX."""
     heavy = ("torch", "torchvision", "sqlalchemy", "onnxruntime", "cv2")
-    code = ("import sys; from emotorch.cli import build_parser; build_parser().format_help(); "
-            f"print(sorted(m for m in {heavy!r} if m in sys.modules))")  # fmt: skip
+    code = (
+        "import sys; from emotorch.cli import build_parser; build_parser().format_help(); "
+        f"print(sorted(m for m in {heavy!r} if m in sys.modules))"
+    )
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert res.returncode == 0 and res.stdout.strip() == "[]", res.stdout + res.stderr
     res = emotorch("serve", "--help")

@@ -33,8 +33,11 @@ def test_csv_codes_are_not_alphabetical(tmp_path):
 
 def test_csv_usage_maps_to_splits(tmp_path):
     imgs, _ = synthetic_faces(3)
-    rows = [("0", pixels_text(imgs[0]), "Training"), ("3", pixels_text(imgs[1]), "PublicTest"),
-            ("5", pixels_text(imgs[2]), "PrivateTest")]  # fmt: skip
+    rows = [
+        ("0", pixels_text(imgs[0]), "Training"),
+        ("3", pixels_text(imgs[1]), "PublicTest"),
+        ("5", pixels_text(imgs[2]), "PrivateTest"),
+    ]
     ds = load_dataset(write_fer_csv(tmp_path / "fer2013.csv", rows))
     assert {k: len(v) for k, v in ds.splits.items()} == {"train": 1, "val": 1, "test": 1}
     assert CLASSES[ds.split("test").labels[0]] == "surprise"
@@ -168,7 +171,7 @@ def test_unterminated_quote_is_reported_where_it_opens(tmp_path):
     [
         (b"", "empty file"),
         (b"emotion,pixels,Usage\n", "no rows after the header"),
-        (b"emotion,pixels,Usage\n0,\"1 2\n", "line 2: has 2 fields"),
+        (b'emotion,pixels,Usage\n0,"1 2\n', "line 2: has 2 fields"),
         (b"\x89PNG\r\n\x1a\n\x00\x00\xff\xfe", "not a text CSV file"),
     ],
 )

@@ -57,8 +57,17 @@ def test_evaluate_json_on_a_folder_with_some_classes(tiny_run, tmp_path):
 
 
 def test_evaluate_tta_changes_nothing_in_shape(tiny_run, tmp_path):
-    res = emotorch("evaluate", "--model", str(tiny_run / "best.pt"), "--data",
-                   str(tiny_run.parent / "faces"), "--split", "val", "--tta", "--json")  # fmt: skip
+    res = emotorch(
+        "evaluate",
+        "--model",
+        str(tiny_run / "best.pt"),
+        "--data",
+        str(tiny_run.parent / "faces"),
+        "--split",
+        "val",
+        "--tta",
+        "--json",
+    )
     assert res.returncode == 0, res.stderr
     assert json.loads(res.stdout)["tta"] is True
 
@@ -123,8 +132,13 @@ def damaged_checkpoints(run, tmp_path) -> dict[str, str]:
     variant("tampered.pt", {**ckpt["model"], first: ckpt["model"][first] + 0.01})
     variant("shapes.pt", meta={**ckpt["meta"], "model_options": {"width": 8}})
     variant("no-meta.pt", meta={k: v for k, v in ckpt["meta"].items() if k != "classes"})
-    return {"noise.pt": "noise.pt", "nan.pt": "NaN or infinite", "tampered.pt": "recorded sha256",
-            "shapes.pt": "do not fit the model", "no-meta.pt": "metadata lacks classes"}  # fmt: skip
+    return {
+        "noise.pt": "noise.pt",
+        "nan.pt": "NaN or infinite",
+        "tampered.pt": "recorded sha256",
+        "shapes.pt": "do not fit the model",
+        "no-meta.pt": "metadata lacks classes",
+    }
 
 
 def test_damaged_checkpoints_are_one_line_errors(tiny_run, tmp_path):
@@ -138,9 +152,23 @@ def test_damaged_checkpoints_are_one_line_errors(tiny_run, tmp_path):
         res = emotorch("predict", sample, "--model", str(tmp_path / name), "--json")
         assert res.returncode == 1 and words in res.stderr and res.stdout == "", (name, res.stderr)
         assert len(res.stderr.strip().splitlines()) == 1, res.stderr  # one line, no traceback
-    res = subprocess.run([sys.executable, "-m", "emotorch.cli", "serve", "--model", str(tmp_path / "nan.pt"),
-                          "--db", f"sqlite:///{tmp_path / 'db.sqlite'}", "--port", "1"],
-                         capture_output=True, text=True, timeout=120)  # fmt: skip
+    res = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "emotorch.cli",
+            "serve",
+            "--model",
+            str(tmp_path / "nan.pt"),
+            "--db",
+            f"sqlite:///{tmp_path / 'db.sqlite'}",
+            "--port",
+            "1",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert res.returncode == 1 and res.stderr.strip().splitlines() == [res.stderr.strip()], res.stderr
     assert "NaN or infinite" in res.stderr
 

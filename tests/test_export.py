@@ -21,8 +21,23 @@ from emotorch.training.loading import onnx_backend  # noqa: E402
 
 def test_cli_export_and_pytorch_onnx_agree(tiny_run, tmp_path):
     dest = tmp_path / "model.onnx"
-    res = subprocess.run([sys.executable, "-m", "emotorch.cli", "-q", "export", "--model", str(tiny_run),
-                          "--format", "onnx", "--out", str(dest)], capture_output=True, text=True)  # fmt: skip
+    res = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "emotorch.cli",
+            "-q",
+            "export",
+            "--model",
+            str(tiny_run),
+            "--format",
+            "onnx",
+            "--out",
+            str(dest),
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert res.returncode == 0, res.stderr
     meta = json.loads({p.key: p.value for p in onnx.load(str(dest)).metadata_props}["emotorch"])
     assert meta["classes"][4] == "neutral" and meta["input_size"] == [1, 48, 48]
@@ -32,8 +47,11 @@ def test_cli_export_and_pytorch_onnx_agree(tiny_run, tmp_path):
     onnx_probs = Classifier(OnnxModel(dest), loaded.card, str(dest)).predict_proba(images)
     diff = np.abs(torch_probs - onnx_probs).max()
     assert diff < 1e-5, f"max abs difference on probabilities {diff}"
-    again = subprocess.run([sys.executable, "-m", "emotorch.cli", "-q", "export", "--model", str(tiny_run),
-                            "--out", str(dest)], capture_output=True, text=True)  # fmt: skip
+    again = subprocess.run(
+        [sys.executable, "-m", "emotorch.cli", "-q", "export", "--model", str(tiny_run), "--out", str(dest)],
+        capture_output=True,
+        text=True,
+    )
     assert again.returncode == 2 and "--force" in again.stderr
 
 
@@ -41,8 +59,7 @@ def test_onnx_backend_is_cached_and_agrees(tiny_run):
     loaded = load_model(tiny_run)
     fast = onnx_backend(loaded)
     images, _ = synthetic_faces(5)
-    np.testing.assert_allclose(fast.predict_proba(images, tta=True),
-                               loaded.predict_proba(images, tta=True), atol=1e-5)  # fmt: skip
+    np.testing.assert_allclose(fast.predict_proba(images, tta=True), loaded.predict_proba(images, tta=True), atol=1e-5)
     onnx_backend(loaded)
     assert len(list((cache_dir() / "onnx").glob("*.onnx"))) == 1  # exported once, then reused
 

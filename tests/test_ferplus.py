@@ -129,12 +129,15 @@ def test_csv_pair_refuses_files_that_do_not_pair(tmp_path):
         load_dataset(csv_file, labels=labels, progress=False)
 
 
-@pytest.mark.parametrize("line, problem", [
-    ('fer0000003.png,"(0, 0, 48, 48)",1,2,3', r"has 5 fields, expected 12"),
-    ('fer0000003.png,"(0, 0, 48, 48)",8,0,0,0,0,0,0,-2,0,0', r"contempt vote count is '-2'"),
-    ('fer0000003.png,"(0, 0, 48, 48)",8,0,0,0,0,0,0,1.5,0,0', r"contempt vote count is '1.5'"),
-    ('fer9999999.png,"(0, 0, 48, 48)",8,0,0,0,0,0,0,2,0,0', r"names fer9999999.png, which is not in"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "line, problem",
+    [
+        ('fer0000003.png,"(0, 0, 48, 48)",1,2,3', r"has 5 fields, expected 12"),
+        ('fer0000003.png,"(0, 0, 48, 48)",8,0,0,0,0,0,0,-2,0,0', r"contempt vote count is '-2'"),
+        ('fer0000003.png,"(0, 0, 48, 48)",8,0,0,0,0,0,0,1.5,0,0', r"contempt vote count is '1.5'"),
+        ('fer9999999.png,"(0, 0, 48, 48)",8,0,0,0,0,0,0,2,0,0', r"names fer9999999.png, which is not in"),
+    ],
+)
 def test_bad_label_rows_name_file_and_line(ferplus, line, problem):
     label_csv = ferplus / "FER2013Valid" / "label.csv"
     lines = label_csv.read_text().splitlines()
@@ -160,8 +163,9 @@ def test_contempt_folder_is_its_own_class(tmp_path):
 
 @pytest.mark.parametrize("targets", ["majority", "probability", "crossentropy", "soft"])
 def test_training_on_votes_learns_eight_classes(ferplus, tmp_path, targets):
-    cfg = TrainConfig(data=str(ferplus), model="emonet", model_options={"width": 4}, batch_size=32, epochs=1,
-                      targets=targets)  # fmt: skip
+    cfg = TrainConfig(
+        data=str(ferplus), model="emonet", model_options={"width": 4}, batch_size=32, epochs=1, targets=targets
+    )
     result = train(cfg, tmp_path / "run", progress=False)
     meta = torch.load(tmp_path / "run" / "best.pt", weights_only=True)["meta"]
     assert meta["classes"] == list(FERPLUS_CLASSES) and meta["config"]["targets"] == targets
@@ -169,15 +173,24 @@ def test_training_on_votes_learns_eight_classes(ferplus, tmp_path, targets):
 
 
 def test_vote_targets_need_votes(tiny_folders, tmp_path):
-    cfg = TrainConfig(data=str(tiny_folders), model="emonet", model_options={"width": 2}, epochs=1,
-                      targets="crossentropy")  # fmt: skip
+    cfg = TrainConfig(
+        data=str(tiny_folders), model="emonet", model_options={"width": 2}, epochs=1, targets="crossentropy"
+    )
     with pytest.raises(DataError, match="--targets crossentropy needs FER\\+ votes"):
         train(cfg, tmp_path / "run", progress=False)
 
 
 def test_a_fer2013_model_starts_a_ferplus_one(tiny_run, ferplus, tmp_path):
-    cfg = TrainConfig(data=str(ferplus), model="emonet", model_options={"width": 4}, batch_size=32, epochs=1,
-                      init=str(tiny_run), lr=1e-6, warmup_epochs=0)  # fmt: skip
+    cfg = TrainConfig(
+        data=str(ferplus),
+        model="emonet",
+        model_options={"width": 4},
+        batch_size=32,
+        epochs=1,
+        init=str(tiny_run),
+        lr=1e-6,
+        warmup_epochs=0,
+    )
     train(cfg, tmp_path / "run", progress=False)
     old = torch.load(tiny_run / "best.pt", weights_only=True)["model"]["head.3.weight"]
     new = torch.load(tmp_path / "run" / "last.pt", weights_only=True)["model"]["head.3.weight"]
@@ -201,10 +214,20 @@ def test_evaluate_scores_against_the_majority_and_the_votes(tiny_run, ferplus):
 def test_cli_reads_the_csv_pair_and_reports_votes(tmp_path, tiny_run):
     csv_file, labels, _ = _write_pair(tmp_path / "d")
     run = [sys.executable, "-m", "emotorch", "-q"]
-    stats = json.loads(subprocess.run([*run, "data", "stats", str(csv_file), "--labels", str(labels), "--json"],
-                                      capture_output=True, text=True, check=True).stdout)  # fmt: skip
+    stats = json.loads(
+        subprocess.run(
+            [*run, "data", "stats", str(csv_file), "--labels", str(labels), "--json"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+    )
     assert stats["format"] == "csv+votes" and stats["splits"]["val"]["classes"]["contempt"] == 1
     assert stats["splits"]["val"]["classes"]["no_majority"] == 0
-    out = subprocess.run([*run, "evaluate", "--model", str(tiny_run), "--data", str(csv_file), "--labels", str(labels)],
-                         capture_output=True, text=True, check=True).stdout  # fmt: skip
+    out = subprocess.run(
+        [*run, "evaluate", "--model", str(tiny_run), "--data", str(csv_file), "--labels", str(labels)],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     assert "against the FER+ majority label" in out and "KL to the votes" in out and "contempt" in out

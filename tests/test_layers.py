@@ -34,8 +34,10 @@ def import_graph() -> dict[str, set[str]]:
             if isinstance(node, ast.Import):
                 targets = [alias.name for alias in node.names]
             elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-                targets = [f"{node.module}.{a.name}" if f"{node.module}.{a.name}" in modules else node.module
-                           for a in node.names]  # fmt: skip
+                targets = [
+                    f"{node.module}.{a.name}" if f"{node.module}.{a.name}" in modules else node.module
+                    for a in node.names
+                ]
             else:
                 continue
             graph[name] |= {t for t in targets if t in modules and t != name}
@@ -96,7 +98,10 @@ def test_the_runtime_imports_nothing_from_the_training_side_or_above():
 def test_the_runtime_imports_without_pytorch():
     """Every runtime module imports with PyTorch made unimportable (as in the lean install)."""
     runtime = sorted(m for m in module_files() if m.startswith("emotorch.runtime"))
-    code = ("import sys\nfor blocked in ('torch', 'torchvision'):\n    sys.modules[blocked] = None\n"
-            + "".join(f"import {m}\n" for m in runtime) + "print(len(sys.modules))")  # fmt: skip
+    code = (
+        "import sys\nfor blocked in ('torch', 'torchvision'):\n    sys.modules[blocked] = None\n"
+        + "".join(f"import {m}\n" for m in runtime)
+        + "print(len(sys.modules))"
+    )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr

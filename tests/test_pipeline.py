@@ -74,9 +74,21 @@ def test_cli_predict_goes_on_past_a_bad_file(tiny_run, tmp_path):
     (tmp_path / "truncated.jpg").write_bytes((tmp_path / "astronaut.jpg").read_bytes()[:400])
     Image.fromarray(skdata.coffee()).save(tmp_path / "coffee.png")
     out = tmp_path / "out"
-    cmd = [sys.executable, "-m", "emotorch.cli", "-q", "predict", str(tmp_path / "astronaut.jpg"),
-           str(tmp_path / "truncated.jpg"), str(tmp_path / "coffee.png"), "--model", str(tiny_run), "--json",
-           "--out", str(out)]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "emotorch.cli",
+        "-q",
+        "predict",
+        str(tmp_path / "astronaut.jpg"),
+        str(tmp_path / "truncated.jpg"),
+        str(tmp_path / "coffee.png"),
+        "--model",
+        str(tiny_run),
+        "--json",
+        "--out",
+        str(out),
+    ]
     res = subprocess.run(cmd, capture_output=True, text=True)
     assert res.returncode == 1, res.stderr  # some input failed: not a success
     doc = json.loads(res.stdout)
@@ -88,16 +100,28 @@ def test_cli_predict_goes_on_past_a_bad_file(tiny_run, tmp_path):
     assert (out / "astronaut.annotated.png").is_file()
     summary = list(csv.DictReader((out / "summary.csv").read_text().splitlines()))  # every input has a row
     assert [(r["path"].rsplit("/", 1)[-1], r["emotion"] != "", r["error"][:15]) for r in summary] == [
-        ("astronaut.jpg", True, ""), ("truncated.jpg", False, str(tmp_path / "truncated.jpg")[:15]),
-        ("coffee.png", False, "no face")]  # fmt: skip
+        ("astronaut.jpg", True, ""),
+        ("truncated.jpg", False, str(tmp_path / "truncated.jpg")[:15]),
+        ("coffee.png", False, "no face"),
+    ]
     again = subprocess.run(cmd, capture_output=True, text=True)
     assert again.returncode == 2 and "--force" in again.stderr
     assert str(out / "astronaut.annotated.png") in again.stderr  # names the output, not the input
 
 
 def test_cli_predict_a_missing_file_fails(tiny_run, tmp_path):
-    cmd = [sys.executable, "-m", "emotorch.cli", "-q", "predict", str(tmp_path / "nope.jpg"), "--model", str(tiny_run),
-           "--out", str(tmp_path / "out")]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "emotorch.cli",
+        "-q",
+        "predict",
+        str(tmp_path / "nope.jpg"),
+        "--model",
+        str(tiny_run),
+        "--out",
+        str(tmp_path / "out"),
+    ]
     res = subprocess.run(cmd, capture_output=True, text=True)
     assert res.returncode == 1 and "nope.jpg: no such file" in res.stderr and "Traceback" not in res.stderr
     assert not (tmp_path / "out").exists()  # no empty outputs
@@ -107,12 +131,24 @@ def test_cli_predict_out_mirrors_folders(tiny_run, tmp_path):
     for name in ("a", "b"):
         (tmp_path / "in" / name).mkdir(parents=True)
         Image.fromarray(skdata.astronaut()[:, ::-1] if name == "b" else skdata.astronaut()).save(
-            tmp_path / "in" / name / "x.jpg")
+            tmp_path / "in" / name / "x.jpg"
+        )
     out = tmp_path / "out"
     photos = [str(tmp_path / "in" / name / "x.jpg") for name in ("a", "b")]
     for inputs in ([str(tmp_path / "in")], photos):
-        cmd = [sys.executable, "-m", "emotorch.cli", "-q", "predict", *inputs, "--model", str(tiny_run),
-               "--out", str(out), "--force"]  # fmt: skip
+        cmd = [
+            sys.executable,
+            "-m",
+            "emotorch.cli",
+            "-q",
+            "predict",
+            *inputs,
+            "--model",
+            str(tiny_run),
+            "--out",
+            str(out),
+            "--force",
+        ]
         res = subprocess.run(cmd, capture_output=True, text=True)
         assert res.returncode == 0, res.stderr
         written = sorted(p.relative_to(out).as_posix() for p in out.rglob("*.png"))

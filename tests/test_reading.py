@@ -18,9 +18,13 @@ NEUTRAL = CLASSES.index("neutral")
 
 
 def test_crowd_takes_the_top_vote_and_expressive_names_an_emotion_once_it_shows():
-    probs = np.array([[0.10, 0.0, 0.0, 0.0, 0.80, 0.10, 0.0],   # an angry share of 0.10
-                      [0.30, 0.0, 0.0, 0.0, 0.60, 0.10, 0.0],   # an angry share of 0.30
-                      [0.05, 0.0, 0.0, 0.9, 0.05, 0.0, 0.0]])  # fmt: skip
+    probs = np.array(
+        [
+            [0.10, 0.0, 0.0, 0.0, 0.80, 0.10, 0.0],  # an angry share of 0.10
+            [0.30, 0.0, 0.0, 0.0, 0.60, 0.10, 0.0],  # an angry share of 0.30
+            [0.05, 0.0, 0.0, 0.9, 0.05, 0.0, 0.0],
+        ]
+    )
     assert answer(probs, CLASSES).tolist() == [NEUTRAL, NEUTRAL, 3]
     assert answer(probs, CLASSES, "expressive", 0.25).tolist() == [NEUTRAL, 0, 3]
     assert answer(probs, CLASSES, "expressive", 0.05).tolist() == [0, 0, 3]
@@ -58,8 +62,9 @@ def test_single_labels_take_their_share_of_each_vote_target():
     votes = np.zeros((2, 10), np.int64)
     votes[0, FERPLUS_CLASSES.index("neutral")] = 10
     votes[1, FERPLUS_CLASSES.index("happy")] = 10
-    faces = FaceSet(np.zeros((2, 48, 48), np.uint8), np.zeros(2, np.int64), ["a", "b"], classes=FERPLUS_CLASSES,
-                    votes=votes)  # fmt: skip
+    faces = FaceSet(
+        np.zeros((2, 48, 48), np.uint8), np.zeros(2, np.int64), ["a", "b"], classes=FERPLUS_CLASSES, votes=votes
+    )
     single = np.array([CLASSES.index("angry"), -1])  # the second face has no FER2013 twin
     targets, keep = training_targets(faces, "crossentropy", single, 0.25)
     assert keep.all()

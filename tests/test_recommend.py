@@ -62,19 +62,26 @@ def test_starter_catalog_has_sixty_items_per_category(rec):
 
 def test_probabilities_are_checked_not_silently_renormalised():
     assert mood(probs={"sad": 0.97, "happy": 0.02}).probs[5] == pytest.approx(0.97 / 0.99)  # close to 1: renormalised
-    for bad, message in (({"sad": 2}, "within \\[0, 1\\]"), ({"sad": 0.5}, "sum to 0.5"),
-                         ({"sad": 0.9, "happy": 0.9}, "sum to 1.8"), ({"sad": float("nan")}, "within"),
-                         ({"sad": 1e308, "happy": 1e308}, "within")):  # fmt: skip
+    for bad, message in (
+        ({"sad": 2}, "within \\[0, 1\\]"),
+        ({"sad": 0.5}, "sum to 0.5"),
+        ({"sad": 0.9, "happy": 0.9}, "sum to 1.8"),
+        ({"sad": float("nan")}, "within"),
+        ({"sad": 1e308, "happy": 1e308}, "within"),
+    ):
         with pytest.raises(ValueError, match=message):
             mood(probs=bad)
-    res = subprocess.run([sys.executable, "-m", "emotorch.cli", "recommend", "--probs", '{"sad": 2}'],
-                         capture_output=True, text=True)  # fmt: skip
+    res = subprocess.run(
+        [sys.executable, "-m", "emotorch.cli", "recommend", "--probs", '{"sad": 2}'], capture_output=True, text=True
+    )
     assert res.returncode == 2 and "within [0, 1]" in res.stderr
 
 
 def test_different_emotions_give_different_lists(rec):
-    lists = {e: set(titles(rec.recommend(mood(e), categories="song", n=5, strategy="match", record=False)))
-             for e in ("happy", "sad", "angry", "neutral")}  # fmt: skip
+    lists = {
+        e: set(titles(rec.recommend(mood(e), categories="song", n=5, strategy="match", record=False)))
+        for e in ("happy", "sad", "angry", "neutral")
+    }
     for a in lists:
         for b in lists:
             if a < b:
@@ -250,8 +257,20 @@ def test_reimport_is_idempotent_and_replace_removes(rec, tmp_path):
     report = import_file(rec.engine, path)
     assert (report.added, report.updated, report.unchanged) == (0, 0, 300)
     small = tmp_path / "small.json"
-    small.write_text(json.dumps([{"id": "movie:paddington-2", "category": "movie", "title": "Paddington 2",
-                                  "valence": 0.95, "arousal": 0.3, "tags": ["family"]}]))  # fmt: skip
+    small.write_text(
+        json.dumps(
+            [
+                {
+                    "id": "movie:paddington-2",
+                    "category": "movie",
+                    "title": "Paddington 2",
+                    "valence": 0.95,
+                    "arousal": 0.3,
+                    "tags": ["family"],
+                }
+            ]
+        )
+    )
     report = import_file(rec.engine, small, replace=True)
     assert (report.updated, report.removed) == (1, 299)
     assert [it["id"] for it in list_items(rec.engine)] == ["movie:paddington-2"]
@@ -276,8 +295,11 @@ def test_database_survives_a_kill_mid_import(db_url, tmp_path):
         for i in range(60_000):
             writer.writerow(["product", f"Gadget {i}", "0.1", "0.2", "gadget;test", "x" * 200])
     wal = tmp_path / "emotorch.db-wal"
-    proc = subprocess.Popen([sys.executable, "-m", "emotorch.cli", "catalog", "import", str(big), "--db", db_url],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "emotorch.cli", "catalog", "import", str(big), "--db", db_url],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     deadline = time.time() + 60
     while proc.poll() is None and time.time() < deadline and not (wal.exists() and wal.stat().st_size > 1_000_000):
         time.sleep(0.01)
@@ -297,21 +319,53 @@ def test_cli_feedback_and_user_say_what_they_did(db_url):
     res = cli("user", "alice", "--opt-in", "--prefer", "songs=uplift", "--db", db_url)
     assert res.returncode == 0, res.stderr
     assert "updated (consent given, song -> uplift)" in res.stdout and "song=uplift" in res.stdout
-    res = cli("feedback", "song:lean-on-me-bill-withers", "--kind", "like", "--emotion", "sad", "--user", "alice",
-              "--db", db_url)  # fmt: skip
+    res = cli(
+        "feedback",
+        "song:lean-on-me-bill-withers",
+        "--kind",
+        "like",
+        "--emotion",
+        "sad",
+        "--user",
+        "alice",
+        "--db",
+        db_url,
+    )
     assert res.returncode == 0 and "recorded like of song:lean-on-me-bill-withers by user alice" in res.stdout
     shown = cli("user", "alice", "--db", db_url)
     assert "opted in" in shown.stdout and "song=uplift" in shown.stdout and "1 like(s)" in shown.stdout
     doc = json.loads(cli("user", "alice", "--json", "--db", db_url).stdout)
-    assert doc == {"user_id": "alice", "opted_in": True, "strategies": {"song": "uplift"},
-                   "events": {"impression": 0, "click": 0, "like": 1}}  # fmt: skip
+    assert doc == {
+        "user_id": "alice",
+        "opted_in": True,
+        "strategies": {"song": "uplift"},
+        "events": {"impression": 0, "click": 0, "like": 1},
+    }
     assert "nothing stored" in cli("user", "bob", "--db", db_url).stdout
 
 
 def test_cli_recommend_json(db_url):
-    res = subprocess.run([sys.executable, "-m", "emotorch.cli", "recommend", "--emotion", "happy", "--category",
-                          "songs", "-n", "5", "--strategy", "uplift", "--json", "--db", db_url],
-                         capture_output=True, text=True)  # fmt: skip
+    res = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "emotorch.cli",
+            "recommend",
+            "--emotion",
+            "happy",
+            "--category",
+            "songs",
+            "-n",
+            "5",
+            "--strategy",
+            "uplift",
+            "--json",
+            "--db",
+            db_url,
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert res.returncode == 0, res.stderr
     out = json.loads(res.stdout)
     assert len(out["items"]) == 5
@@ -342,8 +396,21 @@ def test_cli_recommend_from_a_photo(db_url, tmp_path):
     import emotorch
 
     sample = Path(emotorch.__file__).with_name("samples") / "astronaut.jpg"
-    cmd = [sys.executable, "-m", "emotorch.cli", "recommend", "--image", str(sample), "--category", "song",
-           "-n", "3", "--json", "--db", db_url]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "emotorch.cli",
+        "recommend",
+        "--image",
+        str(sample),
+        "--category",
+        "song",
+        "-n",
+        "3",
+        "--json",
+        "--db",
+        db_url,
+    ]
     res = subprocess.run(cmd, capture_output=True, text=True)
     assert res.returncode == 0, res.stderr
     out = json.loads(res.stdout)

@@ -30,8 +30,9 @@ def test_package_and_load_by_name(tiny_run, weights_dir):
     from emotorch.training.checkpoint import load
     from emotorch.training.export import shipped_precision
 
-    entry = packaging.package(tiny_run, "tiny", data=tiny_run.parent / "faces", recipe="emotorch train ...",
-                              precise_bn=False)
+    entry = packaging.package(
+        tiny_run, "tiny", data=tiny_run.parent / "faces", recipe="emotorch train ...", precise_bn=False
+    )
     assert entry["file"] == entry["onnx"] == "tiny.onnx" and not entry["onnx_int8"]
     assert entry["sha256"] == entry["onnx_sha256"] == registry.sha256(weights_dir / "tiny.onnx")
     assert entry["temperature"] > 0
@@ -145,10 +146,10 @@ def test_the_shipped_models_read_the_sample_photo_alike_with_and_without_torch(n
         on_torch = EmotionRecognizer(name, backend="torch").predict(sample)[0].probabilities
         assert all(abs(faces[0].probabilities[c] - on_torch[c]) <= 1e-4 for c in on_torch)
     ferplus = Path(__file__).resolve().parents[1] / ".." / "shared" / "ferplus"
-    images = load_dataset(ferplus, progress=False).split("val").images[:256] if ferplus.is_dir() else \
-        synthetic_faces(64)[0]  # fmt: skip
-    np.testing.assert_allclose(lean.predict_proba(images),
-                               full.predict_proba(images), atol=1e-4)  # fmt: skip
+    images = (
+        load_dataset(ferplus, progress=False).split("val").images[:256] if ferplus.is_dir() else synthetic_faces(64)[0]
+    )
+    np.testing.assert_allclose(lean.predict_proba(images), full.predict_proba(images), atol=1e-4)
 
 
 def test_photos_default_to_the_accurate_model():

@@ -48,8 +48,12 @@ def assert_problem(r: httpx.Response, status: int, words: str) -> None:
 
 
 def test_health_and_openapi(server):
-    assert httpx.get(f"{server}/healthz").json() == {"status": "ok", "model": registry.STREAM_MODEL, "version": "0.1.0",
-                                                 "database": "ok"}
+    assert httpx.get(f"{server}/healthz").json() == {
+        "status": "ok",
+        "model": registry.STREAM_MODEL,
+        "version": "0.1.0",
+        "database": "ok",
+    }
     spec = httpx.get(f"{server}/openapi.json").json()
     for path in ("/v1/emotions", "/v1/recommendations", "/v1/feedback", "/v1/catalog", "/v1/users/{user_id}"):
         assert path in spec["paths"]
@@ -151,8 +155,7 @@ def new_user(server: str) -> tuple[str, dict[str, str]]:
 
 def test_recommendations_feedback_catalog_and_forget(server):
     user, auth = new_user(server)
-    r = httpx.post(f"{server}/v1/recommendations", json={"emotion": "sad", "count": 4, "user_id": user},
-                   headers=auth)  # fmt: skip
+    r = httpx.post(f"{server}/v1/recommendations", json={"emotion": "sad", "count": 4, "user_id": user}, headers=auth)
     assert r.status_code == 200, r.text
     body = r.json()
     assert body["emotion"] == "sad" and len(body["items"]) == 4
@@ -169,26 +172,45 @@ def test_recommendations_feedback_catalog_and_forget(server):
     assert {it["item"]["category"] for it in songs.json()["items"]} == {"song"}
     item = body["items"][0]["item"]["id"]
     assert (
-        httpx.post(f"{server}/v1/feedback", json={"item_id": item, "kind": "like", "user_id": user},
-                   headers=auth).status_code == 204
+        httpx.post(
+            f"{server}/v1/feedback", json={"item_id": item, "kind": "like", "user_id": user}, headers=auth
+        ).status_code
+        == 204
     )
     assert_problem(httpx.post(f"{server}/v1/feedback", json={"item_id": "no:such", "kind": "click"}), 404, "no item")
     bored = httpx.post(f"{server}/v1/recommendations", json={"emotion": "bored"})
     assert_problem(bored, 422, "body.emotion: Input should be 'angry'")
     assert_problem(httpx.post(f"{server}/v1/recommendations", json={"emotion": "sad", "count": 0}), 422, "count")
-    assert_problem(httpx.post(f"{server}/v1/recommendations", json={"emotion": "sad", "categories": ["cars"]}), 422,
-                   "body.categories.0: Input should be 'product'")  # fmt: skip
+    assert_problem(
+        httpx.post(f"{server}/v1/recommendations", json={"emotion": "sad", "categories": ["cars"]}),
+        422,
+        "body.categories.0: Input should be 'product'",
+    )
     assert_problem(httpx.post(f"{server}/v1/recommendations", json={"probabilities": {"sad": 0}}), 422, "must sum to 1")
     for hostile in ({"sad": 1e308, "happy": 1e308}, {"sad": 2}):  # out of range or overflowing: refused, not "angry"
-        assert_problem(httpx.post(f"{server}/v1/recommendations", json={"probabilities": hostile}), 422,
-                       "less than or equal to 1")  # fmt: skip
-        assert_problem(httpx.post(f"{server}/v1/feedback", json={"item_id": item, "kind": "click",
-                                                                 "probabilities": hostile}), 422, "less than or equal")
+        assert_problem(
+            httpx.post(f"{server}/v1/recommendations", json={"probabilities": hostile}), 422, "less than or equal to 1"
+        )
+        assert_problem(
+            httpx.post(f"{server}/v1/feedback", json={"item_id": item, "kind": "click", "probabilities": hostile}),
+            422,
+            "less than or equal",
+        )
     for coerced in ("1", True, "0.5"):  # numbers only: nothing is coerced into one
-        assert_problem(httpx.post(f"{server}/v1/recommendations", json={"probabilities": {"sad": coerced}}), 422,
-                       "body.probabilities.sad")  # fmt: skip
-    assert_problem(httpx.post(f"{server}/v1/recommendations", content=b'{"probabilities": {"sad": NaN}}',
-                              headers={"Content-Type": "application/json"}), 422, "probabilities")  # fmt: skip
+        assert_problem(
+            httpx.post(f"{server}/v1/recommendations", json={"probabilities": {"sad": coerced}}),
+            422,
+            "body.probabilities.sad",
+        )
+    assert_problem(
+        httpx.post(
+            f"{server}/v1/recommendations",
+            content=b'{"probabilities": {"sad": NaN}}',
+            headers={"Content-Type": "application/json"},
+        ),
+        422,
+        "probabilities",
+    )
     assert_problem(httpx.get(f"{server}/v1/catalog", params={"category": "cars"}), 422, "query.category")
     page = httpx.get(f"{server}/v1/catalog", params={"category": "movie", "limit": 7, "offset": 7}).json()
     assert page["total"] == 60 and len(page["items"]) == 7 and {i["category"] for i in page["items"]} == {"movie"}
@@ -207,11 +229,16 @@ def test_a_users_data_is_reachable_only_with_its_token(server):
     assert httpx.post(f"{server}/v1/recommendations", json=rec, headers=alice_auth).status_code == 200
     item = httpx.get(f"{server}/v1/catalog", params={"limit": 1}).json()["items"][0]["id"]
     like = {"item_id": item, "kind": "like", "user_id": alice}
-    for method, url, body in (("POST", "/v1/recommendations", rec), ("POST", "/v1/feedback", like),
-                              ("GET", f"/v1/users/{alice}", None), ("DELETE", f"/v1/users/{alice}", None)):  # fmt: skip
+    for method, url, body in (
+        ("POST", "/v1/recommendations", rec),
+        ("POST", "/v1/feedback", like),
+        ("GET", f"/v1/users/{alice}", None),
+        ("DELETE", f"/v1/users/{alice}", None),
+    ):
         assert_problem(httpx.request(method, server + url, json=body), 401, "token")
-        assert_problem(httpx.request(method, server + url, json=body, headers={"Authorization": "Bearer guess"}),
-                       401, "token")  # fmt: skip
+        assert_problem(
+            httpx.request(method, server + url, json=body, headers={"Authorization": "Bearer guess"}), 401, "token"
+        )
         assert_problem(httpx.request(method, server + url, json=body, headers=mallory_auth), 403, "another user")
     assert httpx.get(f"{server}/v1/users/{alice}", headers=alice_auth).json()["events"]["impression"] == 3
     for bad in ("%2A", "*", "x" * 129, "%00", "%ff", "a%20b", "a'b"):
@@ -259,8 +286,10 @@ def test_rate_limit_per_client(tmp_path, server_cache, photo):
         assert_problem(responses[-1], 429, "at most 1 requests a second")
         # a made-up forwarded address per request is no new client: no proxy was named (--trust-proxy)
         started = time.monotonic()
-        forged = [httpx.get(f"{url}/v1/catalog", params={"limit": 1}, headers={"X-Forwarded-For": f"203.0.113.{i}"})
-                  for i in range(6)]  # fmt: skip
+        forged = [
+            httpx.get(f"{url}/v1/catalog", params={"limit": 1}, headers={"X-Forwarded-For": f"203.0.113.{i}"})
+            for i in range(6)
+        ]
         refilled = 1 + int(time.monotonic() - started)  # what 1 request a second gives back meanwhile
         assert sum(r.status_code == 200 for r in forged) <= refilled < 6  # believed, each would get 200
         assert int(responses[-1].headers["retry-after"]) >= 1

@@ -35,6 +35,7 @@ def png(array: np.ndarray) -> bytes:
 
 def forged_png(width: int, height: int, rows: int) -> bytes:
     """A PNG whose header promises ``width`` x ``height`` pixels and whose data holds ``rows`` rows."""
+
     def chunk(kind: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
@@ -44,8 +45,11 @@ def forged_png(width: int, height: int, rows: int) -> bytes:
 
 
 def test_thin_images_are_refused_and_strips_never_fail_their_micro_batch(server, photo):
-    thin = [png(np.full((1, 1300, 3), 128, np.uint8)), png(np.full((1300, 1, 3), 128, np.uint8)),
-            forged_png(1, 10_000_000, 1000)]  # fmt: skip
+    thin = [
+        png(np.full((1, 1300, 3), 128, np.uint8)),
+        png(np.full((1300, 1, 3), 128, np.uint8)),
+        forged_png(1, 10_000_000, 1000),
+    ]
     for data in thin:
         r = post_image(server, data, "image/png")
         assert r.status_code == 422 and "too thin to hold a face" in r.json()["detail"], r.text
@@ -78,8 +82,11 @@ def test_fuzzed_images_never_get_a_5xx(server):
     cases = fuzzed(small)
     with ThreadPoolExecutor(4) as pool:
         replies = list(pool.map(lambda case: post_image(server, case[1], "application/octet-stream"), cases))
-    failures = [(name, r.status_code, r.text[:200]) for (name, _), r in zip(cases, replies, strict=True)
-                if r.status_code >= 500 or r.status_code not in (200, 400, 413, 415, 422)]  # fmt: skip
+    failures = [
+        (name, r.status_code, r.text[:200])
+        for (name, _), r in zip(cases, replies, strict=True)
+        if r.status_code >= 500 or r.status_code not in (200, 400, 413, 415, 422)
+    ]
     assert not failures, failures
     assert {r.status_code for r in replies} >= {200, 422}
 
@@ -143,8 +150,9 @@ def test_large_16_bit_pngs_cost_bounded_memory(tmp_path, server_cache):
 
 def test_read_only_database_health_and_writes_are_503_and_stalled_uploads_time_out(tmp_path, server_cache):
     db = tmp_path / "catalog.db"
-    made = subprocess.run([sys.executable, "-m", "emotorch", "catalog", "list", "--db", f"sqlite:///{db}"],
-                          capture_output=True, text=True)  # fmt: skip
+    made = subprocess.run(
+        [sys.executable, "-m", "emotorch", "catalog", "list", "--db", f"sqlite:///{db}"], capture_output=True, text=True
+    )
     assert made.returncode == 0, made.stderr
     read_only = f"sqlite:///file:{db}?mode=ro&uri=true"
     with run_server(tmp_path, "--read-timeout", "1", cache=server_cache, db=read_only) as url:
@@ -160,8 +168,10 @@ def test_read_only_database_health_and_writes_are_503_and_stalled_uploads_time_o
         assert reads.status_code == 200  # reading still works
 
         with socket.create_connection(("127.0.0.1", int(url.rsplit(":", 1)[1])), timeout=10) as s:
-            s.sendall(b"POST /v1/emotions HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\n"
-                      b"Content-Length: 100000\r\n\r\n" + b"\x89PNG" * 10)  # then nothing more
+            s.sendall(
+                b"POST /v1/emotions HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\n"
+                b"Content-Length: 100000\r\n\r\n" + b"\x89PNG" * 10
+            )  # then nothing more
             started = time.monotonic()
             answer = s.recv(4096)
             assert time.monotonic() - started < 8
@@ -173,19 +183,28 @@ def test_read_only_database_health_and_writes_are_503_and_stalled_uploads_time_o
 def test_unusable_databases_are_one_line_errors(tmp_path, kind):
     good = tmp_path / "good.db"
     if kind in ("truncated",):
-        subprocess.run([sys.executable, "-m", "emotorch", "catalog", "list", "--db", f"sqlite:///{good}"],
-                       capture_output=True, check=True)  # fmt: skip
+        subprocess.run(
+            [sys.executable, "-m", "emotorch", "catalog", "list", "--db", f"sqlite:///{good}"],
+            capture_output=True,
+            check=True,
+        )
         good.write_bytes(good.read_bytes()[:3000])
     if kind == "random bytes":
         good.write_bytes(np.random.default_rng(0).integers(0, 256, 20000, dtype=np.uint8).tobytes())
-    url = {"missing folder": f"sqlite:///{tmp_path / 'no' / 'such' / 'x.db'}", "folder": f"sqlite:///{tmp_path}",
-           "random bytes": f"sqlite:///{good}", "truncated": f"sqlite:///{good}", "scheme": "nosuchdb://x/y",
-           "unreachable": f"postgresql+psycopg://u@127.0.0.1:{free_port()}/x"}[kind]  # fmt: skip
+    url = {
+        "missing folder": f"sqlite:///{tmp_path / 'no' / 'such' / 'x.db'}",
+        "folder": f"sqlite:///{tmp_path}",
+        "random bytes": f"sqlite:///{good}",
+        "truncated": f"sqlite:///{good}",
+        "scheme": "nosuchdb://x/y",
+        "unreachable": f"postgresql+psycopg://u@127.0.0.1:{free_port()}/x",
+    }[kind]
     other = ["serve", "--port", str(free_port())] if kind in ("random bytes", "scheme") else ["user", "alice"]
 
     def run(args: list[str]) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, "-m", "emotorch", *args, "--db", url], capture_output=True, text=True,
-                              timeout=120)  # fmt: skip
+        return subprocess.run(
+            [sys.executable, "-m", "emotorch", *args, "--db", url], capture_output=True, text=True, timeout=120
+        )
 
     with ThreadPoolExecutor(2) as pool:
         results = list(pool.map(run, [["catalog", "list"], other]))
@@ -221,8 +240,10 @@ def test_forget_leaves_no_copy_on_disk_and_user_ids_stay_out_of_the_log(server, 
 def test_a_malformed_chunked_body_is_no_server_error(server):
     port = int(server.rsplit(":", 1)[1])
     with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
-        s.sendall(b"POST /v1/emotions HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\n"
-                  b"Transfer-Encoding: chunked\r\n\r\nzz\r\nhello\r\n0\r\n\r\n")  # fmt: skip
+        s.sendall(
+            b"POST /v1/emotions HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\n"
+            b"Transfer-Encoding: chunked\r\n\r\nzz\r\nhello\r\n0\r\n\r\n"
+        )
         assert s.recv(4096).startswith(b"HTTP/1.1 400")
     time.sleep(0.3)
     metrics = httpx.get(f"{server}/metrics").text

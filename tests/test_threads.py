@@ -26,16 +26,26 @@ print(json.dumps({{"budget": n, "omp": os.environ["OMP_NUM_THREADS"], "wait": os
 
 def configured(threads_arg: int | None, workers: int = 1, env: dict[str, str] | None = None) -> dict:
     clean = {k: v for k, v in os.environ.items() if not k.startswith("OMP_")} | (env or {})
-    res = subprocess.run([sys.executable, "-c", CHECK.format(threads=threads_arg, workers=workers)], env=clean,
-                         capture_output=True, text=True)  # fmt: skip
+    res = subprocess.run(
+        [sys.executable, "-c", CHECK.format(threads=threads_arg, workers=workers)],
+        env=clean,
+        capture_output=True,
+        text=True,
+    )
     assert res.returncode == 0, res.stderr
     return json.loads(res.stdout)
 
 
 def test_every_library_gets_the_same_budget():
     cores = threads.available_cores()
-    assert configured(None) == {"budget": cores, "omp": str(cores), "wait": "PASSIVE", "cv2": cores,
-                                "torch": cores, "onnx": cores}  # fmt: skip
+    assert configured(None) == {
+        "budget": cores,
+        "omp": str(cores),
+        "wait": "PASSIVE",
+        "cv2": cores,
+        "torch": cores,
+        "onnx": cores,
+    }
     assert configured(1) == {"budget": 1, "omp": "1", "wait": "PASSIVE", "cv2": 1, "torch": 1, "onnx": 1}
 
 

@@ -31,8 +31,15 @@ def test_one_run_writes_checkpoints_events_log_and_plots(tiny_folders, tmp_path)
     out = tmp_path / "run"
     result = train(tiny_config(tiny_folders), out, progress=False)
     names = {p.name for p in out.iterdir()}
-    assert {"last.pt", "best.pt", "config.json", "log.jsonl", "curves.png", "confusion_matrix.png",
-            "predictions.png"} <= names  # fmt: skip
+    assert {
+        "last.pt",
+        "best.pt",
+        "config.json",
+        "log.jsonl",
+        "curves.png",
+        "confusion_matrix.png",
+        "predictions.png",
+    } <= names
     assert any(n.startswith("events.out.tfevents") for n in names)
     log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
     assert [row["epoch"] for row in log] == [1, 2]
@@ -123,15 +130,43 @@ def test_interrupted_run_resumes_exactly(resume_data, tmp_path, sig):
 
 def test_ddp_two_processes_match_single_process(tiny_folders, tmp_path):
     """torchrun --nproc-per-node 2 (gloo, loopback) trains the same weights as one process."""
-    opts = ["--model", "baseline", "--model-option", "dropout=0", "--augment", "none", "--batch-size", "16",
-            "--epochs", "1", "--optimizer", "sgd", "--lr", "0.01", "--no-amp"]  # fmt: skip
+    opts = [
+        "--model",
+        "baseline",
+        "--model-option",
+        "dropout=0",
+        "--augment",
+        "none",
+        "--batch-size",
+        "16",
+        "--epochs",
+        "1",
+        "--optimizer",
+        "sgd",
+        "--lr",
+        "0.01",
+        "--no-amp",
+    ]
     base = [sys.executable, "-m", "emotorch.cli", "-q", "train", "--data", str(tiny_folders), *opts]
     single = subprocess.run([*base, "--out", str(tmp_path / "one")], capture_output=True, text=True)
     assert single.returncode == 0, single.stderr
-    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-addr",
-                "127.0.0.1", "--master-port", "29531"]  # fmt: skip
-    ddp = subprocess.run([*torchrun, "-m", "emotorch.cli", *base[3:], "--out", str(tmp_path / "two")],
-                         capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})  # fmt: skip
+    torchrun = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc-per-node",
+        "2",
+        "--master-addr",
+        "127.0.0.1",
+        "--master-port",
+        "29531",
+    ]
+    ddp = subprocess.run(
+        [*torchrun, "-m", "emotorch.cli", *base[3:], "--out", str(tmp_path / "two")],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
     assert ddp.returncode == 0, ddp.stderr
     a = torch.load(tmp_path / "one" / "last.pt", weights_only=True)
     b = torch.load(tmp_path / "two" / "last.pt", weights_only=True)
@@ -214,9 +249,23 @@ def test_init_starts_from_an_earlier_runs_weights(tiny_folders, tmp_path, capsys
 
     train(tiny_config(tiny_folders, epochs=1), tmp_path / "first", progress=False)
     base = [
-        "-q", "train", "--data", str(tiny_folders), "--model-option", "width=4", "--batch-size", "16",
-        "--epochs", "1", "--lr", "1e-12", "--augment", "none", "--init", str(tmp_path / "first"),
-    ]  # fmt: skip
+        "-q",
+        "train",
+        "--data",
+        str(tiny_folders),
+        "--model-option",
+        "width=4",
+        "--batch-size",
+        "16",
+        "--epochs",
+        "1",
+        "--lr",
+        "1e-12",
+        "--augment",
+        "none",
+        "--init",
+        str(tmp_path / "first"),
+    ]
     assert main([*base, "--out", str(tmp_path / "again")]) == 0
     first = torch.load(tmp_path / "first" / "best.pt", weights_only=True)["model"]
     again = torch.load(tmp_path / "again" / "best.pt", weights_only=True)

@@ -49,8 +49,9 @@ def test_tracker_keeps_ids_and_smooths_flicker():
     labels = []
     for frame in range(10):
         happy = 0.9 if frame != 5 else 0.05  # one flickering frame
-        out = tracker.update(frame, [fake_face((100 + 3 * frame, 50, 80, 80), happy),
-                                     fake_face((400, 60, 80, 80), 0.9)])  # fmt: skip
+        out = tracker.update(
+            frame, [fake_face((100 + 3 * frame, 50, 80, 80), happy), fake_face((400, 60, 80, 80), 0.9)]
+        )
         labels.append(CLASSES[int(out[0][0].smoothed.argmax())])
         assert [t.id for t, _ in out] == [1, 2]
     assert labels.count("happy") == 10  # the smoothed label does not flicker
@@ -79,8 +80,22 @@ def test_timeline_legend_covers_no_curve():
 def test_cli_video_writes_video_csv_and_plot(tiny_run, tmp_path):
     video = make_video(tmp_path / "in.mp4")
     out, table, plot = tmp_path / "out.mp4", tmp_path / "faces.csv", tmp_path / "faces.png"
-    cmd = [sys.executable, "-m", "emotorch.cli", "-q", "video", str(video), "--model", str(tiny_run),
-           "--out", str(out), "--csv", str(table), "--plot", str(plot)]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "emotorch.cli",
+        "-q",
+        "video",
+        str(video),
+        "--model",
+        str(tiny_run),
+        "--out",
+        str(out),
+        "--csv",
+        str(table),
+        "--plot",
+        str(plot),
+    ]
     res = subprocess.run(cmd, capture_output=True, text=True)
     assert res.returncode == 0, res.stderr
     rows = list(csv.DictReader(table.open()))
@@ -96,30 +111,76 @@ def test_cli_video_writes_video_csv_and_plot(tiny_run, tmp_path):
 def test_unreadable_video_is_a_clear_error(tiny_run, tmp_path):
     bad = tmp_path / "clip.mp4"
     bad.write_bytes(b"not a video at all")
-    res = subprocess.run([sys.executable, "-m", "emotorch.cli", "-q", "video", str(bad), "--model", str(tiny_run)],
-                         capture_output=True, text=True)  # fmt: skip
+    res = subprocess.run(
+        [sys.executable, "-m", "emotorch.cli", "-q", "video", str(bad), "--model", str(tiny_run)],
+        capture_output=True,
+        text=True,
+    )
     assert res.returncode == 1 and "clip.mp4" in res.stderr and "Traceback" not in res.stderr
     text = tmp_path / "notes.mp4"  # FFmpeg decodes any text as "ANSI art" frames
     text.write_text("not a video, only words\n" * 50)
     csv_path = tmp_path / "notes.csv"
-    res = subprocess.run([sys.executable, "-m", "emotorch.cli", "-q", "video", str(text), "--model", str(tiny_run),
-                          "--csv", str(csv_path)], capture_output=True, text=True)  # fmt: skip
+    res = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "emotorch.cli",
+            "-q",
+            "video",
+            str(text),
+            "--model",
+            str(tiny_run),
+            "--csv",
+            str(csv_path),
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert res.returncode == 1 and "notes.mp4: not a readable video" in res.stderr, res.stderr
     assert not csv_path.exists()
 
 
 def test_webcam_headless_prints_json_lines(tiny_run, tmp_path):
     video = make_video(tmp_path / "camera.mp4", n=5)  # stands in for a camera
-    res = subprocess.run([sys.executable, "-m", "emotorch.cli", "-q", "webcam", "--camera", str(video), "--model",
-                          str(tiny_run), "--headless"], capture_output=True, text=True)  # fmt: skip
+    res = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "emotorch.cli",
+            "-q",
+            "webcam",
+            "--camera",
+            str(video),
+            "--model",
+            str(tiny_run),
+            "--headless",
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert res.returncode == 0, res.stderr
     lines = [json.loads(line) for line in res.stdout.splitlines()]
     assert [d["frame"] for d in lines] == [0, 1, 2, 3, 4]
     assert all(len(d["faces"]) == 2 and d["fps"] > 0 for d in lines)
     assert {f["id"] for d in lines for f in d["faces"]} == {1, 2}
-    small = subprocess.run([sys.executable, "-m", "emotorch.cli", "-q", "webcam", "--camera", str(video), "--model",
-                            str(tiny_run), "--headless", "--detect-size", "320"],
-                           capture_output=True, text=True)  # fmt: skip
+    small = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "emotorch.cli",
+            "-q",
+            "webcam",
+            "--camera",
+            str(video),
+            "--model",
+            str(tiny_run),
+            "--headless",
+            "--detect-size",
+            "320",
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert small.returncode == 0, small.stderr
     for full, half in zip(lines, map(json.loads, small.stdout.splitlines()), strict=True):
         # detected on a 320x180 copy, the boxes come back in the 640x360 frame's pixels

@@ -17,9 +17,11 @@ from emotorch.choices import FERPLUS_CLASSES
 webdriver = pytest.importorskip("selenium.webdriver", reason="selenium drives the browser")
 skdata = pytest.importorskip("skimage.data", reason="scikit-image ships the test photo")
 CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")
-pytestmark = pytest.mark.skipif(not (CHROMIUM and CHROMEDRIVER),
-                                reason="needs Debian's chromium and chromium-driver (apt-get install chromium "
-                                       "chromium-driver; .ci/run installs them)")  # fmt: skip
+pytestmark = pytest.mark.skipif(
+    not (CHROMIUM and CHROMEDRIVER),
+    reason="needs Debian's chromium and chromium-driver (apt-get install chromium "
+    "chromium-driver; .ci/run installs them)",
+)
 
 from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.common.keys import Keys  # noqa: E402
@@ -56,10 +58,19 @@ def face_video(path: Path, frames: int = 20) -> Path:
 def browser(tmp_path: Path, camera: Path | None, size=(1200, 900)):
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
-    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                 "--use-fake-ui-for-media-stream", f"--user-data-dir={tmp_path / 'profile'}",
-                 f"--window-size={size[0]},{size[1]}"):  # fmt: skip
+    for flag in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--use-fake-ui-for-media-stream",
+        f"--user-data-dir={tmp_path / 'profile'}",
+        f"--window-size={size[0]},{size[1]}",
+    ):
         options.add_argument(flag)
     if camera is not None:
         options.add_argument("--use-fake-device-for-media-stream")
@@ -129,7 +140,8 @@ def test_consent_then_live_emotion_and_recommendations(server, tmp_path):
         assert bars_bottom <= driver.execute_script("return window.innerHeight")  # in view at 1280x900, unscrolled
         label, emotion, confidence = driver.execute_script(  # one moment: the box on the face and the readout
             "return [window.__lastLabel, document.getElementById('emotion').textContent, "
-            "document.getElementById('confidence').textContent]")  # fmt: skip
+            "document.getElementById('confidence').textContent]"
+        )
         assert label == f"{emotion} {confidence}", (label, emotion, confidence)
 
         like = driver.find_element(By.CSS_SELECTOR, "#recs li .actions button:nth-child(2)")
@@ -191,8 +203,14 @@ def test_api_docs_render_with_no_network(server, tmp_path):
     try:
         wait = WebDriverWait(driver, 30)
         driver.get(server + "/docs")
-        wait.until(lambda d: "EmoTorch" in d.execute_script(
-            "const t = document.querySelector('.swagger-ui .info .title'); return t ? t.textContent : ''"))
+        wait.until(
+            lambda d: (
+                "EmoTorch"
+                in d.execute_script(
+                    "const t = document.querySelector('.swagger-ui .info .title'); return t ? t.textContent : ''"
+                )
+            )
+        )
         wait.until(lambda d: "/v1/emotions" in d.find_element(By.TAG_NAME, "body").text)
         driver.get(server + "/redoc")
         wait.until(lambda d: "/v1/emotions" in d.find_element(By.TAG_NAME, "body").get_attribute("textContent"))

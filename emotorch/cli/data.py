@@ -38,23 +38,32 @@ def models_command(args: argparse.Namespace) -> None:
         return round(sum((registry.WEIGHTS / f).stat().st_size for f in {entry["file"], entry["onnx"]}) / 1e6, 1)
 
     shipped = [
-        {"name": name, "classes": len(entry["classes"]), "megabytes": megabytes(entry),
-         "val_accuracy": entry["val_accuracy"], "tta": entry["tta"]}
+        {
+            "name": name,
+            "classes": len(entry["classes"]),
+            "megabytes": megabytes(entry),
+            "val_accuracy": entry["val_accuracy"],
+            "tta": entry["tta"],
+        }
         for name, entry in registry.shipped().items()
-    ]  # fmt: skip
+    ]
     trainable = None
     if installed("torch"):
         from emotorch.training.models import count_parameters, create_model, list_models  # PyTorch: the train extra
 
-        trainable = [{"name": m.name, "parameters": count_parameters(create_model(m.name)),
-                      "description": m.description} for m in list_models()]  # fmt: skip
+        trainable = [
+            {"name": m.name, "parameters": count_parameters(create_model(m.name)), "description": m.description}
+            for m in list_models()
+        ]
     if args.json:
         print(to_json({"shipped": shipped, "trainable": trainable}, indent=2))
         return
     print(f"{'shipped model':<18}{'classes':>8}{'MB':>6}{'val accuracy':>14}")
     for m in shipped:
-        print(f"{m['name']:<18}{m['classes']:>8}{m['megabytes']:>6.1f}{m['val_accuracy']:>14.2%}"
-              + ("  (with TTA)" if m["tta"] else ""))  # fmt: skip
+        print(
+            f"{m['name']:<18}{m['classes']:>8}{m['megabytes']:>6.1f}{m['val_accuracy']:>14.2%}"
+            + ("  (with TTA)" if m["tta"] else "")
+        )
     if trainable is None:
         print('\ntrainable architectures: pip install "emotorch[train]" to list and train them')
         return

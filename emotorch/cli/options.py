@@ -70,27 +70,42 @@ def add_model(p: argparse.ArgumentParser, default: str | None = None, *, prefix:
 
 def add_backend(p: argparse.ArgumentParser, default: str | None = "auto") -> None:
     own = "the model's own: ONNX Runtime for shipped models and .onnx files, PyTorch for checkpoints"
-    p.add_argument("--backend", choices=BACKENDS, default=default,
-                   help=f"inference engine; auto: ONNX Runtime where it works (default: {default or own})")  # fmt: skip
+    p.add_argument(
+        "--backend",
+        choices=BACKENDS,
+        default=default,
+        help=f"inference engine; auto: ONNX Runtime where it works (default: {default or own})",
+    )
 
 
 def add_threads(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--threads", type=int, metavar="N",
-                   help="threads for ONNX Runtime, OpenCV, OpenMP and PyTorch together (default: the cores "
-                        "available to this process; serve: shared among its --workers)")  # fmt: skip
+    p.add_argument(
+        "--threads",
+        type=int,
+        metavar="N",
+        help="threads for ONNX Runtime, OpenCV, OpenMP and PyTorch together (default: the cores "
+        "available to this process; serve: shared among its --workers)",
+    )
 
 
 def add_reading(p: argparse.ArgumentParser, default: str) -> None:
-    p.add_argument("--reading", choices=READINGS, default=default,
-                   help="how probabilities become one emotion: crowd (the most likely of ten people's votes) "
-                        "or expressive (a non-neutral emotion once its share passes the model's threshold, "
-                        f"fitted on val; for faces in front of a camera) (default: {default})")  # fmt: skip
+    p.add_argument(
+        "--reading",
+        choices=READINGS,
+        default=default,
+        help="how probabilities become one emotion: crowd (the most likely of ten people's votes) "
+        "or expressive (a non-neutral emotion once its share passes the model's threshold, "
+        f"fitted on val; for faces in front of a camera) (default: {default})",
+    )
 
 
 def add_tta(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--tta", action=argparse.BooleanOptionalAction,
-                   help="average flipped and shifted views of each face: slower, slightly more accurate "
-                        "(default: the model's own setting)")  # fmt: skip
+    p.add_argument(
+        "--tta",
+        action=argparse.BooleanOptionalAction,
+        help="average flipped and shifted views of each face: slower, slightly more accurate "
+        "(default: the model's own setting)",
+    )
 
 
 def add_db(p: argparse.ArgumentParser) -> None:
@@ -106,20 +121,32 @@ def add_json(p: argparse.ArgumentParser, what: str = "print one JSON object") ->
 
 
 def add_data_flags(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--labels", metavar="FER2013NEW_CSV",
-                   help="FER+ votes (fer2013new.csv) for a fer2013.csv given as the data; they pair row by row")
+    p.add_argument(
+        "--labels",
+        metavar="FER2013NEW_CSV",
+        help="FER+ votes (fer2013new.csv) for a fer2013.csv given as the data; they pair row by row",
+    )
     p.add_argument("--skip-bad", action="store_true", help="skip and count bad rows or images instead of failing")
     p.add_argument("--skip-unknown", action="store_true", help="ignore class folders with unknown names")
 
 
 def add_detection(p: argparse.ArgumentParser, every: int) -> None:
     """How often and at what size a video's faces are detected."""
-    p.add_argument("--detect-every", type=int, default=every, metavar="N",
-                   help=f"run the face detector every N frames, following faces by optical flow in between "
-                        f"(default: {every})")  # fmt: skip
-    p.add_argument("--detect-size", type=int, default=640, metavar="PX",
-                   help="detect faces on a copy at most PX pixels on its long side, boxes mapped back "
-                        "(default: 640; 320 detects about twice as fast but misses small faces)")  # fmt: skip
+    p.add_argument(
+        "--detect-every",
+        type=int,
+        default=every,
+        metavar="N",
+        help=f"run the face detector every N frames, following faces by optical flow in between (default: {every})",
+    )
+    p.add_argument(
+        "--detect-size",
+        type=int,
+        default=640,
+        metavar="PX",
+        help="detect faces on a copy at most PX pixels on its long side, boxes mapped back "
+        "(default: 640; 320 detects about twice as fast but misses small faces)",
+    )
 
 
 def refuse_overwrite(paths: Iterable[Path], force: bool, where: str | None = None) -> None:

@@ -37,11 +37,18 @@ def add(sub: argparse._SubParsersAction) -> None:
     mood_args.add_argument("--probs", help='probabilities as JSON, e.g. \'{"sad": 0.7, "neutral": 0.3}\'')
     mood_args.add_argument("--image", help="a photo: the largest face's emotion probabilities drive the list")
     add_model(rec, PHOTO_MODEL, prefix="with --image: ")
-    rec.add_argument("--category", action="append",
-                     help="product, place, food, song or movie; plurals too (repeatable, or comma-separated)")
+    rec.add_argument(
+        "--category",
+        action="append",
+        help="product, place, food, song or movie; plurals too (repeatable, or comma-separated)",
+    )
     rec.add_argument("-n", type=int, default=5, help="how many items")
-    rec.add_argument("--strategy", choices=STRATEGIES, default="auto",
-                     help="match the mood, lift it, or auto: the user's or learned choice per category")
+    rec.add_argument(
+        "--strategy",
+        choices=STRATEGIES,
+        default="auto",
+        help="match the mood, lift it, or auto: the user's or learned choice per category",
+    )
     add_json(rec, "print one JSON object with a list `items`")
     add_threads(rec)
     rec.set_defaults(run=recommend_command)
@@ -51,8 +58,9 @@ def add(sub: argparse._SubParsersAction) -> None:
     fb.add_argument("--kind", choices=FEEDBACK_KINDS, required=True, help="what the viewer did with the item")
     add_json(fb, "print the recorded event as one JSON object")
     fb_mood = fb.add_mutually_exclusive_group()
-    fb_mood.add_argument("--emotion", type=str.lower, choices=list(FERPLUS_CLASSES),
-                         help="the viewer's mood at the time")
+    fb_mood.add_argument(
+        "--emotion", type=str.lower, choices=list(FERPLUS_CLASSES), help="the viewer's mood at the time"
+    )
     fb_mood.add_argument("--probs", help="the viewer's mood as probabilities in JSON (as for recommend)")
     fb.set_defaults(run=feedback_command)
     for p in (rec, fb):
@@ -64,10 +72,16 @@ def add(sub: argparse._SubParsersAction) -> None:
     usr.add_argument("user_id", help="the user to show or change")
     consent = usr.add_mutually_exclusive_group()
     consent.add_argument("--opt-in", action="store_true", help="allow storing emotion context with feedback")
-    consent.add_argument("--opt-out", action="store_true", help="withdraw that consent (stored context is kept "
-                                                                 "until `forget`)")
-    usr.add_argument("--prefer", action="append", default=[], metavar="CATEGORY=STRATEGY",
-                     help="strategy (match or uplift) that `auto` uses for a category, e.g. songs=uplift")
+    consent.add_argument(
+        "--opt-out", action="store_true", help="withdraw that consent (stored context is kept until `forget`)"
+    )
+    usr.add_argument(
+        "--prefer",
+        action="append",
+        default=[],
+        metavar="CATEGORY=STRATEGY",
+        help="strategy (match or uplift) that `auto` uses for a category, e.g. songs=uplift",
+    )
     add_json(usr, "print the user's stored settings as one JSON object")
     usr.set_defaults(run=user_command)
 
@@ -130,14 +144,30 @@ def recommend_command(args: argparse.Namespace) -> None:
 
     current = _mood(args)
     categories = [c.strip() for arg in args.category for c in arg.split(",") if c.strip()] if args.category else None
-    recs = Recommender(args.db).recommend(current, categories=categories, n=args.n, strategy=args.strategy,
-                                          user_id=args.user, session_id=args.session,
-                                          record=bool(args.user or args.session))  # fmt: skip
+    recs = Recommender(args.db).recommend(
+        current,
+        categories=categories,
+        n=args.n,
+        strategy=args.strategy,
+        user_id=args.user,
+        session_id=args.session,
+        record=bool(args.user or args.session),
+    )
     if args.json:
-        items = [{"id": r.id, "category": r.category, "title": r.title, "score": r.score, "reason": r.reason,
-                  "strategy": r.strategy} for r in recs]  # fmt: skip
-        print(to_json({"emotion": current.emotion, "confidence": current.confidence, "items": items},
-                      ensure_ascii=False))  # fmt: skip
+        items = [
+            {
+                "id": r.id,
+                "category": r.category,
+                "title": r.title,
+                "score": r.score,
+                "reason": r.reason,
+                "strategy": r.strategy,
+            }
+            for r in recs
+        ]
+        print(
+            to_json({"emotion": current.emotion, "confidence": current.confidence, "items": items}, ensure_ascii=False)
+        )
         return
     for r in recs:
         print(f"{r.category:<8} {r.title:<50} {r.score:6.3f}  {r.reason}")
@@ -148,8 +178,13 @@ def feedback_command(args: argparse.Namespace) -> None:
 
     current = _mood(args)
     Recommender(args.db).feedback(args.item, args.kind, current, user_id=args.user, session_id=args.session)
-    event = {"item": args.item, "kind": args.kind, "user": args.user, "session": args.session,
-             "emotion": current.emotion if current else None}  # fmt: skip
+    event = {
+        "item": args.item,
+        "kind": args.kind,
+        "user": args.user,
+        "session": args.session,
+        "emotion": current.emotion if current else None,
+    }
     if args.json:
         print(to_json(event))
         return
@@ -182,8 +217,11 @@ def user_command(args: argparse.Namespace) -> None:
         ]
         print(f"user {args.user_id}: updated ({', '.join(changed)})")
     strategies = ", ".join(f"{c}={s}" for c, s in info["strategies"].items()) or "none (auto learns or defaults)"
-    consent_text = ("opted in (emotion context stored with feedback)" if info["opted_in"]
-                    else "not opted in (no emotion context stored)")  # fmt: skip
+    consent_text = (
+        "opted in (emotion context stored with feedback)"
+        if info["opted_in"]
+        else "not opted in (no emotion context stored)"
+    )
     events = ", ".join(f"{n} {k}(s)" for k, n in info["events"].items())
     print(f"user {args.user_id}: {consent_text}\n  preferred strategies: {strategies}\n  stored events: {events}")
 

@@ -20,17 +20,31 @@ def add(sub: argparse._SubParsersAction) -> None:
     add_model(srv, STREAM_MODEL)
     add_backend(srv)
     srv.add_argument("--max-upload-mb", type=float, default=10.0, help="bigger request bodies get 413")
-    srv.add_argument("--rate-limit", type=float, default=0.0, metavar="PER_SECOND",
-                     help="requests a second per client on /v1/ (0: no limit)")
+    srv.add_argument(
+        "--rate-limit",
+        type=float,
+        default=0.0,
+        metavar="PER_SECOND",
+        help="requests a second per client on /v1/ (0: no limit)",
+    )
     srv.add_argument("--rate-burst", type=float, help="requests a client may make at once (default: 2x the rate)")
-    srv.add_argument("--read-timeout", type=float, default=15.0, metavar="SECONDS",
-                     help="a request whose body stalls this long gets 408 and is closed; one whose headers "
-                          "have not all arrived by then is closed")  # fmt: skip
-    srv.add_argument("--trust-proxy", metavar="ADDRESSES",
-                     help="comma-separated addresses of reverse proxies whose X-Forwarded-For names the client "
-                          "(for rate limits and logs); by default no forwarded header is believed")  # fmt: skip
-    srv.add_argument("--batch-window-ms", type=float, default=3.0,
-                     help="how long a request waits for others to share its model call")
+    srv.add_argument(
+        "--read-timeout",
+        type=float,
+        default=15.0,
+        metavar="SECONDS",
+        help="a request whose body stalls this long gets 408 and is closed; one whose headers "
+        "have not all arrived by then is closed",
+    )
+    srv.add_argument(
+        "--trust-proxy",
+        metavar="ADDRESSES",
+        help="comma-separated addresses of reverse proxies whose X-Forwarded-For names the client "
+        "(for rate limits and logs); by default no forwarded header is believed",
+    )
+    srv.add_argument(
+        "--batch-window-ms", type=float, default=3.0, help="how long a request waits for others to share its model call"
+    )
     add_db(srv)
     add_reading(srv, "expressive")
     add_threads(srv)
@@ -55,14 +69,28 @@ def serve_command(args: argparse.Namespace) -> None:
     except OSError as e:
         why = os.strerror(e.errno) if e.errno else str(e)
         raise DataError(f"{args.host}:{args.port}: cannot listen there ({why})") from None
-    settings = Settings(model=args.model, backend=args.backend, db=args.db, reading=args.reading,
-                        max_upload_bytes=int(args.max_upload_mb * 1024 * 1024), rate_limit=args.rate_limit,
-                        rate_burst=args.rate_burst, batch_window_ms=args.batch_window_ms,
-                        read_timeout_s=args.read_timeout,
-                        threads=threads.budget(args.threads, args.workers))  # fmt: skip
+    settings = Settings(
+        model=args.model,
+        backend=args.backend,
+        db=args.db,
+        reading=args.reading,
+        max_upload_bytes=int(args.max_upload_mb * 1024 * 1024),
+        rate_limit=args.rate_limit,
+        rate_burst=args.rate_burst,
+        batch_window_ms=args.batch_window_ms,
+        read_timeout_s=args.read_timeout,
+        threads=threads.budget(args.threads, args.workers),
+    )
     os.environ[ENV] = settings.to_env()  # each worker process builds its app from these settings
     # a client is the address that connected, unless it is a proxy the operator named; stalled headers time out
-    uvicorn.run("emotorch.serve:create_app", factory=True, host=args.host, port=args.port, workers=args.workers,
-                log_level="warning" if args.quiet else "info", proxy_headers=bool(args.trust_proxy),
-                forwarded_allow_ips=args.trust_proxy or None,
-                http="emotorch.serve.protocol:HeaderDeadline")  # fmt: skip
+    uvicorn.run(
+        "emotorch.serve:create_app",
+        factory=True,
+        host=args.host,
+        port=args.port,
+        workers=args.workers,
+        log_level="warning" if args.quiet else "info",
+        proxy_headers=bool(args.trust_proxy),
+        forwarded_allow_ips=args.trust_proxy or None,
+        http="emotorch.serve.protocol:HeaderDeadline",
+    )

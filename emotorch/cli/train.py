@@ -17,10 +17,14 @@ from emotorch.training.config import CHOICES, PRESETS, flags
 
 def add(sub: argparse._SubParsersAction) -> None:
     tr = sub.add_parser("train", help="train a model into a run directory")
-    tr.add_argument("--preset", default="default", choices=list(PRESETS),
-                    help="a recipe: default (from scratch), seed (the hackathon's), accurate and fast (the shipped "
-                         "FER+ models' recipes), fer2013-accurate and fer2013-fast (the FER2013-label ones'); "
-                         "the flags below override it")  # fmt: skip
+    tr.add_argument(
+        "--preset",
+        default="default",
+        choices=list(PRESETS),
+        help="a recipe: default (from scratch), seed (the hackathon's), accurate and fast (the shipped "
+        "FER+ models' recipes), fer2013-accurate and fer2013-fast (the FER2013-label ones'); "
+        "the flags below override it",
+    )
     for f, flag in flags():  # every TrainConfig field is a flag: declared once, in emotorch.training.config
         names = f"; shipped: {shipped_names()}" if f.name in ("teacher", "init") else ""
         text = f"{f.metadata['help']}{names} (default: the preset's)"
@@ -30,8 +34,9 @@ def add(sub: argparse._SubParsersAction) -> None:
             tr.add_argument(flag, dest=f.name, action="append", metavar=f.metadata["metavar"], help=text)
         else:
             kind = {"int": int, "float": float}.get(f.type, str)
-            tr.add_argument(flag, dest=f.name, type=kind, choices=CHOICES.get(f.name),
-                            metavar=f.metadata.get("metavar"), help=text)  # fmt: skip
+            tr.add_argument(
+                flag, dest=f.name, type=kind, choices=CHOICES.get(f.name), metavar=f.metadata.get("metavar"), help=text
+            )
     tr.add_argument("--out", help="run directory (default: runs/train/<preset>-<model>[-N])")
     tr.add_argument("--resume", action="store_true", help="continue the run in --out from its last.pt")
     add_force(tr, "an existing run directory")
@@ -39,16 +44,25 @@ def add(sub: argparse._SubParsersAction) -> None:
     tr.set_defaults(run=train_command, needs_torch=True)
 
     pk = sub.add_parser("package", help="ship a run's best checkpoint inside the package (maintainers)")
-    pk.add_argument("run_dirs", nargs="+", metavar="run", help="run directory or checkpoint; several make an "
-                                                               "averaged ensemble")  # fmt: skip
+    pk.add_argument(
+        "run_dirs", nargs="+", metavar="run", help="run directory or checkpoint; several make an averaged ensemble"
+    )
     pk.add_argument("--name", required=True, help="name to ship it under, e.g. default")
     pk.add_argument("--data", required=True, help="data set whose val split fits the temperature")
     pk.add_argument("--recipe", required=True, help="the command that reproduces the run")
     pk.add_argument("--tta", action="store_true", help="the model's test-time setting uses TTA")
-    pk.add_argument("--precise-bn", action=argparse.BooleanOptionalAction, default=True,
-                    help="recompute batch-norm statistics on the clean training faces first (default: yes)")
-    pk.add_argument("--int8", action="store_true", help="also ship an int8 ONNX file (calibrated on train faces), "
-                                                        "which ONNX Runtime serves and the val metrics describe")
+    pk.add_argument(
+        "--precise-bn",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="recompute batch-norm statistics on the clean training faces first (default: yes)",
+    )
+    pk.add_argument(
+        "--int8",
+        action="store_true",
+        help="also ship an int8 ONNX file (calibrated on train faces), "
+        "which ONNX Runtime serves and the val metrics describe",
+    )
     pk.set_defaults(run=package_command, needs_torch=True)
 
     ex = sub.add_parser("export", help="export a model (ONNX, with its metadata)")
@@ -95,8 +109,10 @@ def train_command(args: argparse.Namespace) -> None:
         if not args.data:
             raise ValueError("--data PATH is required (fer2013.csv, train.csv folder, image folders or FERPlus)")
         overrides = {f.name: getattr(args, f.name) for f, _ in flags()} | {
-            "labels": args.labels, "skip_bad": args.skip_bad or None, "skip_unknown": args.skip_unknown or None,
-        }  # fmt: skip
+            "labels": args.labels,
+            "skip_bad": args.skip_bad or None,
+            "skip_unknown": args.skip_unknown or None,
+        }
         if args.model_options:
             overrides["model_options"] = dict(_parse_option(o) for o in args.model_options)
         cfg = config_from_preset(args.preset, **{k: v for k, v in overrides.items() if v is not None})
@@ -109,8 +125,15 @@ def train_command(args: argparse.Namespace) -> None:
 def package_command(args: argparse.Namespace) -> None:
     from emotorch.training.packaging import package
 
-    entry = package(args.run_dirs, args.name, data=args.data, recipe=args.recipe, tta=args.tta, int8=args.int8,
-                    precise_bn=args.precise_bn)  # fmt: skip
+    entry = package(
+        args.run_dirs,
+        args.name,
+        data=args.data,
+        recipe=args.recipe,
+        tta=args.tta,
+        int8=args.int8,
+        precise_bn=args.precise_bn,
+    )
     print(to_json(entry, indent=2))
 
 

@@ -56,10 +56,14 @@ def video_command(args: argparse.Namespace) -> None:
         require_plots("video --plot")  # before the video is read, not after
     refuse_overwrite([Path(p) for p in (args.out, args.csv, args.plot) if p], args.force)
     recognizer = EmotionRecognizer(args.model, YuNetDetector(max_side=args.detect_size), backend=args.backend)
-    tracker = process_video(recognizer, args.input, out=Path(args.out) if args.out else None,
-                            csv_path=Path(args.csv) if args.csv else None,
-                            plot_path=Path(args.plot) if args.plot else None,
-                            detect_every=args.detect_every)  # fmt: skip
+    tracker = process_video(
+        recognizer,
+        args.input,
+        out=Path(args.out) if args.out else None,
+        csv_path=Path(args.csv) if args.csv else None,
+        plot_path=Path(args.plot) if args.plot else None,
+        detect_every=args.detect_every,
+    )
     for track in tracker.all_tracks():
         frames_seen = [f for f, _ in track.history]
         mean = np.mean([p for _, p in track.history], 0)

@@ -20,8 +20,7 @@ from emotorch.errors import CatalogBusy, CatalogError
 from emotorch.recommend.db import Item, canonical_category, checked_category, writing
 
 STARTER_CATALOG = Path(__file__).with_name("starter_catalog.csv")
-FIELDS = ("id", "category", "title", "description", "tags", "valence", "arousal", "price", "url", "image_url",
-          "locale")  # fmt: skip
+FIELDS = ("id", "category", "title", "description", "tags", "valence", "arousal", "price", "url", "image_url", "locale")
 
 
 MAX_LISTED = 20  # bad rows an import error lists (it counts them all)
@@ -80,8 +79,11 @@ def validate(raw: dict[str, Any], where: str) -> dict[str, Any]:
     for field in ("valence", "arousal"):
         value = raw.get(field)
         if value is None or value == "":
-            raise fail(field, "is required (a number from -1 to 1); this row has none" + (
-                "" if field in raw else f", and the file has no {field!r} column"))  # fmt: skip
+            raise fail(
+                field,
+                "is required (a number from -1 to 1); this row has none"
+                + ("" if field in raw else f", and the file has no {field!r} column"),
+            )
         try:
             number = float(value)  # type: ignore[arg-type]
         except (TypeError, ValueError):
@@ -153,8 +155,10 @@ def import_file(engine: Engine, path: str | Path, *, replace: bool = False) -> I
     except (IntegrityError, OperationalError) as e:
         if isinstance(e, OperationalError) and "locked" not in str(e.orig):
             raise
-        raise CatalogBusy(f"{path}: the catalog was being changed by another process at the same time; "
-                          "nothing was imported (run it again)") from None
+        raise CatalogBusy(
+            f"{path}: the catalog was being changed by another process at the same time; "
+            "nothing was imported (run it again)"
+        ) from None
     return report
 
 

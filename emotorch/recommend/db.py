@@ -159,8 +159,9 @@ def describe(engine_or_url: Engine | str, error: BaseException) -> DatabaseUnava
     return DatabaseUnavailable(f"database {name}: {reason}")
 
 
-def connect(url: str | None = None, *, revision: str = "head",
-            on_create: Callable[[Engine], None] | None = None) -> Engine:  # fmt: skip
+def connect(
+    url: str | None = None, *, revision: str = "head", on_create: Callable[[Engine], None] | None = None
+) -> Engine:
     """An engine on ``url`` whose schema has been upgraded to ``revision`` (default: newest).
 
     ``on_create`` runs once, right after a database is created (to load the starter catalog).

@@ -44,19 +44,42 @@ class Recommendation:
 class Recommender:
     """Recommendations, feedback and privacy operations over one catalog database."""
 
-    def __init__(self, engine: Engine | str | None = None, *, alpha: float = 0.3, learned_weight: float = 2.0,
-                 taste_weight: float = 2.0, recent_hours: float = 24.0, diversity: float = 0.5,
-                 arm_prior: float = ARM_PRIOR, tag_prior: float = TAG_PRIOR,
-                 min_strategy_clicks: int = MIN_STRATEGY_CLICKS) -> None:  # fmt: skip
+    def __init__(
+        self,
+        engine: Engine | str | None = None,
+        *,
+        alpha: float = 0.3,
+        learned_weight: float = 2.0,
+        taste_weight: float = 2.0,
+        recent_hours: float = 24.0,
+        diversity: float = 0.5,
+        arm_prior: float = ARM_PRIOR,
+        tag_prior: float = TAG_PRIOR,
+        min_strategy_clicks: int = MIN_STRATEGY_CLICKS,
+    ) -> None:
         self.engine = engine if isinstance(engine, Engine) else open_database(engine)
         self.store = Store(self.engine, timedelta(hours=recent_hours))
-        self.weights = Weights(alpha=alpha, learned=learned_weight, taste=taste_weight, diversity=diversity,
-                               arm_prior=arm_prior, tag_prior=tag_prior)  # fmt: skip
+        self.weights = Weights(
+            alpha=alpha,
+            learned=learned_weight,
+            taste=taste_weight,
+            diversity=diversity,
+            arm_prior=arm_prior,
+            tag_prior=tag_prior,
+        )
         self.min_strategy_clicks = min_strategy_clicks
 
-    def recommend(self, current: Mood, *, categories: Sequence[str] | str | None = None, n: int = 5,
-                  strategy: str = "auto", user_id: str | None = None, session_id: str | None = None,
-                  record: bool = True) -> list[Recommendation]:  # fmt: skip
+    def recommend(
+        self,
+        current: Mood,
+        *,
+        categories: Sequence[str] | str | None = None,
+        n: int = 5,
+        strategy: str = "auto",
+        user_id: str | None = None,
+        session_id: str | None = None,
+        record: bool = True,
+    ) -> list[Recommendation]:
         """The ``n`` best items for ``current`` mood; impressions are recorded when ``record``."""
         if strategy not in STRATEGIES:
             raise ValueError(f"unknown strategy {strategy!r}; expected one of {', '.join(STRATEGIES)}")
@@ -88,24 +111,39 @@ class Recommender:
 
         chosen = scoring.diverse_top(scored, n, lambda entry: entry[0].tag_set, w.diversity)
         recs = [
-            Recommendation(it.id, it.category, it.title, round(score, 4),
-                           scoring.reason(current, clear, it.category, it.description, strat, tag), strat, item_dict(it))
+            Recommendation(
+                it.id,
+                it.category,
+                it.title,
+                round(score, 4),
+                scoring.reason(current, clear, it.category, it.description, strat, tag),
+                strat,
+                item_dict(it),
+            )
             for score, (it, strat, tag) in chosen
-        ]  # fmt: skip
+        ]
         if record and recs:
             self.store.record(current, [(r.id, r.strategy) for r in recs], "impression", user_id, session_id)
         return recs
 
-    def feedback(self, item_id: str, kind: str, current: Mood | None = None, *, user_id: str | None = None,
-                 session_id: str | None = None) -> None:  # fmt: skip
+    def feedback(
+        self,
+        item_id: str,
+        kind: str,
+        current: Mood | None = None,
+        *,
+        user_id: str | None = None,
+        session_id: str | None = None,
+    ) -> None:
         """Store an impression, click or like and update the bandit with its emotion context."""
         if kind not in FEEDBACK_KINDS:
             raise ValueError(f"unknown feedback kind {kind!r}; expected one of {', '.join(FEEDBACK_KINDS)}")
         self.store.require_item(item_id)
         self.store.record(current or unknown_mood(), [(item_id, None)], kind, user_id, session_id)
 
-    def set_user(self, user_id: str, *, opted_in: bool | None = None,
-                 strategies: Mapping[str, str] | None = None) -> None:  # fmt: skip
+    def set_user(
+        self, user_id: str, *, opted_in: bool | None = None, strategies: Mapping[str, str] | None = None
+    ) -> None:
         """Create or update a user: consent to storing emotion context, per-category strategies."""
         prefs = {checked_category(category): strat for category, strat in (strategies or {}).items()}
         for category, strat in prefs.items():

@@ -31,7 +31,9 @@ def arm_stats(a: list | None, b: list | None, dim: int) -> tuple[np.ndarray, np.
     return a, b
 
 
-def updated_arm(a: np.ndarray, b: np.ndarray, x: np.ndarray, *, shown: bool, clicked: bool) -> tuple[np.ndarray, np.ndarray]:
+def updated_arm(
+    a: np.ndarray, b: np.ndarray, x: np.ndarray, *, shown: bool, clicked: bool
+) -> tuple[np.ndarray, np.ndarray]:
     """An arm after one event in context ``x``: a showing adds ``x x^T`` to A, a click adds ``x`` to b."""
     return (a + np.outer(x, x) if shown else a), (b + x if clicked else b)
 
@@ -44,8 +46,9 @@ def ucb(a: np.ndarray, b: np.ndarray, x: np.ndarray, *, prior: float, alpha: flo
     return float(weight * expected + alpha * np.sqrt(x @ a_inv @ x))
 
 
-def learned_strategies(everyone: Mapping[str, Mapping[str, Counts]], mine: Mapping[str, Counts],
-                       min_clicks: int = MIN_STRATEGY_CLICKS) -> dict[str, str]:  # fmt: skip
+def learned_strategies(
+    everyone: Mapping[str, Mapping[str, Counts]], mine: Mapping[str, Counts], min_clicks: int = MIN_STRATEGY_CLICKS
+) -> dict[str, str]:
     """The strategy per category that earned more clicks in moods of this sign, where it is not the default.
 
     ``everyone[category][strategy]`` counts everyone's impressions and clicks; ``mine[strategy]`` an opted-in

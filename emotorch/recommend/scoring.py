@@ -24,12 +24,19 @@ OFTEN_CLICKS = 3  # picks of a tag before a reason may say "you often pick" it
 OFTEN_MARGIN = 0.15  # ... and by how much its click rate must beat the viewer's overall rate
 NEAR_DUPLICATE = 0.75  # tag Jaccard similarity at which two items count as near-duplicates
 
-UPLIFT_WORD = {"angry": "calming", "disgust": "refreshing", "fear": "reassuring", "happy": "upbeat",
-               "neutral": "pleasant", "sad": "comforting", "surprise": "exciting", "contempt": "warm-hearted"}  # fmt: skip # a table
-MATCH_WORD = {"angry": "intense", "disgust": "edgy", "fear": "suspenseful", "happy": "joyful",
-              "neutral": "easy-going", "sad": "gentle, reflective", "surprise": "surprising", "contempt": "wry"}  # fmt: skip # a table
-AS_ADJECTIVE = {"angry": "angry", "disgust": "disgusted", "fear": "afraid", "happy": "happy", "neutral": "calm",
-                "sad": "sad", "surprise": "surprised", "contempt": "unimpressed"}  # fmt: skip # a table
+# what the reason calls an item for each mood (tables: four emotions to a line)
+UPLIFT_WORD = {
+    "angry": "calming", "disgust": "refreshing", "fear": "reassuring", "happy": "upbeat",
+    "neutral": "pleasant", "sad": "comforting", "surprise": "exciting", "contempt": "warm-hearted",
+}  # fmt: skip # a table
+MATCH_WORD = {
+    "angry": "intense", "disgust": "edgy", "fear": "suspenseful", "happy": "joyful",
+    "neutral": "easy-going", "sad": "gentle, reflective", "surprise": "surprising", "contempt": "wry",
+}  # fmt: skip # a table
+AS_ADJECTIVE = {
+    "angry": "angry", "disgust": "disgusted", "fear": "afraid", "happy": "happy",
+    "neutral": "calm", "sad": "sad", "surprise": "surprised", "contempt": "unimpressed",
+}  # fmt: skip # a table
 NOUN = {"product": "pick", "place": "place to visit", "food": "dish", "song": "song", "movie": "film"}
 
 
@@ -73,7 +80,9 @@ def ucb_term(a: np.ndarray, b: np.ndarray, x: np.ndarray, w: Weights) -> float:
     return ucb(a, b, x, prior=w.arm_prior, alpha=w.alpha, weight=w.learned)
 
 
-def tag_affinity(events: Iterable[tuple[str, str]], prior: float = TAG_PRIOR) -> tuple[dict[str, tuple[float, int]], float]:
+def tag_affinity(
+    events: Iterable[tuple[str, str]], prior: float = TAG_PRIOR
+) -> tuple[dict[str, tuple[float, int]], float]:
     """Per-tag (click rate, clicks) of one viewer from their (kind, comma-separated tags) events, and their
     overall click rate. A click or like counts as shown even without a recorded impression, and each tag's
     rate is shrunk toward the overall rate by ``prior`` pseudo-impressions, so one like moves a tag a
@@ -86,7 +95,9 @@ def tag_affinity(events: Iterable[tuple[str, str]], prior: float = TAG_PRIOR) ->
     total_clicked = sum(1 for kind, _ in events if kind != "impression")
     total_shown = max(sum(1 for kind, _ in events if kind == "impression"), total_clicked)
     base = (total_clicked + 1) / (total_shown + 2)
-    rates = {t: ((clicked[t] + prior * base) / (max(shown[t], clicked[t]) + prior), clicked[t]) for t in shown | clicked}
+    rates = {
+        t: ((clicked[t] + prior * base) / (max(shown[t], clicked[t]) + prior), clicked[t]) for t in shown | clicked
+    }
     return rates, base
 
 
@@ -104,8 +115,9 @@ def jaccard(a: frozenset[str], b: frozenset[str]) -> float:
     return len(a & b) / len(a | b) if a or b else 0.0
 
 
-def diverse_top(scored: Sequence[tuple[float, T]], n: int, tags: Callable[[T], frozenset[str]],
-                diversity: float) -> list[tuple[float, T]]:  # fmt: skip
+def diverse_top(
+    scored: Sequence[tuple[float, T]], n: int, tags: Callable[[T], frozenset[str]], diversity: float
+) -> list[tuple[float, T]]:
     """Greedy selection of ``n`` (score, item) pairs: each pick pays ``diversity`` times its largest tag
     overlap with the picks before it, and a near-duplicate of one of them (:data:`NEAR_DUPLICATE`) 1 more."""
     pool = sorted(scored, key=lambda s: -s[0])

@@ -71,21 +71,29 @@ class Store:
             return set()
         since = datetime.now(UTC) - self.recent
         with Session(self.engine) as session:
-            return set(session.scalars(select(Event.item_id).where(who, Event.kind == "impression", Event.created_at >= since)))
+            return set(
+                session.scalars(select(Event.item_id).where(who, Event.kind == "impression", Event.created_at >= since))
+            )
 
     def preferences(self, user_id: str | None) -> dict[str, str]:
         """The user's chosen strategy per category."""
         if user_id is None:
             return {}
         with Session(self.engine) as session:
-            return {p.category: p.strategy for p in session.scalars(select(Preference).where(Preference.user_id == user_id))}
+            return {
+                p.category: p.strategy for p in session.scalars(select(Preference).where(Preference.user_id == user_id))
+            }
 
-    def strategy_counts(self, user_id: str | None, negative: bool) -> tuple[dict[str, dict[str, Counts]], dict[str, Counts]]:
+    def strategy_counts(
+        self, user_id: str | None, negative: bool
+    ) -> tuple[dict[str, dict[str, Counts]], dict[str, Counts]]:
         """(impressions, clicks) per category and strategy for everyone, and per strategy for the user (over all
         categories), in moods of this sign."""
         scopes = [EVERYONE] + ([user_id] if user_id else [])
         with Session(self.engine) as session:
-            rows = session.scalars(select(StrategyStat).where(StrategyStat.scope.in_(scopes), StrategyStat.negative == negative))
+            rows = session.scalars(
+                select(StrategyStat).where(StrategyStat.scope.in_(scopes), StrategyStat.negative == negative)
+            )
             everyone: dict[str, dict[str, Counts]] = {}
             mine: dict[str, Counts] = {}
             for r in rows:
@@ -101,7 +109,10 @@ class Store:
         if who is None:
             return []
         with Session(self.engine) as session:
-            return [tuple(r) for r in session.execute(select(Event.kind, Item.tags).join(Item, Item.id == Event.item_id).where(who))]
+            return [
+                tuple(r)
+                for r in session.execute(select(Event.kind, Item.tags).join(Item, Item.id == Event.item_id).where(who))
+            ]
 
     def arms(self, item_ids: list[str]) -> dict[str, BanditArm]:
         with Session(self.engine) as session:
@@ -114,8 +125,9 @@ class Store:
             if session.get(Item, item_id) is None:
                 raise ItemNotFound(f"no item {item_id!r} in the catalog")
 
-    def record(self, current: Mood, shown: list[tuple[str, str | None]], kind: str, user_id: str | None,
-               session_id: str | None) -> None:  # fmt: skip
+    def record(
+        self, current: Mood, shown: list[tuple[str, str | None]], kind: str, user_id: str | None, session_id: str | None
+    ) -> None:
         """Store events for (item id, strategy) pairs and update the items' bandit arms and strategy counts.
         The emotion context is stored, and the user's own counts kept, only with the user's consent."""
         x = current.context()
@@ -133,8 +145,16 @@ class Store:
                 was_shown = kind == "impression"
                 if kind != "impression":  # credit the strategy that showed this item to this viewer
                     was_shown, strategy = _shown_by(session, item_id, user_id, session_id)
-                session.add(Event(user_id=user_id, session_id=session_id, item_id=item_id, kind=kind,
-                                  strategy=strategy, context=list(current.probs) if keep_context else None))  # fmt: skip
+                session.add(
+                    Event(
+                        user_id=user_id,
+                        session_id=session_id,
+                        item_id=item_id,
+                        kind=kind,
+                        strategy=strategy,
+                        context=list(current.probs) if keep_context else None,
+                    )
+                )
                 if strategy is not None:
                     _count(session, scopes, item_id, current.negative, strategy, kind)
                 arm = arms.get(item_id) or BanditArm(item_id=item_id)
@@ -180,8 +200,12 @@ class Store:
                 return None
             opted_in = bool(user.opted_in)
             kinds = Counter(session.scalars(select(Event.kind).where(Event.user_id == user_id)))
-        return {"user_id": user_id, "opted_in": opted_in, "strategies": dict(sorted(self.preferences(user_id).items())),
-                "events": {k: kinds.get(k, 0) for k in FEEDBACK_KINDS}}  # fmt: skip
+        return {
+            "user_id": user_id,
+            "opted_in": opted_in,
+            "strategies": dict(sorted(self.preferences(user_id).items())),
+            "events": {k: kinds.get(k, 0) for k in FEEDBACK_KINDS},
+        }
 
     def forget(self, user_id: str) -> int:
         """Delete everything stored about a user; returns the number of events removed."""
@@ -218,8 +242,12 @@ def _shown_by(session: Session, item_id: str, user_id: str | None, session_id: s
     who = _who(user_id, session_id)
     if who is None:
         return False, None
-    query = (select(Event.id, Event.strategy).where(who, Event.item_id == item_id, Event.kind == "impression")
-             .order_by(Event.id.desc()).limit(1))  # fmt: skip
+    query = (
+        select(Event.id, Event.strategy)
+        .where(who, Event.item_id == item_id, Event.kind == "impression")
+        .order_by(Event.id.desc())
+        .limit(1)
+    )
     row = session.execute(query).first()
     return (True, row.strategy) if row else (False, None)
 
@@ -231,8 +259,9 @@ def _count(session: Session, scopes: list[str], item_id: str, negative: bool, st
         key = (scope, category if scope == EVERYONE else EVERYONE, negative, strategy)
         stat = session.get(StrategyStat, key, with_for_update=True)
         if stat is None:
-            stat = StrategyStat(scope=key[0], category=key[1], negative=negative, strategy=strategy,
-                                impressions=0, clicks=0)  # fmt: skip
+            stat = StrategyStat(
+                scope=key[0], category=key[1], negative=negative, strategy=strategy, impressions=0, clicks=0
+            )
             session.add(stat)
         if kind == "impression":
             stat.impressions += 1

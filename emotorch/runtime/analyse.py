@@ -46,21 +46,43 @@ def face_rows(scan_result: Scan, probs: np.ndarray, classes: list[str], model: d
     rows = []
     for face, p in zip(scan_result.faces, probs, strict=True):
         x, y, w, h = face["box"]
-        rows.append({"source": scan_result.source.path, "kind": scan_result.source.kind, "frame": face["frame"],
-                     "time_s": face["time_s"], "face": face["face"], "x": x, "y": y, "w": w, "h": h,
-                     "landmarks": face["landmarks"], "detection_score": face["detection_score"],
-                     "emotion": classes[int(p.argmax())], **{c: round(float(v), 5) for c, v in zip(classes, p,
-                                                                                                   strict=True)},
-                     "model": model["name"], "model_version": model["version"],
-                     "size": scan_result.source.size, "mtime_ns": scan_result.source.mtime_ns})  # fmt: skip
+        rows.append(
+            {
+                "source": scan_result.source.path,
+                "kind": scan_result.source.kind,
+                "frame": face["frame"],
+                "time_s": face["time_s"],
+                "face": face["face"],
+                "x": x,
+                "y": y,
+                "w": w,
+                "h": h,
+                "landmarks": face["landmarks"],
+                "detection_score": face["detection_score"],
+                "emotion": classes[int(p.argmax())],
+                **{c: round(float(v), 5) for c, v in zip(classes, p, strict=True)},
+                "model": model["name"],
+                "model_version": model["version"],
+                "size": scan_result.source.size,
+                "mtime_ns": scan_result.source.mtime_ns,
+            }
+        )
     return rows
 
 
 def file_row(scan_result: Scan) -> dict[str, Any]:
     s = scan_result.source
-    return {"source": s.path, "kind": s.kind, "size": s.size, "mtime_ns": s.mtime_ns, "frames": scan_result.frames,
-            "faces": len(scan_result.faces), "seconds": scan_result.seconds,
-            "status": "error" if scan_result.error else "ok", "error": scan_result.error}  # fmt: skip
+    return {
+        "source": s.path,
+        "kind": s.kind,
+        "size": s.size,
+        "mtime_ns": s.mtime_ns,
+        "frames": scan_result.frames,
+        "faces": len(scan_result.faces),
+        "seconds": scan_result.seconds,
+        "status": "error" if scan_result.error else "ok",
+        "error": scan_result.error,
+    }
 
 
 @dataclass
@@ -73,10 +95,20 @@ class Summary:
     seconds: float = 0.0
 
 
-def analyse(inputs: Iterable[str], out: str | os.PathLike, *, model: str | None = None, backend: str = "auto",
-            workers: int | None = None, every_s: float = 1.0, detect_size: int = 640, batch_size: int = 256,
-            engine: str = "local", save_crops: bool = False,
-            progress: Callable[[int, int, int], None] | None = None) -> Summary:  # fmt: skip
+def analyse(
+    inputs: Iterable[str],
+    out: str | os.PathLike,
+    *,
+    model: str | None = None,
+    backend: str = "auto",
+    workers: int | None = None,
+    every_s: float = 1.0,
+    detect_size: int = 640,
+    batch_size: int = 256,
+    engine: str = "local",
+    save_crops: bool = False,
+    progress: Callable[[int, int, int], None] | None = None,
+) -> Summary:
     """Analyse every photo and video the inputs name into the folder ``out`` (see the module doc).
 
     ``progress(files_done, faces_done, files_to_do)`` is called after each file this run analyses.
@@ -109,16 +141,20 @@ def analyse(inputs: Iterable[str], out: str | os.PathLike, *, model: str | None 
                 continue
             todo.append(source)
         if not summary.files:
-            raise DataError(f"{', '.join(inputs)}: no photo or video found (photos: "
-                            f"{', '.join(sorted(IMAGE_EXTENSIONS))}; videos: {', '.join(sorted(VIDEO_EXTENSIONS))})")
+            raise DataError(
+                f"{', '.join(inputs)}: no photo or video found (photos: "
+                f"{', '.join(sorted(IMAGE_EXTENSIONS))}; videos: {', '.join(sorted(VIDEO_EXTENSIONS))})"
+            )
         model = str(model or STREAM_MODEL)
         recognizer = EmotionRecognizer(model, backend=backend)
         name = recognizer.model.name
         model_info = {"name": name, "version": str(shipped().get(name, {}).get("sha256", ""))}
         others = results.models - {(model_info["name"], model_info["version"])}
         if others:  # one results folder, one model: rows of two models would be averaged together
-            raise ValueError(f"{out} holds results of the model {sorted(others)[0][0]!r}, not {name!r}: use another "
-                             "--out folder for another model")  # fmt: skip
+            raise ValueError(
+                f"{out} holds results of the model {sorted(others)[0][0]!r}, not {name!r}: use another "
+                "--out folder for another model"
+            )
         crops_dir = Path(out) / "crops" if save_crops else None
         total = len(todo)
         options = {"every_s": every_s, "detect_size": detect_size, "workers": workers, "batch_size": batch_size}
@@ -146,8 +182,9 @@ def analyse(inputs: Iterable[str], out: str | os.PathLike, *, model: str | None 
     return summary
 
 
-def _classify_batches(scans: Iterator[Scan], recognizer, batch_size: int,
-                      max_wait_s: float = 1.0) -> Iterator[tuple[Scan, np.ndarray]]:  # fmt: skip
+def _classify_batches(
+    scans: Iterator[Scan], recognizer, batch_size: int, max_wait_s: float = 1.0
+) -> Iterator[tuple[Scan, np.ndarray]]:
     """Classify the faces of many files together: a call once ``batch_size`` faces (or files) wait,
     or the oldest has waited ``max_wait_s``, so results keep reaching the disk. Files come out in
     the order they arrived."""
@@ -156,8 +193,9 @@ def _classify_batches(scans: Iterator[Scan], recognizer, batch_size: int,
 
     def flush() -> Iterator[tuple[Scan, np.ndarray]]:
         crops = [c for s in pending for c in s.crops]
-        probs = (recognizer.predict_proba(np.stack(crops)) if crops
-                 else np.zeros((0, len(recognizer.classes)), np.float32))  # fmt: skip
+        probs = (
+            recognizer.predict_proba(np.stack(crops)) if crops else np.zeros((0, len(recognizer.classes)), np.float32)
+        )
         start = 0
         for s in pending:
             yield s, probs[start : start + len(s.crops)]
@@ -174,8 +212,9 @@ def _classify_batches(scans: Iterator[Scan], recognizer, batch_size: int,
     yield from flush()
 
 
-def _run_local(todo: list[Source], recognizer, *, every_s: float, detect_size: int, workers: int | None,
-               batch_size: int) -> Iterator[tuple[Scan, np.ndarray]]:  # fmt: skip
+def _run_local(
+    todo: list[Source], recognizer, *, every_s: float, detect_size: int, workers: int | None, batch_size: int
+) -> Iterator[tuple[Scan, np.ndarray]]:
     """Decode and detect in ``workers`` processes, classify here in batches across files."""
     workers = workers or available_cores()
     if workers < 1:

@@ -30,10 +30,17 @@ def _scan_rows(item: dict[str, Any], every_s: float, detect_size: int) -> list[d
     """One file's rows: a row per face (its 48x48 crop and where it is) and a last row for the file."""
     result = scan(Source(**item), every_s, detect_size)
     base = {"path": item["path"]}
-    rows = [base | {"row": "face", "info": json.dumps(face), "crop": crop}
-            for face, crop in zip(result.faces, result.crops, strict=True)]  # fmt: skip
-    info = {"source": item, "frames": result.frames, "faces": len(result.faces), "error": result.error,
-            "seconds": result.seconds}  # fmt: skip
+    rows = [
+        base | {"row": "face", "info": json.dumps(face), "crop": crop}
+        for face, crop in zip(result.faces, result.crops, strict=True)
+    ]
+    info = {
+        "source": item,
+        "frames": result.frames,
+        "faces": len(result.faces),
+        "error": result.error,
+        "seconds": result.seconds,
+    }
     return [*rows, base | {"row": "file", "info": json.dumps(info), "crop": np.zeros(CROP, np.uint8)}]
 
 
@@ -54,8 +61,17 @@ class _Classifier:
         return {**{k: batch[k] for k in ("path", "row", "info", "crop")}, "probs": probs}
 
 
-def run(todo: list[Source], recognizer, *, model: str, backend: str, every_s: float, detect_size: int,
-        workers: int | None, batch_size: int) -> Iterator[tuple[Scan, np.ndarray]]:  # fmt: skip
+def run(
+    todo: list[Source],
+    recognizer,
+    *,
+    model: str,
+    backend: str,
+    every_s: float,
+    detect_size: int,
+    workers: int | None,
+    batch_size: int,
+) -> Iterator[tuple[Scan, np.ndarray]]:
     """(scan, probabilities) for every file, as each one's rows have all come back from the cluster."""
     try:
         import ray
@@ -65,8 +81,12 @@ def run(todo: list[Source], recognizer, *, model: str, backend: str, every_s: fl
     if not todo:
         return
     if not ray.is_initialized():
-        ray.init(address=os.environ.get("RAY_ADDRESS"), include_dashboard=False, log_to_driver=False,
-                 logging_level=logging.WARNING)  # fmt: skip
+        ray.init(
+            address=os.environ.get("RAY_ADDRESS"),
+            include_dashboard=False,
+            log_to_driver=False,
+            logging_level=logging.WARNING,
+        )
     logging.getLogger("ray.data").setLevel(logging.WARNING)  # our own progress bar says how it goes
     ray.data.DataContext.get_current().enable_progress_bars = False
     cpus = float(ray.cluster_resources().get("CPU", 1))
@@ -76,9 +96,14 @@ def run(todo: list[Source], recognizer, *, model: str, backend: str, every_s: fl
     actor_cpus = 0.5 if cpus - 0.5 * classifiers >= 1 else 0.0
     ds = ray.data.from_items([asdict(s) for s in todo], override_num_blocks=min(len(todo), 200))
     ds = ds.flat_map(_scan_rows, fn_kwargs={"every_s": every_s, "detect_size": detect_size}, num_cpus=1)
-    ds = ds.map_batches(_Classifier, fn_constructor_kwargs={"model": model, "backend": backend},
-                        batch_size=batch_size, batch_format="numpy", num_cpus=actor_cpus,
-                        compute=ray.data.ActorPoolStrategy(size=classifiers))  # fmt: skip
+    ds = ds.map_batches(
+        _Classifier,
+        fn_constructor_kwargs={"model": model, "backend": backend},
+        batch_size=batch_size,
+        batch_format="numpy",
+        num_cpus=actor_cpus,
+        compute=ray.data.ActorPoolStrategy(size=classifiers),
+    )
     pending: dict[str, tuple[list[dict], list[np.ndarray], list[np.ndarray]]] = {}
     files: dict[str, dict[str, Any]] = {}
     for row in ds.iter_rows():
@@ -93,7 +118,13 @@ def run(todo: list[Source], recognizer, *, model: str, backend: str, every_s: fl
         info = files.get(path)
         if info is not None and len(faces) == info["faces"]:  # every row of this file is here
             order = sorted(range(len(faces)), key=lambda k: (faces[k]["frame"] or 0, faces[k]["face"]))
-            done = Scan(Source(**info["source"]), info["frames"], [faces[k] for k in order],
-                        [crops[k] for k in order], info["error"], info["seconds"])  # fmt: skip
+            done = Scan(
+                Source(**info["source"]),
+                info["frames"],
+                [faces[k] for k in order],
+                [crops[k] for k in order],
+                info["error"],
+                info["seconds"],
+            )
             yield done, np.stack([probs[k] for k in order]) if order else np.zeros((0, len(recognizer.classes)))
             del pending[path], files[path]

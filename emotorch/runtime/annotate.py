@@ -13,9 +13,16 @@ if TYPE_CHECKING:  # the pipeline (and PyTorch) is not needed to draw
 
 # Okabe and Ito's palette, which readers with any common colour-vision deficiency can tell apart (angry
 # and contempt, fear and sad no longer share a hue); neutral is its grey
-COLORS = {"angry": (213, 94, 0), "disgust": (0, 158, 115), "fear": (204, 121, 167), "happy": (230, 159, 0),
-          "neutral": (140, 140, 140), "sad": (0, 114, 178), "surprise": (240, 228, 66),
-          "contempt": (86, 180, 233)}  # fmt: skip
+COLORS = {
+    "angry": (213, 94, 0),
+    "disgust": (0, 158, 115),
+    "fear": (204, 121, 167),
+    "happy": (230, 159, 0),
+    "neutral": (140, 140, 140),
+    "sad": (0, 114, 178),
+    "surprise": (240, 228, 66),
+    "contempt": (86, 180, 233),
+}
 
 
 def annotate(rgb: np.ndarray, faces: list[FaceResult], labels: list[str] | None = None) -> Image.Image:
@@ -36,8 +43,9 @@ def annotate(rgb: np.ndarray, faces: list[FaceResult], labels: list[str] | None 
         draw.rectangle([x, y - 16 * scale, x + tw + 6, y], fill=color)
         draw.text((x + 3, y - 15 * scale), label, fill=(0, 0, 0), font=font)
         bar_w, row = 60 * scale, 11 * scale
-        draw.rectangle([x, y + h + 2, x + 24 * scale + bar_w, y + h + 6 + row * len(face.probabilities)],
-                       fill=(30, 30, 30))  # fmt: skip
+        draw.rectangle(
+            [x, y + h + 2, x + 24 * scale + bar_w, y + h + 6 + row * len(face.probabilities)], fill=(30, 30, 30)
+        )
         for i, (name, p) in enumerate(face.probabilities.items()):  # bars below the box
             top = y + h + 4 + i * row
             draw.text((x, top - 1), name[:3], fill=(255, 255, 255), font=ImageFont.load_default(size=int(9 * scale)))

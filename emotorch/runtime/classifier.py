@@ -61,8 +61,15 @@ class Classifier:
         """A shipped model's name, else where the model came from."""
         return self.card.name or self.source
 
-    def predict_logits(self, faces: np.ndarray, *, tta: bool | None = None, tta_pad: int = TTA_PAD,
-                       batch_size: int = 256, progress: str | None = None) -> np.ndarray:  # fmt: skip
+    def predict_logits(
+        self,
+        faces: np.ndarray,
+        *,
+        tta: bool | None = None,
+        tta_pad: int = TTA_PAD,
+        batch_size: int = 256,
+        progress: str | None = None,
+    ) -> np.ndarray:
         """Logits (N, K) of uint8 faces (N, H, W); ``tta``: None for the card's own setting. ``progress``: a
         progress bar with this title on stderr (where it is a terminal)."""
         tta = self.card.tta if tta is None else tta

@@ -50,8 +50,10 @@ def write_summary(path: Path, results: list[dict[str, Any]], classes: list[str])
         for r in results:
             if not r["faces"]:
                 writer.writerow([r["path"], "", "", "", "", "", "", *[""] * len(classes), r.get("error", "no face")])
-            writer.writerows([r["path"], i, *face["box"], face["emotion"], *(face["probabilities"][c] for c in classes),
-                              ""] for i, face in enumerate(r["faces"]))  # fmt: skip
+            writer.writerows(
+                [r["path"], i, *face["box"], face["emotion"], *(face["probabilities"][c] for c in classes), ""]
+                for i, face in enumerate(r["faces"])
+            )
 
 
 class EmotionRecognizer:
@@ -64,8 +66,15 @@ class EmotionRecognizer:
     ``reading`` turns probabilities into each face's emotion (:mod:`emotorch.runtime.reading`): ``crowd``, the
     most likely vote, or ``expressive``, a non-neutral emotion once its share passes the model's threshold."""
 
-    def __init__(self, model: str | os.PathLike | Classifier = PHOTO_MODEL, detector: Detector | None = None,
-                 *, tta: bool | None = None, backend: str | None = None, reading: str = "crowd") -> None:  # fmt: skip
+    def __init__(
+        self,
+        model: str | os.PathLike | Classifier = PHOTO_MODEL,
+        detector: Detector | None = None,
+        *,
+        tta: bool | None = None,
+        backend: str | None = None,
+        reading: str = "crowd",
+    ) -> None:
         if threads.current() is None:  # the Python API gets the CLI's thread budget: OpenCV's default pool
             threads.configure()  # fights ONNX Runtime for the same cores (YuNet 0.44 s instead of 0.02 s)
         self.model = serve_with(model, backend) if isinstance(model, Classifier) else load_model(model, backend)
@@ -102,8 +111,15 @@ class EmotionRecognizer:
         probs = self.predict_proba(np.stack(crops))
         answers = iter(zip(probs, self.read(probs), strict=True))
         return [
-            [FaceResult(f.box, f.landmarks.tolist(), f.score, self.classes[int(k)],
-                        {c: float(v) for c, v in zip(self.classes, p, strict=True)})
-             for f, (p, k) in zip(found, answers, strict=False)]
+            [
+                FaceResult(
+                    f.box,
+                    f.landmarks.tolist(),
+                    f.score,
+                    self.classes[int(k)],
+                    {c: float(v) for c, v in zip(self.classes, p, strict=True)},
+                )
+                for f, (p, k) in zip(found, answers, strict=False)
+            ]
             for found in faces
-        ]  # fmt: skip
+        ]

@@ -38,8 +38,9 @@ def confusion_matrix(cm: list[list[int]], classes: list[str], title: str = "Conf
     return fig
 
 
-def prediction_grid(images: np.ndarray, probs: np.ndarray, labels: np.ndarray | None,
-                    classes: list[str], n: int = 36, seed: int = 0) -> Figure:  # fmt: skip
+def prediction_grid(
+    images: np.ndarray, probs: np.ndarray, labels: np.ndarray | None, classes: list[str], n: int = 36, seed: int = 0
+) -> Figure:
     """A grid of faces titled "predicted (p) / true": green when right, red when wrong."""
     rng = np.random.default_rng(seed)
     idx = rng.choice(len(images), size=min(n, len(images)), replace=False)
@@ -85,8 +86,18 @@ def legend_above(fig: Figure, ax, strip_inches: float = 0.3) -> None:
     top = 1 - strip_inches / fig.get_figheight()
     fig.tight_layout(rect=(0, 0, 1, top))
     if handles:  # standing on the panels' top edge: no gap between the legend and what it names
-        fig.legend(handles, labels, ncol=len(labels), fontsize=8, loc="lower center", bbox_to_anchor=(0.5, top),
-                   frameon=False, borderaxespad=0.0, handlelength=1.5, columnspacing=1.2)
+        fig.legend(
+            handles,
+            labels,
+            ncol=len(labels),
+            fontsize=8,
+            loc="lower center",
+            bbox_to_anchor=(0.5, top),
+            frameon=False,
+            borderaxespad=0.0,
+            handlelength=1.5,
+            columnspacing=1.2,
+        )
 
 
 def save(fig: Figure, path: str | Path) -> None:

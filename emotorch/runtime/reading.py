@@ -27,8 +27,9 @@ def check(reading: str, threshold: float | None) -> None:
         raise ValueError("this model has no expressive threshold (models packaged before it existed): use crowd")
 
 
-def answer(probs: np.ndarray, classes: Sequence[str], reading: str = "crowd",
-           threshold: float | None = None) -> np.ndarray:  # fmt: skip
+def answer(
+    probs: np.ndarray, classes: Sequence[str], reading: str = "crowd", threshold: float | None = None
+) -> np.ndarray:
     """The answer (class index) for each row of ``probs`` (N, K) under ``reading``."""
     top = probs.argmax(1)
     if reading == "crowd" or (reading in READINGS and NEUTRAL not in classes):

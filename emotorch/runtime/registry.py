@@ -95,8 +95,9 @@ def load_model(name_or_path: str | os.PathLike, backend: str | None = None) -> C
         name = name.lower() if name.lower() in shipped() else name  # "Fast" is fast; paths keep their case
         if name not in shipped():
             known = ", ".join(shipped()) or "none yet"
-            raise CheckpointError(f"{name}: no such checkpoint file, ONNX file, run directory or shipped model "
-                                  f"(shipped: {known})")  # fmt: skip
+            raise CheckpointError(
+                f"{name}: no such checkpoint file, ONNX file, run directory or shipped model (shipped: {known})"
+            )
         if backend != "torch":
             return open_onnx(shipped_path(name, "onnx"), name)
         return _torch_side(f"the PyTorch backend of {name}").load_shipped(name).checked()

@@ -27,8 +27,13 @@ def current(files: list[dict[str, Any]], faces: list[dict[str, Any]]) -> tuple[l
     analysed again is counted once, with what it holds now (rows from before face rows carried the
     file's size and time are all kept)."""
     newest = {f["source"]: f for f in files}
-    kept = [f for f in faces if "size" not in f or (f["size"], f["mtime_ns"]) == (
-        newest.get(f["source"], {}).get("size"), newest.get(f["source"], {}).get("mtime_ns"))]  # fmt: skip
+    kept = [
+        f
+        for f in faces
+        if "size" not in f
+        or (f["size"], f["mtime_ns"])
+        == (newest.get(f["source"], {}).get("size"), newest.get(f["source"], {}).get("mtime_ns"))
+    ]
     return list(newest.values()), kept
 
 
@@ -52,8 +57,10 @@ def shares(faces: list[dict[str, Any]], classes: list[str]) -> dict[str, dict[st
     """Per emotion: faces whose top emotion it is, their share, and the mean probability over all faces."""
     top = [f["emotion"] for f in faces]
     mean = np.mean([[f[c] for c in classes] for f in faces], 0) if faces else np.zeros(len(classes))
-    return {c: {"faces": top.count(c), "share": top.count(c) / len(faces) if faces else 0.0,
-                "mean_probability": float(m)} for c, m in zip(classes, mean, strict=True)}  # fmt: skip
+    return {
+        c: {"faces": top.count(c), "share": top.count(c) / len(faces) if faces else 0.0, "mean_probability": float(m)}
+        for c, m in zip(classes, mean, strict=True)
+    }
 
 
 def report(results: str | Path, out: str | Path | None = None) -> dict[str, Any]:
@@ -76,16 +83,30 @@ def report(results: str | Path, out: str | Path | None = None) -> dict[str, Any]
         for file in files:
             mine = by_source.get(file["source"], [])
             mean = np.mean([[f[c] for c in classes] for f in mine], 0) if mine else None
-            writer.writerow([file["source"], file["kind"], file["status"], file["frames"], file["faces"],
-                             classes[int(mean.argmax())] if mean is not None else "",
-                             *([f"{v:.4f}" for v in mean] if mean is not None else [""] * len(classes)),
-                             file.get("error") or ""])  # fmt: skip
+            writer.writerow(
+                [
+                    file["source"],
+                    file["kind"],
+                    file["status"],
+                    file["frames"],
+                    file["faces"],
+                    classes[int(mean.argmax())] if mean is not None else "",
+                    *([f"{v:.4f}" for v in mean] if mean is not None else [""] * len(classes)),
+                    file.get("error") or "",
+                ]
+            )
     videos = {source: rows for source, rows in by_source.items() if rows[0]["kind"] == "video"}
     can_plot = installed("matplotlib")  # the plots extra; the table and summary.csv need none
     plots = [_timeline(source, rows, classes, dest) for source, rows in videos.items()] if can_plot else []
-    return {"files": len(files), "failed": sum(f["status"] == "error" for f in files), "faces": len(faces),
-            "shares": shares(faces, classes), "summary": str(dest / "summary.csv"), "plots": plots,
-            "plots_skipped": 0 if can_plot else len(videos)}  # fmt: skip
+    return {
+        "files": len(files),
+        "failed": sum(f["status"] == "error" for f in files),
+        "faces": len(faces),
+        "shares": shares(faces, classes),
+        "summary": str(dest / "summary.csv"),
+        "plots": plots,
+        "plots_skipped": 0 if can_plot else len(videos),
+    }
 
 
 def _timeline(source: str, rows: list[dict[str, Any]], classes: list[str], dest: Path) -> str:

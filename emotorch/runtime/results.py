@@ -14,8 +14,24 @@ from emotorch.errors import DataError
 FACES, FILES, PARQUET = "faces.jsonl", "files.jsonl", "faces.parquet"
 # what every row analyse writes holds: anything else in --out is not ours to change
 FILE_KEYS = frozenset({"source", "kind", "size", "mtime_ns", "frames", "faces", "seconds", "status", "error"})
-FACE_KEYS = frozenset({"source", "kind", "frame", "time_s", "face", "x", "y", "w", "h", "landmarks",
-                       "detection_score", "emotion", "model", "model_version"})  # fmt: skip
+FACE_KEYS = frozenset(
+    {
+        "source",
+        "kind",
+        "frame",
+        "time_s",
+        "face",
+        "x",
+        "y",
+        "w",
+        "h",
+        "landmarks",
+        "detection_score",
+        "emotion",
+        "model",
+        "model_version",
+    }
+)
 
 
 def printable(name: str) -> str:
@@ -36,8 +52,9 @@ class Results:
             self._faces = open(out / FACES, "ab")  # noqa: SIM115 - closed by close()
             self._files = open(out / FILES, "ab")  # noqa: SIM115
         except OSError as e:  # a read-only folder, a file in the way, a full disk
-            raise DataError(f"{e.filename or out}: cannot hold the results ({e.strerror or e}); use another "
-                            "--out folder") from None  # fmt: skip
+            raise DataError(
+                f"{e.filename or out}: cannot hold the results ({e.strerror or e}); use another --out folder"
+            ) from None
 
     def _repair(self) -> None:
         """Check every row before changing anything, then finish what a kill left: a half-written last
@@ -46,11 +63,14 @@ class Results:
         are refused untouched."""
         files_path, faces_path = self.out / FILES, self.out / FACES
         files, files_end, files_tail = checked_rows(files_path, FILE_KEYS, lambda row: row)
-        faces, faces_end, faces_tail = checked_rows(faces_path, FACE_KEYS,
-                                                     lambda row: (row["source"], row["model"], row["model_version"]))
+        faces, faces_end, faces_tail = checked_rows(
+            faces_path, FACE_KEYS, lambda row: (row["source"], row["model"], row["model_version"])
+        )
         if faces and not files:
-            raise DataError(f"{faces_path} has {len(faces)} face rows but {files_path.name} lists no file: not "
-                            "a results folder analyse can continue; use another --out folder")  # fmt: skip
+            raise DataError(
+                f"{faces_path} has {len(faces)} face rows but {files_path.name} lists no file: not "
+                "a results folder analyse can continue; use another --out folder"
+            )
         # a file that failed is tried again on the next run; one that succeeded is done
         self.done = {(row["source"], row["size"], row["mtime_ns"]): row for row, _ in files if row["status"] == "ok"}
         self.models = {(name, version) for (_, name, version), _ in faces}
@@ -62,8 +82,10 @@ class Results:
             keep = start
         unfinished = {source for (source, _, _), start in faces if start >= keep}
         if len(unfinished) > 1:
-            raise DataError(f"{faces_path}: rows of {len(unfinished)} files that {files_path.name} does not list; "
-                            "a kill leaves at most one: use another --out folder")  # fmt: skip
+            raise DataError(
+                f"{faces_path}: rows of {len(unfinished)} files that {files_path.name} does not list; "
+                "a kill leaves at most one: use another --out folder"
+            )
         for path, end, tail in ((files_path, files_end, files_tail), (faces_path, keep, faces_tail)):
             if tail or end < (path.stat().st_size if path.exists() else 0):
                 with open(path, "r+b") as fh:
@@ -102,14 +124,17 @@ class Results:
         return dest
 
 
-def checked_rows(path: Path, keys: frozenset[str], project: Callable[[dict[str, Any]], Any]
-                  ) -> tuple[list[tuple[Any, int]], int, bool]:  # fmt: skip
+def checked_rows(
+    path: Path, keys: frozenset[str], project: Callable[[dict[str, Any]], Any]
+) -> tuple[list[tuple[Any, int]], int, bool]:
     """``project(row)`` of every complete row of a results file with the offset where the row starts, the
     offset where the complete rows end, and whether a half-written row follows. A line that is not
     such a row, or a last line that is not the start of one, is an error naming the file and line."""
     if path.is_symlink() or (path.exists() and not path.is_file()):
-        raise DataError(f"{path}: not a regular file (a link or a folder); analyse writes only files it made "
-                        "itself: use another --out folder")  # fmt: skip
+        raise DataError(
+            f"{path}: not a regular file (a link or a folder); analyse writes only files it made "
+            "itself: use another --out folder"
+        )
     rows: list[tuple[Any, int]] = []
     end, tail = 0, False
     if not path.exists():
@@ -125,8 +150,10 @@ def checked_rows(path: Path, keys: frozenset[str], project: Callable[[dict[str, 
                 tail = True  # a kill cut this row short: the only change a repair may make
                 break
             if not ours or not line.endswith(b"\n"):
-                raise DataError(f"{path}, line {number}: not a row written by emotorch analyse; use another "
-                                "--out folder (nothing in it was changed)")  # fmt: skip
+                raise DataError(
+                    f"{path}, line {number}: not a row written by emotorch analyse; use another "
+                    "--out folder (nothing in it was changed)"
+                )
             rows.append((project(row), end))
             end += len(line)
     return rows, end, tail

@@ -158,10 +158,16 @@ def scan(source: Source, every_s: float, detect_size: int = 640) -> Scan:
         for index, time_s, rgb in images:
             result.frames += 1
             for k, face in enumerate(_detector(rgb)):
-                result.faces.append({"frame": index, "time_s": time_s, "face": k,
-                                     "box": [round(float(v), 1) for v in face.box],
-                                     "landmarks": [[round(float(v), 1) for v in p] for p in face.landmarks],
-                                     "detection_score": round(face.score, 4)})  # fmt: skip
+                result.faces.append(
+                    {
+                        "frame": index,
+                        "time_s": time_s,
+                        "face": k,
+                        "box": [round(float(v), 1) for v in face.box],
+                        "landmarks": [[round(float(v), 1) for v in p] for p in face.landmarks],
+                        "detection_score": round(face.score, 4),
+                    }
+                )
                 result.crops.append(align(rgb, face))
     except DataError as e:
         result.error, result.faces, result.crops = str(e), [], []

@@ -42,16 +42,20 @@ class OnnxModel:
         the file's graph against the digest written with it (files from before digests: not checked)."""
         text = self.session.get_modelmeta().custom_metadata_map.get(METADATA_KEY)
         if text is None:
-            raise CheckpointError(f"{self.path}: an ONNX file without EmoTorch metadata (export it with `emotorch "
-                                  "export`, which stores the classes and preprocessing)")  # fmt: skip
+            raise CheckpointError(
+                f"{self.path}: an ONNX file without EmoTorch metadata (export it with `emotorch "
+                "export`, which stores the classes and preprocessing)"
+            )
         try:
             meta = json.loads(text)
             found = graph_digest(self.path) if "graph_sha256" in meta else None
         except ValueError as e:
             raise CheckpointError(f"{self.path}: damaged ({e})") from None
         if found != meta.get("graph_sha256"):
-            raise CheckpointError(f"{self.path}: damaged: its weights differ from the ones it was written with "
-                                  "(sha256 mismatch); export or download it again")  # fmt: skip
+            raise CheckpointError(
+                f"{self.path}: damaged: its weights differ from the ones it was written with "
+                "(sha256 mismatch); export or download it again"
+            )
         return meta
 
 

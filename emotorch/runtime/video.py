@@ -62,8 +62,9 @@ class FaceTracker:
     def update(self, frame: int, faces: list[FaceResult]) -> list[tuple[Track, FaceResult]]:
         live = [t for t in self.tracks if frame - t.last_frame <= self.max_gap]
         self.finished += [t for t in self.tracks if t not in live]
-        pairs = sorted(((iou(t.box, f.box), ti, fi) for ti, t in enumerate(live) for fi, f in enumerate(faces)),
-                       reverse=True)  # fmt: skip
+        pairs = sorted(
+            ((iou(t.box, f.box), ti, fi) for ti, t in enumerate(live) for fi, f in enumerate(faces)), reverse=True
+        )
         used_t, used_f, matched = set(), set(), {}
         for overlap, ti, fi in pairs:
             if overlap >= self.min_iou and ti not in used_t and fi not in used_f:
@@ -142,8 +143,11 @@ def frames(source: str | int, every_seconds: float = 0.0) -> Iterator[tuple[int,
     what = f"camera {source}" if isinstance(source, int) else str(source)
     cap = cv2.VideoCapture(source)
     if not cap.isOpened():
-        raise DataError(f"cannot open camera {source}" if isinstance(source, int) else
-                        f"{source}: not a readable video (no video format recognised)")  # fmt: skip
+        raise DataError(
+            f"cannot open camera {source}"
+            if isinstance(source, int)
+            else f"{source}: not a readable video (no video format recognised)"
+        )
     if int(cap.get(cv2.CAP_PROP_FOURCC)).to_bytes(4, "little") == b"ansi":  # FFmpeg "plays" any text file
         cap.release()
         raise DataError(f"{source}: not a readable video (it is text)")
@@ -165,9 +169,16 @@ def frames(source: str | int, every_seconds: float = 0.0) -> Iterator[tuple[int,
         raise DataError(f"{what}: not a readable video (no frame could be decoded)")
 
 
-def process_video(recognizer: EmotionRecognizer, source: str | os.PathLike, *, out: Path | None = None,
-                  csv_path: Path | None = None, plot_path: Path | None = None,
-                  tracker: FaceTracker | None = None, detect_every: int = 1) -> FaceTracker:  # fmt: skip
+def process_video(
+    recognizer: EmotionRecognizer,
+    source: str | os.PathLike,
+    *,
+    out: Path | None = None,
+    csv_path: Path | None = None,
+    plot_path: Path | None = None,
+    tracker: FaceTracker | None = None,
+    detect_every: int = 1,
+) -> FaceTracker:
     """Run the recognizer on every frame (the detector on every ``detect_every``-th, see
     :class:`FaceFollower`); write an annotated video, per-frame CSV and a plot."""
     if not Path(source).is_file():
@@ -181,8 +192,16 @@ def process_video(recognizer: EmotionRecognizer, source: str | os.PathLike, *, o
         matched = tracker.update(i, faces_of(rgb))
         smoothed = [_with_smoothed(face, track, recognizer.classes) for track, face in matched]
         for (track, _), face in zip(matched, smoothed, strict=True):
-            rows.append([i, f"{i / fps:.3f}", track.id, *(round(v, 1) for v in face.box), face.emotion,
-                         *(f"{p:.4f}" for p in track.smoothed)])  # fmt: skip
+            rows.append(
+                [
+                    i,
+                    f"{i / fps:.3f}",
+                    track.id,
+                    *(round(v, 1) for v in face.box),
+                    face.emotion,
+                    *(f"{p:.4f}" for p in track.smoothed),
+                ]
+            )
         if out is not None:
             frame = np.asarray(annotate(rgb, smoothed, labels=[f"#{t.id}" for t, _ in matched]))
             if writer is None:
@@ -230,8 +249,9 @@ def emotion_timeline(tracker: FaceTracker, classes: list[str], fps: float | None
     return fig
 
 
-def live(recognizer: EmotionRecognizer, source: str | int, *, on_frame, max_frames: int | None = None,
-         detect_every: int = 2) -> None:  # fmt: skip
+def live(
+    recognizer: EmotionRecognizer, source: str | int, *, on_frame, max_frames: int | None = None, detect_every: int = 2
+) -> None:
     """Run the recognizer on a camera (or stream) frame by frame, tracking and smoothing faces, and
     hand each frame's (index, RGB frame, [(track, smoothed face)], fps) to ``on_frame``; stops when it
     returns False, when the source ends, or after ``max_frames``."""
@@ -246,8 +266,9 @@ def live(recognizer: EmotionRecognizer, source: str | int, *, on_frame, max_fram
             break
 
 
-def window(recognizer: EmotionRecognizer, source: str | int, *, max_frames: int | None = None,
-           detect_every: int = 1) -> None:  # fmt: skip
+def window(
+    recognizer: EmotionRecognizer, source: str | int, *, max_frames: int | None = None, detect_every: int = 1
+) -> None:
     """`emotorch webcam`'s window (Tk): the annotated stream with track ids and FPS; q or Esc closes it."""
     import tkinter
 

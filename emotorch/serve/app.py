@@ -33,13 +33,17 @@ from emotorch.serve.ratelimit import RateLimiter
 ENV = "EMOTORCH_SERVE_SETTINGS"  # JSON settings handed to each worker process
 log = logging.getLogger("emotorch.serve")
 DOCS_PAGES = ("/docs", "/redoc")
-DOCS_POLICY = ("default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'; "
-               "script-src 'self' 'unsafe-inline'; worker-src 'self' blob:; frame-ancestors 'none'")  # fmt: skip
+DOCS_POLICY = (
+    "default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'; "
+    "script-src 'self' 'unsafe-inline'; worker-src 'self' blob:; frame-ancestors 'none'"
+)
 # The page and everything else: scripts, styles and fetches from this server only; snapped stills
 # and the camera as blob: and mediastream: URLs; no framing by other sites, no form posts elsewhere
-PAGE_POLICY = ("default-src 'self'; img-src 'self' data: blob:; media-src 'self' blob: mediastream:; "
-               "style-src 'self'; script-src 'self'; connect-src 'self'; object-src 'none'; base-uri 'none'; "
-               "form-action 'self'; frame-ancestors 'none'")  # fmt: skip
+PAGE_POLICY = (
+    "default-src 'self'; img-src 'self' data: blob:; media-src 'self' blob: mediastream:; "
+    "style-src 'self'; script-src 'self'; connect-src 'self'; object-src 'none'; base-uri 'none'; "
+    "form-action 'self'; frame-ancestors 'none'"
+)
 SECURITY_HEADERS = {"X-Content-Type-Options": "nosniff", "X-Frame-Options": "DENY", "Referrer-Policy": "no-referrer"}
 
 
@@ -179,8 +183,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             metrics.batch_size.observe(size)
             metrics.batch_seconds.observe(seconds)
 
-        batcher = MicroBatcher(recognizer.predict_many, window=settings.batch_window_ms / 1000,
-                               max_batch=settings.max_batch, on_batch=on_batch)  # fmt: skip
+        batcher = MicroBatcher(
+            recognizer.predict_many,
+            window=settings.batch_window_ms / 1000,
+            max_batch=settings.max_batch,
+            on_batch=on_batch,
+        )
         await batcher.start()
         app.state.batcher, app.state.model_info = batcher, routes.model_info(recognizer)
         app.state.recommender = Recommender(settings.db)
@@ -195,9 +203,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             app.state.recommender.engine.dispose()
 
     # /docs and /redoc load Swagger UI and ReDoc from fastapi-offline's copies, not from a CDN
-    app = FastAPIOffline(title="EmoTorch", version=__version__, lifespan=lifespan,
-                         description="Facial emotion recognition and emotion-aware recommendations.",
-                         swagger_ui_parameters={"validatorUrl": None})  # fmt: skip
+    app = FastAPIOffline(
+        title="EmoTorch",
+        version=__version__,
+        lifespan=lifespan,
+        description="Facial emotion recognition and emotion-aware recommendations.",
+        swagger_ui_parameters={"validatorUrl": None},
+    )
     app.state.settings, app.state.metrics = settings, metrics
     limiter = RateLimiter(settings.rate_limit, settings.rate_burst) if settings.rate_limit > 0 else None
     # added first, so it runs inside the middleware below: a refused client uploads nothing

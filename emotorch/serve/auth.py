@@ -31,8 +31,12 @@ def require_user(request: Request, user_id: str) -> None:
     token = presented_token(request)
     owner = recommender.token_owner(token) if token else None
     if owner is None:
-        raise Problem(401, "Not authenticated", "per-user requests need the token POST /v1/users issued "
-                      "(Authorization: Bearer <token>, or the page's cookie)")  # fmt: skip
+        raise Problem(
+            401,
+            "Not authenticated",
+            "per-user requests need the token POST /v1/users issued "
+            "(Authorization: Bearer <token>, or the page's cookie)",
+        )
     if owner != user_id:
         raise Problem(403, "Forbidden", "this token belongs to another user")
 
@@ -40,8 +44,9 @@ def require_user(request: Request, user_id: str) -> None:
 def set_token_cookie(request: Request, response: Response, token: str) -> None:
     """Give the page its token in a cookie that scripts cannot read and other sites cannot send."""
     # a session cookie: the browser forgets it when it closes, as the page's consent text says
-    response.set_cookie(TOKEN_COOKIE, token, path=COOKIE_PATH, httponly=True, samesite="strict",
-                        secure=request.url.scheme == "https")  # fmt: skip
+    response.set_cookie(
+        TOKEN_COOKIE, token, path=COOKIE_PATH, httponly=True, samesite="strict", secure=request.url.scheme == "https"
+    )
 
 
 def clear_token_cookie(response: Response) -> None:

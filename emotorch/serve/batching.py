@@ -21,8 +21,14 @@ R = TypeVar("R")
 class MicroBatcher(Generic[T, R]):
     """Group :meth:`submit` calls into calls of ``fn(list of inputs) -> list of results``."""
 
-    def __init__(self, fn: Callable[[list[T]], list[R]], *, window: float = 0.003, max_batch: int = 16,
-                 on_batch: Callable[[int, float], None] | None = None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        fn: Callable[[list[T]], list[R]],
+        *,
+        window: float = 0.003,
+        max_batch: int = 16,
+        on_batch: Callable[[int, float], None] | None = None,
+    ) -> None:
         self.fn, self.window, self.max_batch, self.on_batch = fn, window, max_batch, on_batch
         self._queue: asyncio.Queue[tuple[T, asyncio.Future]] | None = None
         self._task: asyncio.Task | None = None

@@ -12,17 +12,30 @@ class Metrics:
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
-        self.requests = Counter("emotorch_http_requests", "HTTP requests by route, method and status code",
-                                ["route", "method", "status"], registry=self.registry)  # fmt: skip
-        self.latency = Histogram("emotorch_http_request_duration_seconds", "HTTP request latency by route",
-                                 ["route"], registry=self.registry,
-                                 buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0))  # fmt: skip
+        self.requests = Counter(
+            "emotorch_http_requests",
+            "HTTP requests by route, method and status code",
+            ["route", "method", "status"],
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "emotorch_http_request_duration_seconds",
+            "HTTP request latency by route",
+            ["route"],
+            registry=self.registry,
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
+        )
         self.faces = Counter("emotorch_faces", "faces detected and classified", registry=self.registry)
         self.images = Counter("emotorch_images", "images run through the face pipeline", registry=self.registry)
-        self.batch_size = Histogram("emotorch_inference_batch_size", "images per micro-batch", registry=self.registry,
-                                    buckets=(1, 2, 4, 8, 16, 32, 64))  # fmt: skip
-        self.batch_seconds = Histogram("emotorch_inference_batch_duration_seconds", "seconds per micro-batch",
-                                       registry=self.registry)  # fmt: skip
+        self.batch_size = Histogram(
+            "emotorch_inference_batch_size",
+            "images per micro-batch",
+            registry=self.registry,
+            buckets=(1, 2, 4, 8, 16, 32, 64),
+        )
+        self.batch_seconds = Histogram(
+            "emotorch_inference_batch_duration_seconds", "seconds per micro-batch", registry=self.registry
+        )
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

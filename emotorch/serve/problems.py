@@ -5,10 +5,18 @@ from __future__ import annotations
 from fastapi.responses import JSONResponse
 
 MEDIA_TYPE = "application/problem+json"
-WHY = {400: "bad request body", 401: "no valid token (see POST /v1/users)", 403: "the token is another user's",
-       404: "no such item", 408: "the request body stalled", 413: "upload or image too large",
-       415: "not an image", 422: "invalid request or undecodable image", 429: "rate limit exceeded (see Retry-After)",
-       503: "the database is unavailable (see Retry-After)"}  # fmt: skip
+WHY = {
+    400: "bad request body",
+    401: "no valid token (see POST /v1/users)",
+    403: "the token is another user's",
+    404: "no such item",
+    408: "the request body stalled",
+    413: "upload or image too large",
+    415: "not an image",
+    422: "invalid request or undecodable image",
+    429: "rate limit exceeded (see Retry-After)",
+    503: "the database is unavailable (see Retry-After)",
+}
 
 
 class Problem(Exception):

@@ -52,12 +52,17 @@ IMAGE_BODY = {
         "description": "a photo as a raw image body, a multipart file field `image`, or JSON with base64",
         "content": {
             "image/*": {"schema": {"type": "string", "format": "binary"}},
-            "multipart/form-data": {"schema": {"type": "object", "required": ["image"],
-                                               "properties": {"image": {"type": "string", "format": "binary"}}}},
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": ["image"],
+                    "properties": {"image": {"type": "string", "format": "binary"}},
+                }
+            },
             "application/json": {"schema": ImageJSON.model_json_schema()},
         },
     }
-}  # fmt: skip
+}
 
 
 def model_info(recognizer: EmotionRecognizer) -> ModelInfo:
@@ -65,10 +70,15 @@ def model_info(recognizer: EmotionRecognizer) -> ModelInfo:
     model = recognizer.model
     source = Path(model.source)
     file = model.onnx or (source / "best.pt" if source.is_dir() else source)
-    return ModelInfo(name=model.name, version=registry.sha256(file) if file.is_file() else None,  # the file that serves
-                     architecture=model.card.architecture, classes=model.classes,
-                     val_accuracy=(model.card.val_metrics or {}).get("accuracy"),
-                     reading=recognizer.reading, expressive_threshold=recognizer.threshold)  # fmt: skip
+    return ModelInfo(
+        name=model.name,
+        version=registry.sha256(file) if file.is_file() else None,  # the file that serves
+        architecture=model.card.architecture,
+        classes=model.classes,
+        val_accuracy=(model.card.val_metrics or {}).get("accuracy"),
+        reading=recognizer.reading,
+        expressive_threshold=recognizer.threshold,
+    )
 
 
 def _mood(body: MoodIn) -> Mood:
@@ -108,8 +118,13 @@ async def emotions(request: Request) -> EmotionsOut:
     settings = request.app.state.settings
     data = await _image_bytes(request)
     async with request.app.state.decodes:  # a few decodes at a time: uploads cannot exhaust memory together
-        rgb = await asyncio.to_thread(decode_image, data, max_pixels=settings.max_pixels, max_side=settings.max_side,
-                                      max_bytes=int(settings.max_image_mb * 2**20))  # fmt: skip
+        rgb = await asyncio.to_thread(
+            decode_image,
+            data,
+            max_pixels=settings.max_pixels,
+            max_side=settings.max_side,
+            max_bytes=int(settings.max_image_mb * 2**20),
+        )
     faces, batch_size, seconds = await request.app.state.batcher.submit(rgb)
     metrics = request.app.state.metrics
     metrics.images.inc()
@@ -136,17 +151,30 @@ def recommendations(body: RecommendIn, request: Request) -> RecommendationsOut:
     current = _mood(body)  # categories and strategy are checked by the schema
     if body.user_id:
         require_user(request, body.user_id)
-    recs = _recommender(request).recommend(current, categories=body.categories, n=body.count,
-                                           strategy=body.strategy, user_id=body.user_id,
-                                           session_id=body.session_id,
-                                           record=bool(body.user_id or body.session_id))  # fmt: skip
-    return RecommendationsOut(emotion=current.emotion, confidence=round(current.confidence, 4), items=[
-        RecommendationOut(item=ItemOut(**r.item), score=r.score, reason=r.reason, strategy=r.strategy) for r in recs
-    ])  # fmt: skip
+    recs = _recommender(request).recommend(
+        current,
+        categories=body.categories,
+        n=body.count,
+        strategy=body.strategy,
+        user_id=body.user_id,
+        session_id=body.session_id,
+        record=bool(body.user_id or body.session_id),
+    )
+    return RecommendationsOut(
+        emotion=current.emotion,
+        confidence=round(current.confidence, 4),
+        items=[
+            RecommendationOut(item=ItemOut(**r.item), score=r.score, reason=r.reason, strategy=r.strategy) for r in recs
+        ],
+    )
 
 
-@router.post("/v1/feedback", status_code=204, tags=["recommendations"],
-             responses=documented(400, 401, 403, 404, 408, 413, 422, 429, 503))
+@router.post(
+    "/v1/feedback",
+    status_code=204,
+    tags=["recommendations"],
+    responses=documented(400, 401, 403, 404, 408, 413, 422, 429, 503),
+)
 def feedback(body: FeedbackIn, request: Request) -> None:
     """Record that an item was shown, clicked or liked; the recommender learns from it. With a ``user_id``,
     the request must carry that user's token."""
@@ -154,22 +182,26 @@ def feedback(body: FeedbackIn, request: Request) -> None:
     if body.user_id:
         require_user(request, body.user_id)
     try:
-        _recommender(request).feedback(body.item_id, body.kind, current, user_id=body.user_id,
-                                       session_id=body.session_id)  # fmt: skip
+        _recommender(request).feedback(
+            body.item_id, body.kind, current, user_id=body.user_id, session_id=body.session_id
+        )
     except ItemNotFound as e:
         raise Problem(404, "No such item", str(e)) from None
 
 
 @router.get("/v1/catalog", response_model=CatalogOut, tags=["recommendations"], responses=documented(422, 429))
-def catalog(request: Request, category: Category | None = None, limit: int = Query(100, ge=1, le=1000),
-            offset: int = Query(0, ge=0)) -> CatalogOut:  # fmt: skip
+def catalog(
+    request: Request,
+    category: Category | None = None,
+    limit: int = Query(100, ge=1, le=1000),
+    offset: int = Query(0, ge=0),
+) -> CatalogOut:
     """The catalog's items, optionally of one category, in pages."""
     items = list_items(_recommender(request).engine, category)
     return CatalogOut(total=len(items), items=[ItemOut(**it) for it in items[offset : offset + limit]])
 
 
-@router.post("/v1/users", status_code=201, response_model=NewUserOut, tags=["privacy"],
-             responses=documented(429, 503))
+@router.post("/v1/users", status_code=201, response_model=NewUserOut, tags=["privacy"], responses=documented(429, 503))
 def new_user(request: Request, response: Response) -> NewUserOut:
     """A new user and its token, shown once (also set as the page's HttpOnly cookie). Nothing else is
     stored until the user sends feedback."""
@@ -178,16 +210,18 @@ def new_user(request: Request, response: Response) -> NewUserOut:
     return NewUserOut(user_id=user_id, token=token)
 
 
-@router.get("/v1/users/{user_id}", response_model=UserOut, tags=["privacy"],
-            responses=documented(401, 403, 422, 429, 503))
+@router.get(
+    "/v1/users/{user_id}", response_model=UserOut, tags=["privacy"], responses=documented(401, 403, 422, 429, 503)
+)
 def stored_user(user_id: UserId, request: Request) -> UserOut:
     """Everything stored about a user: consent, preferred strategies and feedback counts (its token only)."""
     require_user(request, user_id)
     return UserOut(**_recommender(request).user(user_id))
 
 
-@router.delete("/v1/users/{user_id}", response_model=ForgetOut, tags=["privacy"],
-               responses=documented(401, 403, 422, 429, 503))
+@router.delete(
+    "/v1/users/{user_id}", response_model=ForgetOut, tags=["privacy"], responses=documented(401, 403, 422, 429, 503)
+)
 def forget(user_id: UserId, request: Request, response: Response) -> ForgetOut:
     """Delete everything stored about a user, the user and its token included (the page's "Forget me")."""
     require_user(request, user_id)
@@ -209,8 +243,12 @@ def healthz(request: Request, response: Response) -> HealthOut:
     if problem:  # the why (with the database's location) goes to the log, not to every client
         log.warning("health check: %s", problem)
         response.status_code = 503
-    return HealthOut(status="unavailable" if problem else "ok", model=request.app.state.model_info.name,
-                     version=__version__, database="cannot be written now" if problem else "ok")  # fmt: skip
+    return HealthOut(
+        status="unavailable" if problem else "ok",
+        model=request.app.state.model_info.name,
+        version=__version__,
+        database="cannot be written now" if problem else "ok",
+    )
 
 
 @router.get("/", include_in_schema=False)

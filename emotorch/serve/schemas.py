@@ -46,10 +46,13 @@ class ModelInfo(BaseModel):
     architecture: str
     classes: list[str]
     val_accuracy: float | None = None
-    reading: str = Field(description="how each face's `emotion` is read from its probabilities: crowd (the most "
-                         "likely vote) or expressive (a non-neutral emotion once its share reaches the threshold)")
-    expressive_threshold: float | None = Field(default=None, description="the share, fitted on val, at which "
-                                               "expressive names a non-neutral emotion")  # fmt: skip
+    reading: str = Field(
+        description="how each face's `emotion` is read from its probabilities: crowd (the most "
+        "likely vote) or expressive (a non-neutral emotion once its share reaches the threshold)"
+    )
+    expressive_threshold: float | None = Field(
+        default=None, description="the share, fitted on val, at which expressive names a non-neutral emotion"
+    )
 
 
 class EmotionsOut(BaseModel):
@@ -64,7 +67,8 @@ class EmotionsOut(BaseModel):
 class MoodIn(BaseModel):
     emotion: Emotion | None = Field(default=None, description="an emotion label; or give probabilities")
     probabilities: Probabilities | None = Field(
-        default=None, min_length=1,
+        default=None,
+        min_length=1,
         description=f"probabilities keyed by emotion, each within [0, 1], summing to 1 (within {SUM_TOLERANCE}; "
         "renormalised)",
     )
@@ -121,8 +125,10 @@ class CatalogOut(BaseModel):
 
 class NewUserOut(BaseModel):
     user_id: str
-    token: str = Field(description="send it as `Authorization: Bearer <token>` with every request about this "
-                       "user; shown once, only its sha256 is stored")  # fmt: skip
+    token: str = Field(
+        description="send it as `Authorization: Bearer <token>` with every request about this "
+        "user; shown once, only its sha256 is stored"
+    )
 
 
 class UserOut(BaseModel):

@@ -83,12 +83,17 @@ def decode_image(data: bytes, *, max_pixels: int, max_side: int, max_bytes: int 
             if max(w, h) > MAX_ASPECT * min(w, h):  # no face fits; often a forged or truncated header
                 raise Problem(422, "Unreadable image", f"the image is {w}x{h} pixels: too thin to hold a face")
             if w * h > max_pixels:
-                raise Problem(413, "Image too large",
-                              f"the image is {w}x{h} pixels, over the limit of {max_pixels:,} pixels")  # fmt: skip
+                raise Problem(
+                    413, "Image too large", f"the image is {w}x{h} pixels, over the limit of {max_pixels:,} pixels"
+                )
             size = w * h * BYTES_PER_PIXEL.get(im.mode, 4)
             if max_bytes is not None and size > max_bytes:
-                raise Problem(413, "Image too large", f"the {w}x{h} {im.mode} image would take {size / 2**20:,.0f} MiB "
-                                                      f"decoded, over the limit of {max_bytes / 2**20:,.0f} MiB")
+                raise Problem(
+                    413,
+                    "Image too large",
+                    f"the {w}x{h} {im.mode} image would take {size / 2**20:,.0f} MiB "
+                    f"decoded, over the limit of {max_bytes / 2**20:,.0f} MiB",
+                )
             im.load()
             if max(im.size) > max_side and im.mode not in ("1", "P"):  # those two shrink only after conversion
                 scale = max_side / max(im.size)

@@ -12,9 +12,13 @@ from typing import Any
 from emotorch.choices import AUGMENTS, BALANCES, OPTIMIZERS, SCHEDULES, SELECTS, TARGETS
 
 CHOICES: dict[str, tuple[str, ...]] = {
-    "optimizer": OPTIMIZERS, "schedule": SCHEDULES, "balance": BALANCES, "augment": AUGMENTS, "select": SELECTS,
+    "optimizer": OPTIMIZERS,
+    "schedule": SCHEDULES,
+    "balance": BALANCES,
+    "augment": AUGMENTS,
+    "select": SELECTS,
     "targets": ("auto", *TARGETS),
-}  # fmt: skip
+}
 
 
 def _opt(default: Any, help: str, **extra: Any) -> Any:
@@ -28,21 +32,36 @@ class TrainConfig:
 
     data: str = _opt("", "training data (any supported format); read from the run when resuming")
     labels: str | None = None  # FER+'s fer2013new.csv for a fer2013.csv `data` (a data flag every command shares)
-    targets: str = _opt("auto", "with FER+ votes: the majority label, a label drawn from the votes each epoch "
-                        "(probability), FERPlus's vote distribution (crossentropy) or every emotion vote (soft); "
-                        "auto: crossentropy with votes, the label without")  # fmt: skip
-    single_labels: str | None = _opt(None, "FER2013 data (any format) whose single labels join the FER+ votes in "
-                                     "each target; faces are paired by their pixels", metavar="DATA")
+    targets: str = _opt(
+        "auto",
+        "with FER+ votes: the majority label, a label drawn from the votes each epoch "
+        "(probability), FERPlus's vote distribution (crossentropy) or every emotion vote (soft); "
+        "auto: crossentropy with votes, the label without",
+    )
+    single_labels: str | None = _opt(
+        None,
+        "FER2013 data (any format) whose single labels join the FER+ votes in "
+        "each target; faces are paired by their pixels",
+        metavar="DATA",
+    )
     label_mix: float = _opt(0.5, "with --single-labels: the share of each target given to the FER2013 label")
     model: str = _opt("emonet", "registry name (see `emotorch models`)")
-    model_options: dict[str, Any] = field(default_factory=dict, metadata={
-        "help": "a model builder option, e.g. width=32 (repeatable)", "flag": "--model-option", "metavar": "KEY=VALUE",
-    })  # fmt: skip
+    model_options: dict[str, Any] = field(
+        default_factory=dict,
+        metadata={
+            "help": "a model builder option, e.g. width=32 (repeatable)",
+            "flag": "--model-option",
+            "metavar": "KEY=VALUE",
+        },
+    )
     pretrained: str | None = _opt(None, "local ImageNet weights file for vgg16/vgg19/resnet50/densenet121")
     freeze_backbone: bool = _opt(False, "train only the head (when pretrained weights are given)")
-    init: str | None = _opt(None, "start from the weights of this run, checkpoint or shipped model (NAME#i: "
-                            "member i of an ensemble); across class sets the shared classes' rows are copied",
-                            metavar="RUN_OR_MODEL")  # fmt: skip
+    init: str | None = _opt(
+        None,
+        "start from the weights of this run, checkpoint or shipped model (NAME#i: "
+        "member i of an ensemble); across class sets the shared classes' rows are copied",
+        metavar="RUN_OR_MODEL",
+    )
     epochs: int = _opt(60, "epochs to train (when resuming: a new total)")
     batch_size: int = _opt(128, "faces per step, split across DDP ranks")
     optimizer: str = _opt("sgd", "optimizer (sgd: Nesterov)")
@@ -53,9 +72,12 @@ class TrainConfig:
     warmup_epochs: float = _opt(2.0, "linear learning-rate warm-up")
     label_smoothing: float = _opt(0.1, "label smoothing, 0-1")
     balance: str = _opt("none", "class imbalance: class-balanced sampling (sampler) or class-weighted loss (loss)")
-    augment: str = _opt("standard", "training augmentation: none, flips, the standard set (flip, affine, "
-                        "light, erasing), or photo: the standard set after gamma, blur and lost resolution, "
-                        "as camera photos differ from web crops")  # fmt: skip
+    augment: str = _opt(
+        "standard",
+        "training augmentation: none, flips, the standard set (flip, affine, "
+        "light, erasing), or photo: the standard set after gamma, blur and lost resolution, "
+        "as camera photos differ from web crops",
+    )
     amp: bool = _opt(True, "bf16 autocast on CPU, bf16/fp16 AMP on CUDA", flag="--no-amp")
     channels_last: bool = _opt(True, "channels_last memory format", flag="--no-channels-last")
     train_split: str = _opt("train", "split to train on")
@@ -91,15 +113,28 @@ class TrainConfig:
 
 def flags() -> list[tuple[dataclasses.Field, str]]:
     """The config fields that are `emotorch train` flags, with their flag names."""
-    return [(f, f.metadata.get("flag", "--" + f.name.replace("_", "-"))) for f in dataclasses.fields(TrainConfig)
-            if "help" in f.metadata]  # fmt: skip
+    return [
+        (f, f.metadata.get("flag", "--" + f.name.replace("_", "-")))
+        for f in dataclasses.fields(TrainConfig)
+        if "help" in f.metadata
+    ]
 
 
 PRESETS: dict[str, dict[str, Any]] = {
     # The hackathon recipe: VGG19 with a 1024-unit head, Adam at 1e-4, batch 64, 25 epochs.
-    "seed": dict(model="vgg19", optimizer="adam", lr=1e-4, batch_size=64, epochs=25, weight_decay=0.0,
-                 schedule="constant", warmup_epochs=0.0, label_smoothing=0.0, augment="flip",
-                 freeze_backbone=True),
+    "seed": dict(
+        model="vgg19",
+        optimizer="adam",
+        lr=1e-4,
+        batch_size=64,
+        epochs=25,
+        weight_decay=0.0,
+        schedule="constant",
+        warmup_epochs=0.0,
+        label_smoothing=0.0,
+        augment="flip",
+        freeze_backbone=True,
+    ),
     # Our from-scratch recipe on 2 CPU cores: EmoNet, SGD + cosine, label smoothing, augmentation
     # (the shipped `fer2013-default` model).
     "default": dict(model="emonet", optimizer="sgd", lr=0.05, batch_size=128, epochs=60),
@@ -107,16 +142,42 @@ PRESETS: dict[str, dict[str, Any]] = {
     # longer. Members differ by --seed (and --epochs 200 for one).
     "fer2013-accurate": dict(model="emonet", optimizer="sgd", lr=0.05, batch_size=128, epochs=80),
     # `fer2013-fast`: a narrower EmoNet distilled from `fer2013-accurate`, shipped as int8 ONNX.
-    "fer2013-fast": dict(model="emonet", model_options={"width": 40}, optimizer="sgd", lr=0.05, batch_size=128,
-                         epochs=60, teacher="fer2013-accurate"),
+    "fer2013-fast": dict(
+        model="emonet",
+        model_options={"width": 40},
+        optimizer="sgd",
+        lr=0.05,
+        batch_size=128,
+        epochs=60,
+        teacher="fer2013-accurate",
+    ),
     # A member of the shipped `accurate` ensemble (FER+ votes): a `fer2013-accurate` member fine-tuned on
     # FERPlus's vote distributions. The other member: --init fer2013-accurate#1 --seed 1.
-    "accurate": dict(model="emonet", optimizer="sgd", lr=0.02, batch_size=128, epochs=25, warmup_epochs=1.0,
-                     label_smoothing=0.05, targets="crossentropy", init="fer2013-accurate#0"),
+    "accurate": dict(
+        model="emonet",
+        optimizer="sgd",
+        lr=0.02,
+        batch_size=128,
+        epochs=25,
+        warmup_epochs=1.0,
+        label_smoothing=0.05,
+        targets="crossentropy",
+        init="fer2013-accurate#0",
+    ),
     # The shipped `fast` model (FER+ votes): `fer2013-fast` fine-tuned the same way, then int8.
-    "fast": dict(model="emonet", model_options={"width": 40}, optimizer="sgd", lr=0.02, batch_size=128,
-                 epochs=18, warmup_epochs=1.0, label_smoothing=0.05, targets="crossentropy", init="fer2013-fast"),
-}  # fmt: skip
+    "fast": dict(
+        model="emonet",
+        model_options={"width": 40},
+        optimizer="sgd",
+        lr=0.02,
+        batch_size=128,
+        epochs=18,
+        warmup_epochs=1.0,
+        label_smoothing=0.05,
+        targets="crossentropy",
+        init="fer2013-fast",
+    ),
+}
 
 
 def config_from_preset(preset: str, **overrides: Any) -> TrainConfig:
@@ -124,5 +185,3 @@ def config_from_preset(preset: str, **overrides: Any) -> TrainConfig:
     if preset not in PRESETS:
         raise ValueError(f"unknown preset {preset!r}; presets: {', '.join(PRESETS)}")
     return TrainConfig.from_dict({**PRESETS[preset], **overrides})
-
-

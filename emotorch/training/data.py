@@ -32,21 +32,43 @@ from emotorch.runtime.images import IMAGE_SIZE, to_8bit
 VOTE_NAMES: tuple[str, ...] = (*FERPLUS_CLASSES, "unknown", "not_a_face")
 # The vote columns of FER+'s label.csv and fer2013new.csv, in their own order.
 FERPLUS_COLUMNS: tuple[str, ...] = (
-    "neutral", "happy", "surprise", "sad", "angry", "disgust", "fear", "contempt", "unknown", "not_a_face",
-)  # fmt: skip
+    "neutral",
+    "happy",
+    "surprise",
+    "sad",
+    "angry",
+    "disgust",
+    "fear",
+    "contempt",
+    "unknown",
+    "not_a_face",
+)
 FERPLUS_SPLITS: dict[str, str] = {"FER2013Train": "train", "FER2013Valid": "val", "FER2013Test": "test"}
 
 # FER2013's CSV codes are NOT alphabetical: 0=Angry 1=Disgust 2=Fear 3=Happy 4=Sad 5=Surprise 6=Neutral.
 CSV_CODE_TO_CLASS: tuple[str, ...] = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
 CLASS_ALIASES: dict[str, str] = {
-    "anger": "angry", "angry": "angry", "mad": "angry",
-    "disgust": "disgust", "disgusted": "disgust", "contempt": "contempt", "contemptuous": "contempt",
-    "fear": "fear", "fearful": "fear", "afraid": "fear", "scared": "fear",
-    "happy": "happy", "happiness": "happy", "joy": "happy",
-    "neutral": "neutral", "calm": "neutral",
-    "sad": "sad", "sadness": "sad",
-    "surprise": "surprise", "surprised": "surprise",
-}  # fmt: skip
+    "anger": "angry",
+    "angry": "angry",
+    "mad": "angry",
+    "disgust": "disgust",
+    "disgusted": "disgust",
+    "contempt": "contempt",
+    "contemptuous": "contempt",
+    "fear": "fear",
+    "fearful": "fear",
+    "afraid": "fear",
+    "scared": "fear",
+    "happy": "happy",
+    "happiness": "happy",
+    "joy": "happy",
+    "neutral": "neutral",
+    "calm": "neutral",
+    "sad": "sad",
+    "sadness": "sad",
+    "surprise": "surprise",
+    "surprised": "surprise",
+}
 # FER2013 "Usage" values and the split names EmoTorch uses for them.
 USAGE_TO_SPLIT: dict[str, str] = {"Training": "train", "PublicTest": "val", "PrivateTest": "test"}
 
@@ -98,13 +120,13 @@ class FaceSet:
         """Faces per FER+ majority answer, ``unknown`` and ``not_a_face`` included, and ``no_majority``."""
         answers = majority(self.votes, emotions_only=False)
         counts = np.bincount(answers[answers >= 0], minlength=len(VOTE_NAMES))
-        return {**{n: int(c) for n, c in zip(VOTE_NAMES, counts, strict=True)},
-                "no_majority": int((answers < 0).sum())}  # fmt: skip
+        return {**{n: int(c) for n, c in zip(VOTE_NAMES, counts, strict=True)}, "no_majority": int((answers < 0).sum())}
 
     def subset(self, index: np.ndarray) -> FaceSet:
         votes = None if self.votes is None else self.votes[index]
-        return FaceSet(self.images[index], self.labels[index], [self.sources[i] for i in index],
-                       classes=self.classes, votes=votes)  # fmt: skip
+        return FaceSet(
+            self.images[index], self.labels[index], [self.sources[i] for i in index], classes=self.classes, votes=votes
+        )
 
 
 @dataclass
@@ -277,8 +299,15 @@ def _load_csv_votes(path: Path, files: list[Path], progress: bool) -> Dataset:
             keep.append(j)
             votes.append(v)
         votes_arr = np.stack(votes) if votes else np.zeros((0, len(VOTE_NAMES)), np.int64)
-        splits[name] = FaceSet(fs.images[keep], majority(votes_arr), [fs.sources[j] for j in keep], bad,
-                               {f"{IMAGE_SIZE}x{IMAGE_SIZE}": len(keep)}, FERPLUS_CLASSES, votes_arr)  # fmt: skip
+        splits[name] = FaceSet(
+            fs.images[keep],
+            majority(votes_arr),
+            [fs.sources[j] for j in keep],
+            bad,
+            {f"{IMAGE_SIZE}x{IMAGE_SIZE}": len(keep)},
+            FERPLUS_CLASSES,
+            votes_arr,
+        )
     return Dataset(path, "csv+votes", splits)
 
 
@@ -324,8 +353,14 @@ def _parse_csv(path: Path, progress: bool) -> _ParsedCSV:
     i_pix = header.index("pixels")
     i_emo = header.index("emotion") if "emotion" in header else None
     i_use = header.index("usage") if "usage" in header else None
-    for line, end, row in tqdm(records, desc=f"reading {path.name}", unit=" rows",
-                               disable=None if progress else True, file=sys.stderr, leave=False):  # fmt: skip
+    for line, end, row in tqdm(
+        records,
+        desc=f"reading {path.name}",
+        unit=" rows",
+        disable=None if progress else True,
+        file=sys.stderr,
+        leave=False,
+    ):
         where = f"{path}, line {line}"
         usages.append(None)
         split = default_split
@@ -423,18 +458,24 @@ def paired_labels(faces: FaceSet, reference: FaceSet, max_difference: float = 6.
     import cv2
 
     def thumbs(images: np.ndarray) -> np.ndarray:
-        return np.stack([cv2.resize(i, (16, 16), interpolation=cv2.INTER_AREA) for i in images]).reshape(
-            len(images), -1).astype(np.float32)  # fmt: skip
+        return (
+            np.stack([cv2.resize(i, (16, 16), interpolation=cv2.INTER_AREA) for i in images])
+            .reshape(len(images), -1)
+            .astype(np.float32)
+        )
 
     mine, theirs = thumbs(faces.images), thumbs(reference.images)
     norms = (theirs**2).sum(1)
-    nearest = np.concatenate([(norms[None] - 2 * mine[i : i + 2048] @ theirs.T).argmin(1)
-                              for i in range(0, len(mine), 2048)])  # fmt: skip
+    nearest = np.concatenate(
+        [(norms[None] - 2 * mine[i : i + 2048] @ theirs.T).argmin(1) for i in range(0, len(mine), 2048)]
+    )
     difference = np.abs(faces.images.astype(np.float32) - reference.images[nearest]).mean((1, 2))
     if len(difference) and difference.max() > max_difference:
         worst = int(difference.argmax())
-        raise DataError(f"{faces.sources[worst]}: no face of the reference data matches it (mean difference "
-                        f"{difference[worst]:.1f} grey levels); are these the same faces?")  # fmt: skip
+        raise DataError(
+            f"{faces.sources[worst]}: no face of the reference data matches it (mean difference "
+            f"{difference[worst]:.1f} grey levels); are these the same faces?"
+        )
     lookup = np.asarray([faces.classes.index(c) if c in faces.classes else -1 for c in reference.classes])
     labels = reference.labels[nearest]
     return np.where(labels >= 0, lookup[np.maximum(labels, 0)], -1)
@@ -478,11 +519,11 @@ def _load_folders(path: Path, _files: list[Path], progress: bool) -> Dataset:
         nested = [d for d in subdirs if _holds_data_set(d)]
         if nested:  # one folder too high: ROOT/<data set>/<split>/<emotion>/* (or its CSVs)
             sets = [d for d in subdirs if _holds_data_set(d) or any(canonical_class(c.name) for c in d.iterdir())]
-            raise DataError(f"{path}: a folder of data sets, not one; name one of them: "
-                            f"{', '.join(str(d) for d in sets)}")  # fmt: skip
+            raise DataError(
+                f"{path}: a folder of data sets, not one; name one of them: {', '.join(str(d) for d in sets)}"
+            )
         layout = {
-            d.name.lower(): sorted(c for c in d.iterdir() if c.is_dir() and not c.name.startswith("."))
-            for d in subdirs
+            d.name.lower(): sorted(c for c in d.iterdir() if c.is_dir() and not c.name.startswith(".")) for d in subdirs
         }
     found = [(split, d, canonical_class(d.name)) for split, class_dirs in layout.items() for d in class_dirs]
     unknown += [str(d) for _, d, cls in found if cls is None]
@@ -541,14 +582,23 @@ def _load_ferplus(path: Path, files: list[Path], progress: bool) -> Dataset:
     return Dataset(path, "ferplus", splits)
 
 
-def _decode_images(items: list[tuple[Path, int]], desc: str, progress: bool,
-                   boxes: list[tuple[int, int, int, int]] | None = None) -> FaceSet:  # fmt: skip
+def _decode_images(
+    items: list[tuple[Path, int]], desc: str, progress: bool, boxes: list[tuple[int, int, int, int]] | None = None
+) -> FaceSet:
     from tqdm import tqdm
 
     images = np.zeros((len(items), IMAGE_SIZE, IMAGE_SIZE), np.uint8)
     labels, sources, bad, sizes = [], [], [], Counter()
-    for i, (f, label) in enumerate(tqdm(items, desc=f"decoding {desc}", unit=" img",
-                                        disable=None if progress else True, file=sys.stderr, leave=False)):
+    for i, (f, label) in enumerate(
+        tqdm(
+            items,
+            desc=f"decoding {desc}",
+            unit=" img",
+            disable=None if progress else True,
+            file=sys.stderr,
+            leave=False,
+        )
+    ):
         try:
             with Image.open(f) as im:
                 sizes[f"{im.width}x{im.height}"] += 1
@@ -603,8 +653,9 @@ def format_stats(report: dict) -> str:
     columns = [*VOTE_NAMES, "no_majority"] if voted else report["classes"]
     lines = [f"{report['path']} ({report['format']})"]
     if voted:
-        lines.append("faces per FER+ majority answer (single votes dropped; no_majority: no answer has over half "
-                     "the votes)")  # fmt: skip
+        lines.append(
+            "faces per FER+ majority answer (single votes dropped; no_majority: no answer has over half the votes)"
+        )
     width = {c: max(9, len(c) + 1) for c in columns}
     lines.append(f"{'split':<10}{'faces':>8}" + "".join(f"{c:>{width[c]}}" for c in columns) + f"{'bad':>6}")
     for name, r in report["splits"].items():
@@ -620,8 +671,7 @@ def format_stats(report: dict) -> str:
     return "\n".join(lines)
 
 
-_LOADERS = {"csv": _load_csv_sources, "csv+votes": _load_csv_votes, "folders": _load_folders,
-            "ferplus": _load_ferplus}  # fmt: skip
+_LOADERS = {"csv": _load_csv_sources, "csv+votes": _load_csv_votes, "folders": _load_folders, "ferplus": _load_ferplus}
 
 
 # --- cache ------------------------------------------------------------------------------------
@@ -659,10 +709,14 @@ def _read_cache(file: Path, path: Path, fmt: str) -> Dataset | None:
             for name, m in meta["splits"].items():
                 i = m["index"]
                 splits[name] = FaceSet(
-                    z[f"images{i}"], z[f"labels{i}"], z[f"sources{i}"].tolist(),
-                    [BadRecord(*b) for b in m["skipped"]], m["source_sizes"], tuple(m["classes"]),
+                    z[f"images{i}"],
+                    z[f"labels{i}"],
+                    z[f"sources{i}"].tolist(),
+                    [BadRecord(*b) for b in m["skipped"]],
+                    m["source_sizes"],
+                    tuple(m["classes"]),
                     z.get(f"votes{i}"),
-                )  # fmt: skip
+                )
     except (OSError, ValueError, KeyError):
         return None  # a damaged cache entry is rebuilt, never trusted
     return Dataset(path, fmt, splits, meta["unknown_classes"])

@@ -61,10 +61,15 @@ def compute_metrics(labels: np.ndarray, preds: np.ndarray, classes: tuple[str, .
     f1 = np.divide(2 * precision * recall, precision + recall, out=np.zeros(k), where=precision + recall > 0)
     present = support > 0
     per_class = {
-        c: {"precision": float(precision[i]), "recall": float(recall[i]), "f1": float(f1[i]),
-            "support": int(support[i])}
-        for i, c in enumerate(classes) if present[i]
-    }  # fmt: skip
+        c: {
+            "precision": float(precision[i]),
+            "recall": float(recall[i]),
+            "f1": float(f1[i]),
+            "support": int(support[i]),
+        }
+        for i, c in enumerate(classes)
+        if present[i]
+    }
     return {
         "n": len(labels),
         "accuracy": float(tp.sum() / max(len(labels), 1)),
@@ -167,8 +172,14 @@ def write_predictions(path: Path, faces: FaceSet, probs: np.ndarray, classes: li
     os.replace(tmp, path)
 
 
-def load_split(path: str | os.PathLike, split: str | None, *, labels: str | os.PathLike | None = None,
-               skip_bad: bool = False, skip_unknown: bool = False) -> tuple[str, FaceSet]:  # fmt: skip
+def load_split(
+    path: str | os.PathLike,
+    split: str | None,
+    *,
+    labels: str | os.PathLike | None = None,
+    skip_bad: bool = False,
+    skip_unknown: bool = False,
+) -> tuple[str, FaceSet]:
     """The named (or default) split of a data set, for evaluation or prediction."""
     ds = load_dataset(path, labels=labels, skip_bad=skip_bad, skip_unknown=skip_unknown)
     name = pick_split(list(ds.splits), split)

@@ -37,9 +37,18 @@ def export_onnx(module: nn.Module, card: ModelCard, path: str | os.PathLike, *, 
     example = torch.zeros(2, *card.input_size)
     batch = torch.export.Dim("batch")
     # compact: the graph unoptimised, its weights named as in the state dict (ONNX Runtime folds batch norm)
-    torch.onnx.export(net, (example,), str(path), input_names=["faces"], output_names=["logits"],
-                      dynamic_shapes=({0: batch},), dynamo=True, external_data=False, optimize=not compact,
-                      verbose=False)  # fmt: skip
+    torch.onnx.export(
+        net,
+        (example,),
+        str(path),
+        input_names=["faces"],
+        output_names=["logits"],
+        dynamic_shapes=({0: batch},),
+        dynamo=True,
+        external_data=False,
+        optimize=not compact,
+        verbose=False,
+    )
     if compact:
         _store_compact(path)
     set_metadata(path, card)
@@ -64,6 +73,7 @@ def _dequantize(values: np.ndarray, scale: np.ndarray) -> np.ndarray:
 def shipped_precision(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """A state dict rounded to what ships: matrices and filters to int8 per output channel, other
     floats to float16 (the shipped models' val accuracy moved by one face at most, docs/MODEL_CARD.md)."""
+
     def rounded(value: torch.Tensor) -> torch.Tensor:
         if value.ndim < 2:
             return value.half().float()
@@ -87,9 +97,11 @@ def _store_compact(path: Path) -> None:
             keep.append(init)
             continue
         if value.ndim >= 2 and np.array_equal(_dequantize(*(q := quantize_per_channel(value))), value):
-            parts = [numpy_helper.from_array(q[0], f"{init.name}__int8"),
-                     numpy_helper.from_array(q[1], f"{init.name}__scale"),
-                     numpy_helper.from_array(np.zeros(len(value), np.int8), f"{init.name}__zero")]  # fmt: skip
+            parts = [
+                numpy_helper.from_array(q[0], f"{init.name}__int8"),
+                numpy_helper.from_array(q[1], f"{init.name}__scale"),
+                numpy_helper.from_array(np.zeros(len(value), np.int8), f"{init.name}__zero"),
+            ]
             widen.append(helper.make_node("DequantizeLinear", [p.name for p in parts], [init.name], axis=0))
         elif np.array_equal(value.astype(np.float16), value):
             parts = [numpy_helper.from_array(value.astype(np.float16), f"{init.name}__fp16")]
@@ -165,8 +177,7 @@ def quantize_onnx(module: nn.Module, card: ModelCard, path: str | os.PathLike, c
     class Faces(CalibrationDataReader):
         def __init__(self) -> None:
             self.batches: Iterator[dict[str, np.ndarray]] = (
-                {"faces": card.preprocess(calibration[i : i + 64])}
-                for i in range(0, len(calibration), 64)
+                {"faces": card.preprocess(calibration[i : i + 64])} for i in range(0, len(calibration), 64)
             )
 
         def get_next(self) -> dict[str, np.ndarray] | None:
@@ -177,7 +188,14 @@ def quantize_onnx(module: nn.Module, card: ModelCard, path: str | os.PathLike, c
         fp32, prepared = Path(tmp) / "fp32.onnx", Path(tmp) / "prepared.onnx"
         export_onnx(module, card, fp32)
         quant_pre_process(str(fp32), str(prepared))  # shape inference and graph folding first
-        quantize_static(str(prepared), str(path), Faces(), quant_format=QuantFormat.QDQ, per_channel=True,
-                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)  # fmt: skip
+        quantize_static(
+            str(prepared),
+            str(path),
+            Faces(),
+            quant_format=QuantFormat.QDQ,
+            per_channel=True,
+            activation_type=QuantType.QUInt8,
+            weight_type=QuantType.QInt8,
+        )
     set_metadata(path, card)
     return path

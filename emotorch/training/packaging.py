@@ -73,8 +73,16 @@ def combine(runs: list[str | Path]) -> dict[str, Any]:
     return {"format": checkpoint.FORMAT, "model": state, "meta": card.to_dict(), "history": []}
 
 
-def package(runs: str | Path | list[str | Path], name: str, *, data: str | Path, recipe: str,
-            tta: bool = False, int8: bool = False, precise_bn: bool = True) -> dict[str, Any]:  # fmt: skip
+def package(
+    runs: str | Path | list[str | Path],
+    name: str,
+    *,
+    data: str | Path,
+    recipe: str,
+    tta: bool = False,
+    int8: bool = False,
+    precise_bn: bool = True,
+) -> dict[str, Any]:
     """Ship a run's best checkpoint (or an ensemble of several runs) as ``name``: its weights rounded to
     int8 per channel (float16 for batch norm and biases) in ``name.onnx``, and with ``int8`` also
     ``name-int8.onnx`` (weights and activations int8, calibrated on training faces), which the
@@ -118,14 +126,25 @@ def package(runs: str | Path | list[str | Path], name: str, *, data: str | Path,
     temperature = fit_temperature(logits, vote_distribution(val.votes, val.classes) if votes else val.labels)
     before = calibration(softmax(logits), val.labels)
     metrics = score(softmax(logits, temperature), val) | {"left_out": left_out}
-    card = card.replace(name=name, temperature=temperature, tta=tta, val_metrics=metrics, recipe=recipe, **extra, **{
-        "calibration": {"ece_before": before["ece"], "ece_after": metrics["ece"],
-                        "fitted_on": "val votes" if votes else "val labels"},
-        "licence": "MIT (weights trained by the EmoTorch project on FER2013, a research data set"
-                   + (", with the FER+ crowd labels of Microsoft, MIT)" if votes else ")"),
-        "onnx": served.name,
-        "onnx_int8": int8,
-    })  # fmt: skip
+    card = card.replace(
+        name=name,
+        temperature=temperature,
+        tta=tta,
+        val_metrics=metrics,
+        recipe=recipe,
+        **extra,
+        **{
+            "calibration": {
+                "ece_before": before["ece"],
+                "ece_after": metrics["ece"],
+                "fitted_on": "val votes" if votes else "val labels",
+            },
+            "licence": "MIT (weights trained by the EmoTorch project on FER2013, a research data set"
+            + (", with the FER+ crowd labels of Microsoft, MIT)" if votes else ")"),
+            "onnx": served.name,
+            "onnx_int8": int8,
+        },
+    )
     for written in {path, served}:
         set_metadata(written, card)  # now with the temperature fitted on its own logits
     entry = {

@@ -22,8 +22,10 @@ def resolve(mode: str, faces: FaceSet) -> str:
     if faces.votes is not None:
         return "crossentropy" if mode == "auto" else mode
     if mode not in ("auto", "majority"):
-        raise DataError(f"--targets {mode} needs FER+ votes (the FERPlus layout, or --labels fer2013new.csv); "
-                        "these faces carry one label each")  # fmt: skip
+        raise DataError(
+            f"--targets {mode} needs FER+ votes (the FERPlus layout, or --labels fer2013new.csv); "
+            "these faces carry one label each"
+        )
     return "majority"
 
 
@@ -79,8 +81,9 @@ def _ferplus_distribution(raw: np.ndarray) -> np.ndarray:
     return out
 
 
-def training_targets(faces: FaceSet, mode: str, single: np.ndarray | None = None,
-                     mix: float = 0.5) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+def training_targets(
+    faces: FaceSet, mode: str, single: np.ndarray | None = None, mix: float = 0.5
+) -> tuple[np.ndarray, np.ndarray]:
     """Each face's target distribution (N, classes) and which faces to train on, for ``mode`` as
     :func:`resolve` reads it. With FER+ votes, ``single`` (FER2013's label of each face, -1 for none)
     takes the share ``mix`` of each target: the votes say how the crowd reads a face, the single

@@ -68,10 +68,13 @@ def augment_batch(x: Tensor, mode: str, gen: torch.Generator) -> Tensor:
     angle = uniform(-15, 15) * math.pi / 180
     scale = uniform(0.85, 1.15)
     cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
-    theta = torch.stack([
-        torch.stack([cos * flip, -sin, uniform(-0.1, 0.1)], 1),
-        torch.stack([sin * flip, cos, uniform(-0.1, 0.1)], 1),
-    ], 1)  # fmt: skip
+    theta = torch.stack(
+        [
+            torch.stack([cos * flip, -sin, uniform(-0.1, 0.1)], 1),
+            torch.stack([sin * flip, cos, uniform(-0.1, 0.1)], 1),
+        ],
+        1,
+    )
     grid = F.affine_grid(theta, list(x.shape), align_corners=False)
     x = F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
     x = x * uniform(0.75, 1.25).view(-1, 1, 1, 1) + uniform(-0.3, 0.3).view(-1, 1, 1, 1)
@@ -98,8 +101,9 @@ def _photo_shift(x: Tensor, uniform, gen: torch.Generator) -> Tensor:
     u = (x * FER_STD + FER_MEAN).clamp(1e-4, 1) ** torch.exp(uniform(-0.4, 0.4)).view(-1, 1, 1, 1)
     side = int(torch.randint(20, 41, (1,), generator=gen))
     size = u.shape[-2:]
-    small = F.interpolate(F.interpolate(u, size=(side, side), mode="area"), size=size, mode="bilinear",
-                          align_corners=False)  # fmt: skip
+    small = F.interpolate(
+        F.interpolate(u, size=(side, side), mode="area"), size=size, mode="bilinear", align_corners=False
+    )
     kernel = torch.tensor([1.0, 2.0, 1.0], device=x.device)
     kernel = (kernel[:, None] * kernel[None, :] / 16).view(1, 1, 3, 3)
     blurred = F.conv2d(F.pad(u, (1, 1, 1, 1), mode="replicate"), kernel)
@@ -163,8 +167,9 @@ def _amp_context(device: torch.device, enabled: bool):
 
 
 @torch.no_grad()
-def _validate(model: nn.Module, images: Tensor, labels: Tensor, ctx, channels_last: bool,
-              batch: int = 512) -> tuple[float, np.ndarray]:  # fmt: skip
+def _validate(
+    model: nn.Module, images: Tensor, labels: Tensor, ctx, channels_last: bool, batch: int = 512
+) -> tuple[float, np.ndarray]:
     model.eval()
     losses, probs = [], []
     for i in range(0, len(images), batch):
@@ -179,8 +184,9 @@ def _validate(model: nn.Module, images: Tensor, labels: Tensor, ctx, channels_la
     return sum(losses) / len(images), torch.cat(probs).numpy()
 
 
-def precise_batchnorm(model: nn.Module, faces: np.ndarray, mean: float = FER_MEAN, std: float = FER_STD,
-                      batch_size: int = 256) -> nn.Module:  # fmt: skip
+def precise_batchnorm(
+    model: nn.Module, faces: np.ndarray, mean: float = FER_MEAN, std: float = FER_STD, batch_size: int = 256
+) -> nn.Module:
     """Recompute every batch-norm layer's statistics as averages over clean faces (uint8 (N, 48, 48)).
 
     Training leaves running averages of augmented batches (erased, relit, warped), which differ from
@@ -242,8 +248,11 @@ def prepare_run_dir(out: Path, *, resume: bool, force: bool) -> None:
                 f"{out} already exists and is not empty; pass --resume to continue it or --force to overwrite it"
             )
         for f in out.iterdir():
-            if f.is_file() and (f.suffix in (".pt", ".png", ".jsonl") or f.name == "config.json"
-                                or f.name.startswith("events.out.tfevents")):  # fmt: skip
+            if f.is_file() and (
+                f.suffix in (".pt", ".png", ".jsonl")
+                or f.name == "config.json"
+                or f.name.startswith("events.out.tfevents")
+            ):
                 f.unlink()
     out.mkdir(parents=True, exist_ok=True)
 
@@ -283,17 +292,25 @@ class Run:
         return self.rank == 0
 
 
-def train(cfg: TrainConfig, out: str | os.PathLike, *, resume: bool = False, force: bool = False,
-          progress: bool = True) -> dict[str, Any]:  # fmt: skip
+def train(
+    cfg: TrainConfig, out: str | os.PathLike, *, resume: bool = False, force: bool = False, progress: bool = True
+) -> dict[str, Any]:
     """Train ``cfg`` into run directory ``out``; return the best checkpoint's val metrics."""
     run = setup(cfg, Path(out), resume=resume, force=force)
     writer = None
     if run.master:
         (run.out / "config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=2) + "\n")
         writer = SummaryWriter(str(run.out), purge_step=run.start_epoch * run.steps_per_epoch if resume else None)
-        log.info("training %s (%s parameters) on %d faces, validating on %d; %d steps/epoch on %s x%d", cfg.model,
-                 f"{run.card.parameters:,}", len(run.targets), len(run.val_set), run.steps_per_epoch, run.device,
-                 run.world)  # fmt: skip
+        log.info(
+            "training %s (%s parameters) on %d faces, validating on %d; %d steps/epoch on %s x%d",
+            cfg.model,
+            f"{run.card.parameters:,}",
+            len(run.targets),
+            len(run.val_set),
+            run.steps_per_epoch,
+            run.device,
+            run.world,
+        )
     train_seconds = run.history[-1]["train_seconds"] if run.history else 0.0
     for epoch in range(run.start_epoch, cfg.epochs):
         t0 = time.time()
@@ -305,24 +322,34 @@ def train(cfg: TrainConfig, out: str | os.PathLike, *, resume: bool = False, for
         if run.master:
             val_loss, val_probs = _validate(run.model, run.val_x, run.val_y, run.autocast, cfg.channels_last)
             metrics = compute_metrics(run.val_set.labels, val_probs.argmax(1), run.card.classes)
-            run.history.append({
-                "epoch": epoch + 1,
-                "step": (epoch + 1) * run.steps_per_epoch,
-                "lr": run.sched.get_last_lr()[0],
-                "train_loss": loss_sum.item() / (run.steps_per_epoch * run.world),
-                "train_accuracy": correct.item() / (run.steps_per_epoch * cfg.batch_size),
-                "val_loss": val_loss,
-                "val_accuracy": metrics["accuracy"],
-                "val_macro_f1": metrics["macro_f1"],
-                "epoch_seconds": time.time() - t0,
-                "train_seconds": train_seconds,
-            })  # fmt: skip
+            run.history.append(
+                {
+                    "epoch": epoch + 1,
+                    "step": (epoch + 1) * run.steps_per_epoch,
+                    "lr": run.sched.get_last_lr()[0],
+                    "train_loss": loss_sum.item() / (run.steps_per_epoch * run.world),
+                    "train_accuracy": correct.item() / (run.steps_per_epoch * cfg.batch_size),
+                    "val_loss": val_loss,
+                    "val_accuracy": metrics["accuracy"],
+                    "val_macro_f1": metrics["macro_f1"],
+                    "epoch_seconds": time.time() - t0,
+                    "train_seconds": train_seconds,
+                }
+            )
             improved = save_checkpoints(run, epoch, metrics, train_seconds)
             _log_epoch(writer, run.out, run.history, metrics, run.val_set, val_probs, improved)
-            log.info("epoch %d/%d  train loss %.3f acc %.3f | val loss %.3f acc %.4f macro-F1 %.4f%s  (%.0fs)",
-                     epoch + 1, cfg.epochs, run.history[-1]["train_loss"], run.history[-1]["train_accuracy"],
-                     val_loss, metrics["accuracy"], metrics["macro_f1"], "  *best*" if improved else "",
-                     run.history[-1]["epoch_seconds"])  # fmt: skip
+            log.info(
+                "epoch %d/%d  train loss %.3f acc %.3f | val loss %.3f acc %.4f macro-F1 %.4f%s  (%.0fs)",
+                epoch + 1,
+                cfg.epochs,
+                run.history[-1]["train_loss"],
+                run.history[-1]["train_accuracy"],
+                val_loss,
+                metrics["accuracy"],
+                metrics["macro_f1"],
+                "  *best*" if improved else "",
+                run.history[-1]["epoch_seconds"],
+            )
         if run.world > 1:
             dist.barrier()
     result: dict[str, Any] = {}
@@ -349,8 +376,13 @@ def train_epoch(run: Run, epoch: int, progress: bool) -> tuple[Tensor, Tensor]:
     loss_sum = torch.zeros((), device=run.device)
     correct = torch.zeros((), device=run.device)
     local = cfg.batch_size // run.world
-    bar = tqdm(range(run.steps_per_epoch), desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="step",
-               disable=None if run.master and progress else True, leave=False)  # fmt: skip
+    bar = tqdm(
+        range(run.steps_per_epoch),
+        desc=f"epoch {epoch + 1}/{cfg.epochs}",
+        unit="step",
+        disable=None if run.master and progress else True,
+        leave=False,
+    )
     for step in bar:
         start = step * cfg.batch_size + run.rank * local
         idx = order[start : start + local].to(run.device)
@@ -390,13 +422,25 @@ def save_checkpoints(run: Run, epoch: int, metrics: dict[str, Any], train_second
     if improved:
         run.best = {"metric": metrics[run.cfg.select], "epoch": epoch + 1}
     card = run.card.replace(val_metrics=metrics, epoch=epoch + 1, train_seconds=train_seconds)
-    state = {"format": checkpoint.FORMAT, "model": run.model.state_dict(), "meta": card.to_dict(),
-             "history": run.history}  # fmt: skip
+    state = {
+        "format": checkpoint.FORMAT,
+        "model": run.model.state_dict(),
+        "meta": card.to_dict(),
+        "history": run.history,
+    }
     if improved:
         checkpoint.save(state, run.out / "best.pt")
-    checkpoint.save(state | {"optimizer": run.opt.state_dict(), "scheduler": run.sched.state_dict(),
-                             "scaler": run.scaler.state_dict(), "epoch": epoch, "best": run.best},
-                    run.out / "last.pt")  # fmt: skip
+    checkpoint.save(
+        state
+        | {
+            "optimizer": run.opt.state_dict(),
+            "scheduler": run.sched.state_dict(),
+            "scaler": run.scaler.state_dict(),
+            "epoch": epoch,
+            "best": run.best,
+        },
+        run.out / "last.pt",
+    )
     return improved
 
 
@@ -442,22 +486,42 @@ def setup(cfg: TrainConfig, out: Path, *, resume: bool, force: bool) -> Run:
     opt, sched = _optimizer(cfg, model, steps_per_epoch)
     autocast, use_scaler = _amp_context(device, cfg.amp)
     card = ModelCard(
-        cfg.model, dict(cfg.model_options), tuple(classes), (1, IMAGE_SIZE, IMAGE_SIZE), FER_MEAN, FER_STD,
+        cfg.model,
+        dict(cfg.model_options),
+        tuple(classes),
+        (1, IMAGE_SIZE, IMAGE_SIZE),
+        FER_MEAN,
+        FER_STD,
         parameters=count_parameters(model),
-        provenance={"config": dataclasses.asdict(cfg), "data": summary, "versions": checkpoint.versions(),
-                    "hardware": checkpoint.hardware(), "world_size": world},
-    )  # fmt: skip
+        provenance={
+            "config": dataclasses.asdict(cfg),
+            "data": summary,
+            "versions": checkpoint.versions(),
+            "hardware": checkpoint.hardware(),
+            "world_size": world,
+        },
+    )
     run = Run(
-        cfg, out, rank, world, device,
+        cfg,
+        out,
+        rank,
+        world,
+        device,
         train_x=torch.from_numpy(train_set.images).unsqueeze(1).to(device),
         targets=torch.from_numpy(targets),
         target_mode=summary["train"]["targets"]["mode"],
         val_x=torch.from_numpy(val_set.images).unsqueeze(1).to(device),
         val_y=torch.from_numpy(val_set.labels).to(device),
-        val_set=val_set, model=model, net=model, opt=opt, sched=sched,
-        scaler=torch.amp.GradScaler(device.type, enabled=use_scaler), autocast=autocast,
-        steps_per_epoch=steps_per_epoch, card=card,
-    )  # fmt: skip
+        val_set=val_set,
+        model=model,
+        net=model,
+        opt=opt,
+        sched=sched,
+        scaler=torch.amp.GradScaler(device.type, enabled=use_scaler),
+        autocast=autocast,
+        steps_per_epoch=steps_per_epoch,
+        card=card,
+    )
     if cfg.balance == "loss":
         counts = torch.bincount(run.targets.argmax(1), minlength=len(classes)).clamp(min=1).float()
         run.class_weights = (counts.sum() / (len(classes) * counts)).to(device)
@@ -484,8 +548,13 @@ def training_data(cfg: TrainConfig) -> tuple[FaceSet, FaceSet, dict, np.ndarray]
     mode = resolve(cfg.targets, train_set)
     targets, keep = training_targets(train_set, mode, single, cfg.label_mix)
     if not keep.all():
-        log.info("training on %d of %d faces: %d have no %s target (unknown or not a face)",
-                 keep.sum(), len(keep), (~keep).sum(), mode)  # fmt: skip
+        log.info(
+            "training on %d of %d faces: %d have no %s target (unknown or not a face)",
+            keep.sum(),
+            len(keep),
+            (~keep).sum(),
+            mode,
+        )
         train_set, targets = train_set.subset(np.flatnonzero(keep)), targets[keep]
     summary["train"]["targets"] = {"mode": mode, "faces": len(train_set)}
     val_set = val_set.subset(np.flatnonzero(val_set.labels >= 0))  # FER+: faces with a majority label
@@ -510,14 +579,16 @@ def _teacher(cfg: TrainConfig, classes: tuple[str, ...], device: torch.device) -
     if (loaded.card.mean, loaded.card.std) != (FER_MEAN, FER_STD):
         raise ValueError(f"teacher {cfg.teacher} expects other input normalisation than this model")
     if loaded.classes != list(classes):
-        raise ValueError(f"teacher {cfg.teacher} tells {', '.join(loaded.classes)}, "
-                         f"not the {', '.join(classes)} this model learns")  # fmt: skip
+        raise ValueError(
+            f"teacher {cfg.teacher} tells {', '.join(loaded.classes)}, not the {', '.join(classes)} this model learns"
+        )
     teacher = loading.module_of(loaded).to(device).eval()
     return teacher.to(memory_format=torch.channels_last) if cfg.channels_last else teacher
 
 
-def _log_epoch(writer, out: Path, history: list[dict], metrics: dict, val_set: FaceSet,
-               val_probs: np.ndarray, improved: bool) -> None:  # fmt: skip
+def _log_epoch(
+    writer, out: Path, history: list[dict], metrics: dict, val_set: FaceSet, val_probs: np.ndarray, improved: bool
+) -> None:
     """TensorBoard scalars and figures, the JSON-lines log, and the run's plots."""
     row = history[-1]
     step = row["step"]
@@ -542,4 +613,3 @@ def _log_epoch(writer, out: Path, history: list[dict], metrics: dict, val_set: F
         for fig in (cm_fig, grid_fig):
             plots.plt.close(fig)
     plots.save(plots.training_curves(history), out / "curves.png")
-

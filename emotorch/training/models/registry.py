@@ -43,11 +43,7 @@ def list_models() -> list[ModelInfo]:
 def model_options(name: str) -> dict[str, object]:
     """The options a model accepts beyond num_classes/pretrained, with their defaults."""
     sig = inspect.signature(_info(name).builder)
-    return {
-        p.name: p.default
-        for p in sig.parameters.values()
-        if p.name not in ("num_classes", "pretrained")
-    }
+    return {p.name: p.default for p in sig.parameters.values() if p.name not in ("num_classes", "pretrained")}
 
 
 def create_model(
@@ -79,7 +75,6 @@ def _info(name: str) -> ModelInfo:
     if name not in _REGISTRY:
         hint = difflib.get_close_matches(name, _REGISTRY, n=1)
         raise ValueError(
-            f"unknown model {name!r}"
-            + (f"; did you mean {hint[0]!r}?" if hint else f"; known: {', '.join(_REGISTRY)}")
+            f"unknown model {name!r}" + (f"; did you mean {hint[0]!r}?" if hint else f"; known: {', '.join(_REGISTRY)}")
         )
     return _REGISTRY[name]

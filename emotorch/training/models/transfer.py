@@ -26,16 +26,20 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 class TransferNet(nn.Module):
     """An ImageNet backbone producing a feature map, then pooling and the seed's dense head."""
 
-    def __init__(self, backbone: nn.Module, n_features: int, num_classes: int, input_size: int,
-                 hidden: int, dropout: float) -> None:  # fmt: skip
+    def __init__(
+        self, backbone: nn.Module, n_features: int, num_classes: int, input_size: int, hidden: int, dropout: float
+    ) -> None:
         super().__init__()
         self.input_size = input_size
         self.backbone = backbone
         self.head = nn.Sequential(
-            nn.AdaptiveAvgPool2d(1), nn.Flatten(),
-            nn.Linear(n_features, hidden), nn.ReLU(inplace=True), nn.Dropout(dropout),
+            nn.AdaptiveAvgPool2d(1),
+            nn.Flatten(),
+            nn.Linear(n_features, hidden),
+            nn.ReLU(inplace=True),
+            nn.Dropout(dropout),
             nn.Linear(hidden, num_classes),
-        )  # fmt: skip
+        )
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
 
@@ -69,9 +73,16 @@ _DENSENET_OLD_KEY = re.compile(
 )
 
 
-def _build(arch: str, classifier: str, extract: Callable[[nn.Module], tuple[nn.Module, int]],
-           num_classes: int, pretrained: str | Path | None, input_size: int, hidden: int,
-           dropout: float) -> TransferNet:  # fmt: skip
+def _build(
+    arch: str,
+    classifier: str,
+    extract: Callable[[nn.Module], tuple[nn.Module, int]],
+    num_classes: int,
+    pretrained: str | Path | None,
+    input_size: int,
+    hidden: int,
+    dropout: float,
+) -> TransferNet:
     net = getattr(torchvision.models, arch)(weights=None)
     if pretrained is not None:
         state = _read_weights(pretrained)
@@ -106,13 +117,17 @@ def _densenet_features(net: nn.Module) -> tuple[nn.Module, int]:
 
 
 def _register(arch: str, classifier: str, extract: Callable[[nn.Module], tuple[nn.Module, int]]) -> None:
-    def builder(*, num_classes: int = 7, pretrained: str | Path | None = None, input_size: int = 48,
-                hidden: int = 1024, dropout: float = 0.5) -> nn.Module:  # fmt: skip
+    def builder(
+        *,
+        num_classes: int = 7,
+        pretrained: str | Path | None = None,
+        input_size: int = 48,
+        hidden: int = 1024,
+        dropout: float = 0.5,
+    ) -> nn.Module:
         return _build(arch, classifier, extract, num_classes, pretrained, input_size, hidden, dropout)
 
-    register(arch, f"torchvision {arch} with the seed's 1024-unit head", f"torchvision {arch} ImageNet")(
-        builder
-    )
+    register(arch, f"torchvision {arch} with the seed's 1024-unit head", f"torchvision {arch} ImageNet")(builder)
 
 
 _register("vgg16", "classifier", _vgg_features)
