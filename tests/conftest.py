@@ -14,6 +14,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
+from fastapi.testclient import TestClient
 from PIL import Image
 
 from emotorch.choices import CLASSES
@@ -168,6 +169,25 @@ def run_server(workdir: Path, *args: str, cache: Path | None = None, db: str | N
         except subprocess.TimeoutExpired:
             proc.kill()
         log.close()
+
+
+@pytest.fixture(scope="session")
+def app_client(tmp_path_factory) -> Iterator[TestClient]:
+    """The EmoTorch app in this process (shipped model, SQLite catalog), its lifespan run once."""
+    from emotorch.serve import Settings, create_app
+
+    db = tmp_path_factory.mktemp("app") / "catalog.db"
+    with TestClient(create_app(Settings(db=f"sqlite:///{db}"))) as client:
+        yield client
+
+
+@pytest.fixture
+def client(app_client: TestClient) -> Iterator[TestClient]:
+    """The in-process app with no cookies and no dependency overrides left from another test."""
+    app_client.cookies.clear()
+    yield app_client
+    app_client.cookies.clear()
+    app_client.app.dependency_overrides.clear()
 
 
 @pytest.fixture(scope="session")

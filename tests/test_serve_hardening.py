@@ -1,4 +1,5 @@
-"""The server under hostile input and careless operation, over real HTTP on loopback."""
+"""The server under hostile input and careless operation: in process where the app alone decides, over
+real HTTP on loopback where sockets, processes and their memory do."""
 
 from __future__ import annotations
 
@@ -45,18 +46,19 @@ def forged_png(width: int, height: int, rows: int) -> bytes:
 
 
 def test_thin_images_are_refused_and_strips_never_fail_their_micro_batch(server, photo):
+    http = httpx.Client(base_url=server, timeout=60)  # concurrent requests share micro-batches over sockets
     thin = [
         png(np.full((1, 1300, 3), 128, np.uint8)),
         png(np.full((1300, 1, 3), 128, np.uint8)),
         forged_png(1, 10_000_000, 1000),
     ]
     for data in thin:
-        r = post_image(server, data, "image/png")
+        r = post_image(http, data, "image/png")
         assert r.status_code == 422 and "too thin to hold a face" in r.json()["detail"], r.text
     strip = png(np.full((20, 400, 3), 128, np.uint8))  # as thin as allowed: answered, with no face
-    assert post_image(server, strip, "image/png").json()["faces"] == []
+    assert post_image(http, strip, "image/png").json()["faces"] == []
     with ThreadPoolExecutor(9) as pool:  # one strip among good photos, sent together: all of them answer
-        replies = list(pool.map(lambda d: post_image(server, d, "image/png"), [*[photo] * 8, strip] * 3))
+        replies = list(pool.map(lambda d: post_image(http, d, "image/png"), [*[photo] * 8, strip] * 3))
     assert [r.status_code for r in replies] == [200] * len(replies)
     assert all(len(r.json()["faces"]) == 1 for i, r in enumerate(replies) if i % 9 != 8)
 
@@ -77,11 +79,11 @@ def fuzzed(photo_rgb: np.ndarray, seed: int = 0) -> list[tuple[str, bytes]]:
     return out
 
 
-def test_fuzzed_images_never_get_a_5xx(server):
+def test_fuzzed_images_never_get_a_5xx(client):
     small = np.asarray(Image.fromarray(skdata.astronaut()).resize((160, 160)))
     cases = fuzzed(small)
     with ThreadPoolExecutor(4) as pool:
-        replies = list(pool.map(lambda case: post_image(server, case[1], "application/octet-stream"), cases))
+        replies = list(pool.map(lambda case: post_image(client, case[1], "application/octet-stream"), cases))
     failures = [
         (name, r.status_code, r.text[:200])
         for (name, _), r in zip(cases, replies, strict=True)
@@ -135,38 +137,41 @@ def test_large_16_bit_pngs_cost_bounded_memory(tmp_path, server_cache):
     big[::97] = 40000  # some structure, still tiny once compressed
     data = png(big)
     assert len(data) < 500_000
-    with run_server(tmp_path, cache=server_cache) as url:
+    with run_server(tmp_path, cache=server_cache) as url, httpx.Client(base_url=url, timeout=60) as http:
         pid = SERVERS[url][0].pid
-        post_image(url, png(np.full((64, 64, 3), 90, np.uint8)), "image/png")  # warm up
+        post_image(http, png(np.full((64, 64, 3), 90, np.uint8)), "image/png")  # warm up
         before = vm_kib(pid, "VmHWM")
         with ThreadPoolExecutor(8) as pool:
-            replies = list(pool.map(lambda _: post_image(url, data, "image/png"), range(8)))
+            replies = list(pool.map(lambda _: post_image(http, data, "image/png"), range(8)))
         assert [r.status_code for r in replies] == [200] * 8, replies[0].text
         grew = (vm_kib(pid, "VmHWM") - before) / 1024
         assert grew < 1024, f"the server's peak memory grew by {grew:.0f} MiB"  # about 500 here; 7 GB before
-        r = post_image(url, png(np.zeros((6000, 6000, 3), np.uint8)), "image/png")  # 36 MP RGB: 137 MiB decoded
+        r = post_image(http, png(np.zeros((6000, 6000, 3), np.uint8)), "image/png")  # 36 MP RGB: 137 MiB decoded
         assert_problem(r, 413, "MiB decoded")
 
 
-def test_read_only_database_health_and_writes_are_503_and_stalled_uploads_time_out(tmp_path, server_cache):
-    db = tmp_path / "catalog.db"
-    made = subprocess.run(
-        [sys.executable, "-m", "emotorch", "catalog", "list", "--db", f"sqlite:///{db}"], capture_output=True, text=True
-    )
-    assert made.returncode == 0, made.stderr
-    read_only = f"sqlite:///file:{db}?mode=ro&uri=true"
-    with run_server(tmp_path, "--read-timeout", "1", cache=server_cache, db=read_only) as url:
-        health = httpx.get(f"{url}/healthz")
-        assert health.status_code == 503 and health.json()["status"] == "unavailable"
-        assert health.json()["database"] == "cannot be written now"  # the why goes to the log, not to clients
-        time.sleep(0.2)
-        assert "readonly" in (tmp_path / "server.log").read_text()
-        r = httpx.post(f"{url}/v1/feedback", json={"item_id": "song:lean-on-me-bill-withers", "kind": "click"})
-        assert_problem(r, 503, "cannot be written")
-        assert r.headers["retry-after"]
-        reads = httpx.get(f"{url}/v1/catalog", params={"limit": 2})
-        assert reads.status_code == 200  # reading still works
+def test_a_read_only_database_gives_503_on_health_and_writes_and_still_serves_reads(client, tmp_path, caplog):
+    from emotorch.recommend import Recommender
+    from emotorch.serve.deps import get_recommender
 
+    db = tmp_path / "catalog.db"
+    Recommender(f"sqlite:///{db}").engine.dispose()  # made and filled, then opened read-only
+    read_only = Recommender(f"sqlite:///file:{db}?mode=ro&uri=true")
+    client.app.dependency_overrides[get_recommender] = lambda: read_only
+    health = client.get("/healthz")
+    assert health.status_code == 503 and health.json()["status"] == "unavailable"
+    assert health.json()["database"] == "cannot be written now"  # the why goes to the log, not to clients
+    assert "readonly" in caplog.text
+    r = client.post("/v1/feedback", json={"item_id": "song:lean-on-me-bill-withers", "kind": "click"})
+    assert_problem(r, 503, "cannot be written")
+    assert r.headers["retry-after"]
+    assert client.get("/v1/catalog", params={"limit": 2}).status_code == 200  # reading still works
+    client.app.dependency_overrides.clear()
+    assert client.get("/healthz").status_code == 200  # the app's own database again
+
+
+def test_stalled_uploads_time_out(tmp_path, server_cache):
+    with run_server(tmp_path, "--read-timeout", "1", cache=server_cache) as url:
         with socket.create_connection(("127.0.0.1", int(url.rsplit(":", 1)[1])), timeout=10) as s:
             s.sendall(
                 b"POST /v1/emotions HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\n"

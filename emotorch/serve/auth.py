@@ -8,9 +8,11 @@ token of another user 403. The database keeps only the token's sha256.
 
 from __future__ import annotations
 
-from fastapi import Request, Response
+from typing import Annotated
 
-from emotorch.recommend import Recommender
+from fastapi import Depends, Request, Response
+
+from emotorch.serve.deps import RecommenderDep
 from emotorch.serve.problems import Problem
 
 TOKEN_COOKIE = "emotorch_token"
@@ -25,19 +27,25 @@ def presented_token(request: Request) -> str | None:
     return request.cookies.get(TOKEN_COOKIE) or None
 
 
-def require_user(request: Request, user_id: str) -> None:
-    """Raise 401 unless the request carries a valid token, 403 unless it is ``user_id``'s."""
-    recommender: Recommender = request.app.state.recommender
+def token_owner(request: Request, recommender: RecommenderDep) -> str | None:
+    """The user whose token the request carries, or None (no token, or one nobody holds)."""
     token = presented_token(request)
-    owner = recommender.token_owner(token) if token else None
-    if owner is None:
+    return recommender.token_owner(token) if token else None
+
+
+Caller = Annotated[str | None, Depends(token_owner)]
+
+
+def require_user(caller: str | None, user_id: str) -> None:
+    """Raise 401 unless the request carried a valid token, 403 unless it is ``user_id``'s."""
+    if caller is None:
         raise Problem(
             401,
             "Not authenticated",
             "per-user requests need the token POST /v1/users issued "
             "(Authorization: Bearer <token>, or the page's cookie)",
         )
-    if owner != user_id:
+    if caller != user_id:
         raise Problem(403, "Forbidden", "this token belongs to another user")
 
 

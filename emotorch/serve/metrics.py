@@ -39,3 +39,8 @@ class Metrics:
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+    def observe_batch(self, size: int, seconds: float) -> None:
+        """One micro-batch of ``size`` images that took ``seconds``."""
+        self.batch_size.observe(size)
+        self.batch_seconds.observe(seconds)

@@ -1,6 +1,6 @@
 """uvicorn's HTTP/1.1 protocol with a deadline on request headers: a client that opens a connection
 and sends its headers slowly, or never finishes them, is cut off instead of holding the connection
-(and its memory) for ever. Bodies have their own limit (:class:`emotorch.serve.app.BodyLimit`)."""
+(and its memory) for ever. Bodies have their own limit (:class:`emotorch.serve.middleware.BodyLimit`)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from functools import cache
 
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
-from emotorch.serve.app import Settings
+from emotorch.serve.settings import Settings
 
 
 @cache

@@ -13,13 +13,14 @@ from fastapi.responses import FileResponse
 from pydantic import ValidationError
 
 from emotorch import __version__
-from emotorch.recommend import Recommender, list_items, mood
+from emotorch.recommend import list_items, mood
 from emotorch.recommend.db import writable
 from emotorch.recommend.mood import Mood
 from emotorch.recommend.store import ID_PATTERN, ItemNotFound
 from emotorch.runtime import registry
 from emotorch.runtime.pipeline import EmotionRecognizer
-from emotorch.serve.auth import clear_token_cookie, require_user, set_token_cookie
+from emotorch.serve.auth import Caller, clear_token_cookie, require_user, set_token_cookie
+from emotorch.serve.deps import BatcherDep, DecodesDep, MetricsDep, ModelInfoDep, RecommenderDep, SettingsDep
 from emotorch.serve.problems import Problem, documented
 from emotorch.serve.schemas import (
     CatalogOut,
@@ -88,15 +89,11 @@ def _mood(body: MoodIn) -> Mood:
         raise Problem(422, "Invalid mood", str(e)) from None
 
 
-def _recommender(request: Request) -> Recommender:
-    return request.app.state.recommender
-
-
-async def _image_bytes(request: Request) -> bytes:
+async def _image_bytes(request: Request, max_bytes: int) -> bytes:
     body = await request.body()
     content_type = request.headers.get("content-type", "")
     if content_type.startswith("multipart/form-data"):
-        return from_multipart(body, content_type, request.app.state.settings.max_upload_bytes)
+        return from_multipart(body, content_type, max_bytes)
     if content_type.startswith("application/json"):
         try:
             return from_base64(ImageJSON.model_validate_json(body).image)
@@ -113,11 +110,17 @@ async def _image_bytes(request: Request) -> bytes:
     tags=["emotions"],
     responses=documented(400, 408, 413, 415, 422, 429),
 )
-async def emotions(request: Request) -> EmotionsOut:
+async def emotions(
+    request: Request,
+    settings: SettingsDep,
+    batcher: BatcherDep,
+    decodes: DecodesDep,
+    metrics: MetricsDep,
+    model: ModelInfoDep,
+) -> EmotionsOut:
     """Every face in the photo with its box, emotion and probabilities. The photo is never stored."""
-    settings = request.app.state.settings
-    data = await _image_bytes(request)
-    async with request.app.state.decodes:  # a few decodes at a time: uploads cannot exhaust memory together
+    data = await _image_bytes(request, settings.max_upload_bytes)
+    async with decodes:  # a few decodes at a time: uploads cannot exhaust memory together
         rgb = await asyncio.to_thread(
             decode_image,
             data,
@@ -125,15 +128,14 @@ async def emotions(request: Request) -> EmotionsOut:
             max_side=settings.max_side,
             max_bytes=int(settings.max_image_mb * 2**20),
         )
-    faces, batch_size, seconds = await request.app.state.batcher.submit(rgb)
-    metrics = request.app.state.metrics
+    faces, batch_size, seconds = await batcher.submit(rgb)
     metrics.images.inc()
     metrics.faces.inc(len(faces))
     return EmotionsOut(
         faces=[FaceOut(**f.to_dict()) for f in faces],
         width=rgb.shape[1],
         height=rgb.shape[0],
-        model=request.app.state.model_info,
+        model=model,
         inference_ms=round(seconds * 1000, 2),
         batch_size=batch_size,
     )
@@ -145,13 +147,13 @@ async def emotions(request: Request) -> EmotionsOut:
     tags=["recommendations"],
     responses=documented(400, 401, 403, 408, 413, 422, 429, 503),
 )
-def recommendations(body: RecommendIn, request: Request) -> RecommendationsOut:
+def recommendations(body: RecommendIn, recommender: RecommenderDep, caller: Caller) -> RecommendationsOut:
     """Items that suit (or lift) the mood, each with the reason it was picked. With a ``user_id``, the
     request must carry that user's token: what the user liked shapes the answer."""
     current = _mood(body)  # categories and strategy are checked by the schema
     if body.user_id:
-        require_user(request, body.user_id)
-    recs = _recommender(request).recommend(
+        require_user(caller, body.user_id)
+    recs = recommender.recommend(
         current,
         categories=body.categories,
         n=body.count,
@@ -175,37 +177,35 @@ def recommendations(body: RecommendIn, request: Request) -> RecommendationsOut:
     tags=["recommendations"],
     responses=documented(400, 401, 403, 404, 408, 413, 422, 429, 503),
 )
-def feedback(body: FeedbackIn, request: Request) -> None:
+def feedback(body: FeedbackIn, recommender: RecommenderDep, caller: Caller) -> None:
     """Record that an item was shown, clicked or liked; the recommender learns from it. With a ``user_id``,
     the request must carry that user's token."""
     current = _mood(body) if body.emotion or body.probabilities else None
     if body.user_id:
-        require_user(request, body.user_id)
+        require_user(caller, body.user_id)
     try:
-        _recommender(request).feedback(
-            body.item_id, body.kind, current, user_id=body.user_id, session_id=body.session_id
-        )
+        recommender.feedback(body.item_id, body.kind, current, user_id=body.user_id, session_id=body.session_id)
     except ItemNotFound as e:
         raise Problem(404, "No such item", str(e)) from None
 
 
 @router.get("/v1/catalog", response_model=CatalogOut, tags=["recommendations"], responses=documented(422, 429))
 def catalog(
-    request: Request,
+    recommender: RecommenderDep,
     category: Category | None = None,
     limit: int = Query(100, ge=1, le=1000),
     offset: int = Query(0, ge=0),
 ) -> CatalogOut:
     """The catalog's items, optionally of one category, in pages."""
-    items = list_items(_recommender(request).engine, category)
+    items = list_items(recommender.engine, category)
     return CatalogOut(total=len(items), items=[ItemOut(**it) for it in items[offset : offset + limit]])
 
 
 @router.post("/v1/users", status_code=201, response_model=NewUserOut, tags=["privacy"], responses=documented(429, 503))
-def new_user(request: Request, response: Response) -> NewUserOut:
+def new_user(request: Request, response: Response, recommender: RecommenderDep) -> NewUserOut:
     """A new user and its token, shown once (also set as the page's HttpOnly cookie). Nothing else is
     stored until the user sends feedback."""
-    user_id, token = _recommender(request).create_user()
+    user_id, token = recommender.create_user()
     set_token_cookie(request, response, token)
     return NewUserOut(user_id=user_id, token=token)
 
@@ -213,39 +213,39 @@ def new_user(request: Request, response: Response) -> NewUserOut:
 @router.get(
     "/v1/users/{user_id}", response_model=UserOut, tags=["privacy"], responses=documented(401, 403, 422, 429, 503)
 )
-def stored_user(user_id: UserId, request: Request) -> UserOut:
+def stored_user(user_id: UserId, recommender: RecommenderDep, caller: Caller) -> UserOut:
     """Everything stored about a user: consent, preferred strategies and feedback counts (its token only)."""
-    require_user(request, user_id)
-    return UserOut(**_recommender(request).user(user_id))
+    require_user(caller, user_id)
+    return UserOut(**recommender.user(user_id))
 
 
 @router.delete(
     "/v1/users/{user_id}", response_model=ForgetOut, tags=["privacy"], responses=documented(401, 403, 422, 429, 503)
 )
-def forget(user_id: UserId, request: Request, response: Response) -> ForgetOut:
+def forget(user_id: UserId, response: Response, recommender: RecommenderDep, caller: Caller) -> ForgetOut:
     """Delete everything stored about a user, the user and its token included (the page's "Forget me")."""
-    require_user(request, user_id)
-    deleted = _recommender(request).forget(user_id)
+    require_user(caller, user_id)
+    deleted = recommender.forget(user_id)
     clear_token_cookie(response)
     return ForgetOut(user_id=user_id, events_deleted=deleted)
 
 
 @router.get("/v1/model", response_model=ModelInfo, tags=["emotions"], responses=documented(429))
-async def serving_model(request: Request) -> ModelInfo:
+async def serving_model(model: ModelInfoDep) -> ModelInfo:
     """The model that answers /v1/emotions: its name, version (sha256), classes and reading."""
-    return request.app.state.model_info
+    return model
 
 
 @router.get("/healthz", response_model=HealthOut, tags=["health"], responses={503: {"model": HealthOut}})
-def healthz(request: Request, response: Response) -> HealthOut:
+def healthz(response: Response, recommender: RecommenderDep, model: ModelInfoDep) -> HealthOut:
     """The model that serves and whether the database can be written (503 when it cannot)."""
-    problem = writable(_recommender(request).engine)
+    problem = writable(recommender.engine)
     if problem:  # the why (with the database's location) goes to the log, not to every client
         log.warning("health check: %s", problem)
         response.status_code = 503
     return HealthOut(
         status="unavailable" if problem else "ok",
-        model=request.app.state.model_info.name,
+        model=model.name,
         version=__version__,
         database="cannot be written now" if problem else "ok",
     )
