@@ -27,7 +27,7 @@ from emotorch.recommend.db import checked_category, connect
 from emotorch.recommend.learning import ARM_PRIOR, DEFAULT_STRATEGY, MIN_STRATEGY_CLICKS, arm_stats, learned_strategies
 from emotorch.recommend.mood import Mood, unknown_mood
 from emotorch.recommend.scoring import TAG_PRIOR, Weights
-from emotorch.recommend.store import Store
+from emotorch.recommend.store import Store, Users
 
 
 @dataclass
@@ -58,7 +58,7 @@ class Recommender:
         min_strategy_clicks: int = MIN_STRATEGY_CLICKS,
     ) -> None:
         self.engine = engine if isinstance(engine, Engine) else open_database(engine)
-        self.store = Store(self.engine, timedelta(hours=recent_hours))
+        self.store, self.users = Store(self.engine, timedelta(hours=recent_hours)), Users(self.engine)
         self.weights = Weights(
             alpha=alpha,
             learned=learned_weight,
@@ -149,23 +149,23 @@ class Recommender:
         for category, strat in prefs.items():
             if strat not in LEARNED_STRATEGIES:
                 raise ValueError(f"unknown strategy {strat!r} for {category}; expected match or uplift")
-        self.store.set_user(user_id, opted_in, prefs)
+        self.users.set_user(user_id, opted_in, prefs)
 
     def create_user(self) -> tuple[str, str]:
         """A new API user: (its id, its token, shown once)."""
-        return self.store.create_user()
+        return self.users.create_user()
 
     def token_owner(self, token: str) -> str | None:
         """The id of the user this API token belongs to, or None."""
-        return self.store.token_owner(token)
+        return self.users.token_owner(token)
 
     def user(self, user_id: str) -> dict[str, Any] | None:
         """What is stored about a user: consent, per-category strategies and event counts (None if unknown)."""
-        return self.store.user(user_id)
+        return self.users.user(user_id)
 
     def forget(self, user_id: str) -> int:
         """Delete everything stored about a user; returns the number of events removed."""
-        return self.store.forget(user_id)
+        return self.users.forget(user_id)
 
 
 def _categories(categories: Sequence[str] | str | None) -> list[str]:

@@ -56,7 +56,7 @@ def _who(user_id: str | None, session_id: str | None):
 class Store:
     """The recommender's database: ``recent`` is how long a viewer's impressions keep an item out."""
 
-    def __init__(self, engine: Engine, recent: timedelta) -> None:
+    def __init__(self, engine: Engine, recent: timedelta = timedelta(hours=24)) -> None:
         self.engine, self.recent = engine, recent
 
     # --- what recommending reads ------------------------------------------------------------
@@ -164,71 +164,7 @@ class Store:
                 arm.a, arm.b = a.tolist(), b.tolist()
                 session.add(arm)
 
-        self._write(work)
-
-    # --- users and privacy -------------------------------------------------------------------
-
-    def set_user(self, user_id: str, opted_in: bool | None, strategies: Mapping[str, str]) -> None:
-        """Create or update a user: consent to storing emotion context, per-category strategies."""
-
-        def work(session: Session) -> None:
-            user = session.get(User, user_id) or User(id=user_id, opted_in=False)
-            if opted_in is not None:
-                user.opted_in = opted_in
-            session.add(user)
-            for category, strat in strategies.items():
-                session.merge(Preference(user_id=user_id, category=category, strategy=strat))
-
-        self._write(work)
-
-    def create_user(self) -> tuple[str, str]:
-        """A new API user: (its id, its token). Only the token's sha256 is stored; the token is shown once."""
-        user_id, token = f"u-{secrets.token_hex(12)}", secrets.token_urlsafe(TOKEN_BYTES)
-        self._write(lambda session: session.add(User(id=user_id, opted_in=False, token_sha256=token_digest(token))))
-        return user_id, token
-
-    def token_owner(self, token: str) -> str | None:
-        """The id of the user this API token belongs to, or None."""
-        with Session(self.engine) as session:
-            return session.scalar(select(User.id).where(User.token_sha256 == token_digest(token)))
-
-    def user(self, user_id: str) -> dict[str, Any] | None:
-        """What is stored about a user: consent, per-category strategies and event counts (None if unknown)."""
-        with Session(self.engine) as session:
-            user = session.get(User, user_id)
-            if user is None:
-                return None
-            opted_in = bool(user.opted_in)
-            kinds = Counter(session.scalars(select(Event.kind).where(Event.user_id == user_id)))
-        return {
-            "user_id": user_id,
-            "opted_in": opted_in,
-            "strategies": dict(sorted(self.preferences(user_id).items())),
-            "events": {k: kinds.get(k, 0) for k in FEEDBACK_KINDS},
-        }
-
-    def forget(self, user_id: str) -> int:
-        """Delete everything stored about a user; returns the number of events removed."""
-        check_id(user_id)  # `*` would take everyone's learned statistics with it
-        with writing(self.engine) as session:
-            removed = session.execute(delete(Event).where(Event.user_id == user_id)).rowcount
-            session.execute(delete(Preference).where(Preference.user_id == user_id))
-            session.execute(delete(StrategyStat).where(StrategyStat.scope == user_id))
-            session.execute(delete(User).where(User.id == user_id))
-        checkpoint(self.engine)  # SQLite: no copy of the deleted rows stays in the write-ahead log
-        return int(removed or 0)
-
-    def _write(self, work: Callable[[Session], None], attempts: int = 4) -> None:
-        """Run ``work`` in one transaction; when a concurrent request created the same new row first
-        (a user, an item's bandit arm, a strategy counter), run it again: the row now exists."""
-        for attempt in range(attempts):
-            try:
-                with writing(self.engine) as session:
-                    work(session)
-                return
-            except IntegrityError:
-                if attempt == attempts - 1:
-                    raise
+        write(self.engine, work)
 
 
 def _arms(session: Session, item_ids: list[str], lock: bool = False) -> dict[str, BanditArm]:
@@ -267,3 +203,75 @@ def _count(session: Session, scopes: list[str], item_id: str, negative: bool, st
             stat.impressions += 1
         elif kind == "click":  # a like usually follows a click: count each shown item once
             stat.clicks += 1
+
+
+def write(engine: Engine, work: Callable[[Session], None], attempts: int = 4) -> None:
+    """Run ``work`` in one transaction; when a concurrent request created the same new row first
+    (a user, an item's bandit arm, a strategy counter), run it again: the row now exists."""
+    for attempt in range(attempts):
+        try:
+            with writing(engine) as session:
+                work(session)
+            return
+        except IntegrityError:
+            if attempt == attempts - 1:
+                raise
+
+
+class Users:
+    """Users, their tokens, consent and choices, and forgetting them."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    def set_user(self, user_id: str, opted_in: bool | None, strategies: Mapping[str, str]) -> None:
+        """Create or update a user: consent to storing emotion context, per-category strategies."""
+
+        def work(session: Session) -> None:
+            user = session.get(User, user_id) or User(id=user_id, opted_in=False)
+            if opted_in is not None:
+                user.opted_in = opted_in
+            session.add(user)
+            for category, strat in strategies.items():
+                session.merge(Preference(user_id=user_id, category=category, strategy=strat))
+
+        write(self.engine, work)
+
+    def create_user(self) -> tuple[str, str]:
+        """A new API user: (its id, its token). Only the token's sha256 is stored; the token is shown once."""
+        user_id, token = f"u-{secrets.token_hex(12)}", secrets.token_urlsafe(TOKEN_BYTES)
+        write(
+            self.engine, lambda session: session.add(User(id=user_id, opted_in=False, token_sha256=token_digest(token)))
+        )
+        return user_id, token
+
+    def token_owner(self, token: str) -> str | None:
+        """The id of the user this API token belongs to, or None."""
+        with Session(self.engine) as session:
+            return session.scalar(select(User.id).where(User.token_sha256 == token_digest(token)))
+
+    def user(self, user_id: str) -> dict[str, Any] | None:
+        """What is stored about a user: consent, per-category strategies and event counts (None if unknown)."""
+        with Session(self.engine) as session:
+            user = session.get(User, user_id)
+            if user is None:
+                return None
+            opted_in = bool(user.opted_in)
+            kinds = Counter(session.scalars(select(Event.kind).where(Event.user_id == user_id)))
+        return {
+            "user_id": user_id,
+            "opted_in": opted_in,
+            "strategies": dict(sorted(Store(self.engine).preferences(user_id).items())),
+            "events": {k: kinds.get(k, 0) for k in FEEDBACK_KINDS},
+        }
+
+    def forget(self, user_id: str) -> int:
+        """Delete everything stored about a user; returns the number of events removed."""
+        check_id(user_id)  # `*` would take everyone's learned statistics with it
+        with writing(self.engine) as session:
+            removed = session.execute(delete(Event).where(Event.user_id == user_id)).rowcount
+            session.execute(delete(Preference).where(Preference.user_id == user_id))
+            session.execute(delete(StrategyStat).where(StrategyStat.scope == user_id))
+            session.execute(delete(User).where(User.id == user_id))
+        checkpoint(self.engine)  # SQLite: no copy of the deleted rows stays in the write-ahead log
+        return int(removed or 0)
