@@ -7,6 +7,8 @@ PyTorch, SQLAlchemy or NumPy.
 
 from __future__ import annotations
 
+import importlib.util
+
 
 class DataError(ValueError):
     """A data source is malformed; the message names the file, row or path and the problem."""
@@ -34,8 +36,6 @@ class MissingExtra(RuntimeError):
 
 def installed(module: str) -> bool:
     """Whether an optional module (``torch``: the ``train`` extra, ``matplotlib``: ``plots``) is installed."""
-    import importlib.util
-
     return importlib.util.find_spec(module) is not None
 
 

@@ -72,6 +72,7 @@ def test_evaluate_tta_changes_nothing_in_shape(tiny_run, tmp_path):
     assert json.loads(res.stdout)["tta"] is True
 
 
+@pytest.mark.slow
 def test_predictions_for_unlabeled_kaggle_test_csv(tiny_run, tmp_path):
     images, _ = synthetic_faces(5)
     (tmp_path / "test.csv").write_text("pixels\n" + "".join(pixels_text(i) + "\n" for i in images))
@@ -141,6 +142,7 @@ def damaged_checkpoints(run, tmp_path) -> dict[str, str]:
     }
 
 
+@pytest.mark.slow
 def test_damaged_checkpoints_are_one_line_errors(tiny_run, tmp_path):
     from emotorch.runtime.registry import load_model
     from emotorch.training.checkpoint import CheckpointError

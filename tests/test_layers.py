@@ -105,3 +105,34 @@ def test_the_runtime_imports_without_pytorch():
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
+
+
+def unexplained_local_imports(path: Path) -> list[str]:
+    """Imports inside functions with no comment saying why: on the import's lines, or on the line above the
+    block of imports it belongs to."""
+    lines = path.read_text().splitlines()
+    found = []
+    for fn in ast.walk(ast.parse(path.read_text())):
+        if not isinstance(fn, ast.FunctionDef | ast.AsyncFunctionDef):
+            continue
+        for node in ast.walk(fn):
+            if isinstance(node, ast.Import | ast.ImportFrom):
+                start = node.lineno - 1
+                while start > 0 and (
+                    not lines[start - 1].strip() or lines[start - 1].lstrip().startswith(("import ", "from "))
+                ):
+                    start -= 1
+                said = lines[start - 1].lstrip().startswith("#") or any(
+                    "#" in lines[i] for i in range(start, node.end_lineno)
+                )
+                if not said:
+                    found.append(f"{path.name}:{node.lineno}: {lines[node.lineno - 1].strip()}")
+    return found
+
+
+def test_every_import_inside_a_function_says_why(tmp_path):
+    unexplained = [line for path in module_files().values() for line in unexplained_local_imports(path)]
+    assert unexplained == []
+    sample = tmp_path / "sample.py"
+    sample.write_text("def f():\n    import json\n\n    return json\n")
+    assert unexplained_local_imports(sample) == ["sample.py:2: import json"]  # the check can fail

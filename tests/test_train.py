@@ -100,6 +100,7 @@ def resume_data(tmp_path_factory):
     return data, full
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT], ids=["kill-9", "ctrl-c"])
 def test_interrupted_run_resumes_exactly(resume_data, tmp_path, sig):
     data, full = resume_data
@@ -128,6 +129,7 @@ def test_interrupted_run_resumes_exactly(resume_data, tmp_path, sig):
     assert [json.loads(line)["epoch"] for line in lines] == [1, 2, 3, 4]
 
 
+@pytest.mark.slow
 def test_ddp_two_processes_match_single_process(tiny_folders, tmp_path):
     """torchrun --nproc-per-node 2 (gloo, loopback) trains the same weights as one process."""
     opts = [

@@ -108,6 +108,7 @@ def test_cli_video_writes_video_csv_and_plot(tiny_run, tmp_path):
     assert subprocess.run(cmd, capture_output=True, text=True).returncode == 2  # no overwrite without --force
 
 
+@pytest.mark.slow
 def test_unreadable_video_is_a_clear_error(tiny_run, tmp_path):
     bad = tmp_path / "clip.mp4"
     bad.write_bytes(b"not a video at all")
@@ -140,6 +141,7 @@ def test_unreadable_video_is_a_clear_error(tiny_run, tmp_path):
     assert not csv_path.exists()
 
 
+@pytest.mark.slow
 def test_webcam_headless_prints_json_lines(tiny_run, tmp_path):
     video = make_video(tmp_path / "camera.mp4", n=5)  # stands in for a camera
     res = subprocess.run(

@@ -11,8 +11,6 @@ from typing import Any
 from emotorch.cli.options import add_data_flags, add_force, add_model, refuse_overwrite, shipped_names, to_json
 from emotorch.training.config import CHOICES, PRESETS, flags
 
-# Each command's run function imports the training side when it runs: PyTorch takes a second to
-# import, and `emotorch --help` (or a lean install's `emotorch train`, refused in one line) must not wait.
 
 
 def add(sub: argparse._SubParsersAction) -> None:
@@ -95,6 +93,7 @@ def _default_run_dir(preset: str, model: str) -> Path:
 
 
 def train_command(args: argparse.Namespace) -> None:
+    # PyTorch (a second to import) when the command runs: not for --help, nor a lean install's refusal
     from emotorch.training import checkpoint
     from emotorch.training.config import TrainConfig, config_from_preset
     from emotorch.training.train import train
@@ -123,7 +122,7 @@ def train_command(args: argparse.Namespace) -> None:
 
 
 def package_command(args: argparse.Namespace) -> None:
-    from emotorch.training.packaging import package
+    from emotorch.training.packaging import package  # PyTorch, when the command runs
 
     entry = package(
         args.run_dirs,
@@ -138,6 +137,7 @@ def package_command(args: argparse.Namespace) -> None:
 
 
 def export_command(args: argparse.Namespace) -> None:
+    # PyTorch, when the command runs
     from emotorch.runtime.registry import load_model
     from emotorch.training.data import load_dataset
     from emotorch.training.export import calibration_sample, export_onnx, quantize_onnx

@@ -168,6 +168,7 @@ def connect(
     A database that cannot be opened or upgraded raises :class:`DatabaseUnavailable`.
     """
     logging.getLogger("alembic").setLevel(logging.WARNING)  # no migration chatter on every command
+    # Alembic (about 0.1 s): only where a database is opened, not for the page's or the CLI's start
     from alembic import command
     from alembic.config import Config
 
@@ -231,7 +232,7 @@ def writable(engine: Engine) -> str | None:
 
 
 def schema_revision(engine: Engine) -> str | None:
-    from alembic.runtime.migration import MigrationContext
+    from alembic.runtime.migration import MigrationContext  # Alembic: as above
 
     with engine.connect() as conn:
         return MigrationContext.configure(conn).get_current_revision()

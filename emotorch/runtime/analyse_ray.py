@@ -48,7 +48,7 @@ class _Classifier:
     """An actor: the model, loaded once, classifies batches of face rows (file rows pass through)."""
 
     def __init__(self, model: str, backend: str) -> None:
-        from emotorch.runtime.pipeline import EmotionRecognizer
+        from emotorch.runtime.pipeline import EmotionRecognizer  # in the actor's process, where the model runs
 
         self.recognizer = EmotionRecognizer(model, backend=backend)
 
@@ -74,7 +74,7 @@ def run(
 ) -> Iterator[tuple[Scan, np.ndarray]]:
     """(scan, probabilities) for every file, as each one's rows have all come back from the cluster."""
     try:
-        import ray
+        import ray  # an optional extra (emotorch[ray]), imported only for --engine ray
         import ray.data  # sets up its own logging, which the next lines turn down
     except ImportError:
         raise ValueError('--engine ray needs Ray: pip install "emotorch[ray]"') from None

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-if TYPE_CHECKING:  # the pipeline (and PyTorch) is not needed to draw
+if TYPE_CHECKING:  # drawing needs no pipeline (nor its ONNX Runtime)
     from emotorch.runtime.pipeline import FaceResult
 
 

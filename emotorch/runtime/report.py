@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 
 from emotorch.errors import DataError, installed
+from emotorch.runtime.annotate import COLORS
 from emotorch.runtime.results import FACE_KEYS, FACES, FILE_KEYS, FILES, checked_rows, printable
 
 
@@ -111,8 +112,7 @@ def report(results: str | Path, out: str | Path | None = None) -> dict[str, Any]
 
 def _timeline(source: str, rows: list[dict[str, Any]], classes: list[str], dest: Path) -> str:
     """Mean probability of each emotion over the video's faces, frame by frame, with the legend above."""
-    from emotorch.runtime import plots
-    from emotorch.runtime.annotate import COLORS
+    from emotorch.runtime import plots  # matplotlib: the plots extra (report's table needs none)
 
     by_time: dict[float, list[list[float]]] = {}
     for r in rows:

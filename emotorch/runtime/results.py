@@ -109,7 +109,7 @@ class Results:
     def write_parquet(self) -> Path | None:
         """``faces.parquet`` from ``faces.jsonl`` where pyarrow is installed (None where it is not)."""
         try:
-            import pyarrow as pa
+            import pyarrow as pa  # optional: Ray Data brings it (emotorch[ray])
             import pyarrow.parquet as pq
         except ImportError:
             return None

@@ -42,7 +42,7 @@ def configure(threads: int | None = None, workers: int = 1) -> int:
     if threads is not None or "OMP_NUM_THREADS" not in os.environ:
         os.environ["OMP_NUM_THREADS"] = str(n)
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-    import cv2
+    import cv2  # after the environment is set: OpenCV's OpenMP reads it when it starts
 
     cv2.setNumThreads(n)
     if "torch" in sys.modules:  # already imported: its pool has read the environment, so set it directly

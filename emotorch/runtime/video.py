@@ -17,7 +17,7 @@ from emotorch.errors import DataError
 from emotorch.runtime.annotate import COLORS, annotate
 from emotorch.runtime.detect import Face, to_gray
 
-if TYPE_CHECKING:  # reading frames and tracking need neither the pipeline, PyTorch nor matplotlib
+if TYPE_CHECKING:  # reading frames and tracking need neither the pipeline (ONNX Runtime) nor matplotlib
     from matplotlib.figure import Figure
 
     from emotorch.runtime.pipeline import EmotionRecognizer, FaceResult
@@ -215,14 +215,14 @@ def process_video(
             w.writerow(["frame", "time_s", "track", "x", "y", "w", "h", "emotion", *recognizer.classes])
             w.writerows(rows)
     if plot_path is not None:
-        from emotorch.runtime import plots
+        from emotorch.runtime import plots  # matplotlib: the plots extra, only for --plot
 
         plots.save(emotion_timeline(tracker, recognizer.classes, fps), plot_path)
     return tracker
 
 
 def _with_smoothed(face: FaceResult, track: Track, classes: list[str]) -> FaceResult:
-    from emotorch.runtime.pipeline import FaceResult
+    from emotorch.runtime.pipeline import FaceResult  # here: frames and tracks need no model (analyse's workers)
 
     probs = dict(zip(classes, map(float, track.smoothed), strict=True))
     return FaceResult(face.box, face.landmarks, face.detection_score, max(probs, key=probs.get), probs)
@@ -231,7 +231,7 @@ def _with_smoothed(face: FaceResult, track: Track, classes: list[str]) -> FaceRe
 def emotion_timeline(tracker: FaceTracker, classes: list[str], fps: float | None = None) -> Figure:
     """Smoothed probabilities over time, one panel per tracked face, with one legend above the panels; the
     time axis in seconds when the frame rate is known (as `emotorch report` draws it), else in frames."""
-    from emotorch.runtime import plots
+    from emotorch.runtime import plots  # matplotlib: the plots extra
 
     tracks = tracker.all_tracks()
     rows = max(1, len(tracks))
@@ -270,6 +270,7 @@ def window(
     recognizer: EmotionRecognizer, source: str | int, *, max_frames: int | None = None, detect_every: int = 1
 ) -> None:
     """`emotorch webcam`'s window (Tk): the annotated stream with track ids and FPS; q or Esc closes it."""
+    # Tk: a window only where one can open (headless installs may lack it)
     import tkinter
 
     from PIL import ImageDraw, ImageTk

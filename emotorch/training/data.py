@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import platformdirs
 from PIL import Image, UnidentifiedImageError
+from tqdm import tqdm
 
 from emotorch.choices import CLASSES, FERPLUS_CLASSES
 from emotorch.errors import DataError
@@ -338,8 +339,6 @@ class _ParsedCSV:
 
 def _parse_csv(path: Path, progress: bool) -> _ParsedCSV:
     """Parse one CSV with columns ``pixels`` and optionally ``emotion`` and ``Usage``."""
-    from tqdm import tqdm
-
     n_pixels = IMAGE_SIZE * IMAGE_SIZE
     rows: dict[str, tuple[list[np.ndarray], list[int], list[str], list[BadRecord], list[int]]] = {}
     usages: list[str | None] = []
@@ -455,7 +454,7 @@ def paired_labels(faces: FaceSet, reference: FaceSet, max_difference: float = 6.
     mean absolute difference must stay under ``max_difference`` grey levels). A reference class
     that ``faces.classes`` lacks gives -1; a face with no such twin is an error naming it.
     """
-    import cv2
+    import cv2  # OpenCV (0.07 s): only to pair two data sets, not to load one
 
     def thumbs(images: np.ndarray) -> np.ndarray:
         return (
@@ -585,8 +584,6 @@ def _load_ferplus(path: Path, files: list[Path], progress: bool) -> Dataset:
 def _decode_images(
     items: list[tuple[Path, int]], desc: str, progress: bool, boxes: list[tuple[int, int, int, int]] | None = None
 ) -> FaceSet:
-    from tqdm import tqdm
-
     images = np.zeros((len(items), IMAGE_SIZE, IMAGE_SIZE), np.uint8)
     labels, sources, bad, sizes = [], [], [], Counter()
     for i, (f, label) in enumerate(

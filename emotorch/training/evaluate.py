@@ -19,6 +19,7 @@ from emotorch.training.data import VOTE_NAMES, FaceSet, load_dataset
 def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> float:
     """The temperature T minimising the negative log-likelihood of softmax(logits / T) (Guo et al. 2017);
     ``labels`` are class indices (N,) or target distributions (N, K) such as crowd votes."""
+    # PyTorch's LBFGS: packaging fits temperatures; evaluating needs no PyTorch (the lean install)
     import torch
     from torch.nn import functional as F
 

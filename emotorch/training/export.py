@@ -11,7 +11,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import onnx
 import torch
+from onnx import helper, numpy_helper
+from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+from onnxruntime.quantization.shape_inference import quant_pre_process
 from torch import nn
 
 from emotorch.errors import CheckpointError
@@ -85,9 +89,6 @@ def shipped_precision(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]
 def _store_compact(path: Path) -> None:
     """Replace each float32 weight that int8 per channel (matrices, filters) or float16 holds exactly
     by that copy and a DequantizeLinear or Cast node (folded when ONNX Runtime loads the file)."""
-    import onnx
-    from onnx import helper, numpy_helper
-
     proto = onnx.load(str(path))
     graph = proto.graph
     widen, keep = [], []
@@ -120,9 +121,6 @@ def _store_compact(path: Path) -> None:
 def read_weights(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """The float32 weights (by state-dict name) and the metadata of an ONNX file written with
     ``compact``: how PyTorch loads a shipped model."""
-    import onnx
-    from onnx import numpy_helper
-
     try:
         proto = onnx.load(str(path))
         meta = json.loads(next(p.value for p in proto.metadata_props if p.key == METADATA_KEY))
@@ -145,8 +143,6 @@ def read_weights(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict
 def set_metadata(path: str | os.PathLike, card: ModelCard) -> None:
     """Store the model's card (preprocessing, temperature, metrics, provenance) in an ONNX file's
     ``emotorch`` metadata entry, with the digest of its graph."""
-    import onnx
-
     proto = onnx.load(str(path))
     kept = [p for p in proto.metadata_props if p.key != METADATA_KEY]
     del proto.metadata_props[:]
@@ -171,8 +167,6 @@ def quantize_onnx(module: nn.Module, card: ModelCard, path: str | os.PathLike, c
     """Write the model as int8 ONNX: weights quantised per channel, activation ranges calibrated on
     ``calibration`` (uint8 faces (N, 48, 48), e.g. a sample of the training split). On CPUs with
     VNNI this classifies about 3x faster than float32 (benchmarks/accuracy.py)."""
-    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
-    from onnxruntime.quantization.shape_inference import quant_pre_process
 
     class Faces(CalibrationDataReader):
         def __init__(self) -> None:
