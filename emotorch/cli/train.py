@@ -12,7 +12,6 @@ from emotorch.cli.options import add_data_flags, add_force, add_model, refuse_ov
 from emotorch.training.config import CHOICES, PRESETS, flags
 
 
-
 def add(sub: argparse._SubParsersAction) -> None:
     tr = sub.add_parser("train", help="train a model into a run directory")
     tr.add_argument(
