@@ -37,8 +37,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         configure(settings.threads)  # before the model and the detector start their thread pools
         recognizer = EmotionRecognizer(settings.model, backend=settings.backend, reading=settings.reading)
-        batcher = MicroBatcher(recognizer.predict_many, window=settings.batch_window_ms / 1000,
-                               max_batch=settings.max_batch, on_batch=metrics.observe_batch)  # fmt: skip
+        batcher = MicroBatcher(
+            recognizer.predict_many,
+            window=settings.batch_window_ms / 1000,
+            max_batch=settings.max_batch,
+            on_batch=metrics.observe_batch,
+        )
         await batcher.start()
         app.state.batcher, app.state.model_info = batcher, routes.model_info(recognizer)
         app.state.recommender = Recommender(settings.db)
@@ -53,13 +57,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             app.state.recommender.engine.dispose()
 
     # /docs and /redoc load Swagger UI and ReDoc from fastapi-offline's copies, not from a CDN
-    app = FastAPIOffline(title="EmoTorch", version=__version__, lifespan=lifespan,
-                         description="Facial emotion recognition and emotion-aware recommendations.",
-                         swagger_ui_parameters={"validatorUrl": None})  # fmt: skip
+    app = FastAPIOffline(
+        title="EmoTorch",
+        version=__version__,
+        lifespan=lifespan,
+        description="Facial emotion recognition and emotion-aware recommendations.",
+        swagger_ui_parameters={"validatorUrl": None},
+    )
     app.state.settings, app.state.metrics = settings, metrics
     middleware.install(app, settings, metrics)
-    app.add_api_route("/metrics", lambda: Response(metrics.render(), media_type=metrics.content_type),
-                      include_in_schema=False)  # fmt: skip
+    app.add_api_route(
+        "/metrics", lambda: Response(metrics.render(), media_type=metrics.content_type), include_in_schema=False
+    )
     app.include_router(routes.router)
     _document_problems(app)
     app.mount("/static", StaticFiles(directory=routes.STATIC), name="static")
