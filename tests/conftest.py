@@ -118,6 +118,14 @@ def postgres_url():
     shutil.rmtree(root, ignore_errors=True)
 
 
+def run_cli(
+    *args: str, quiet: bool = True, env: dict[str, str] | None = None, timeout: float | None = None
+) -> subprocess.CompletedProcess:
+    """``emotorch [-q] ARGS`` in a fresh interpreter, as a user runs it: its exit status, stdout and stderr."""
+    cmd = [sys.executable, "-m", "emotorch", *(["-q"] if quiet else []), *args]
+    return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout)
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import run_cli
 from PIL import Image
 
 skdata = pytest.importorskip("skimage.data", reason="scikit-image ships the test photos")
@@ -43,8 +44,7 @@ def rows(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines()]
 
 
-def emotorch(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "emotorch", "-q", *args], capture_output=True, text=True)
+emotorch = run_cli  # the command as a user runs it
 
 
 def test_analyse_photos_video_manifest_and_glob_then_resume(archive, tmp_path):

@@ -5,13 +5,11 @@ import json
 import subprocess
 import sys
 
-from conftest import pixels_text, synthetic_faces, write_image_folders
+from conftest import pixels_text, run_cli, synthetic_faces, write_image_folders
 
 from emotorch.cli import build_parser
 
-
-def emotorch(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "emotorch.cli", "-q", *args], capture_output=True, text=True)
+emotorch = run_cli  # the command as a user runs it
 
 
 def test_unknown_option_suggests_the_closest():

@@ -2,23 +2,19 @@ from __future__ import annotations
 
 import csv
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from conftest import pixels_text, synthetic_faces, write_image_folders
+from conftest import pixels_text, run_cli, synthetic_faces, write_image_folders
 
 import emotorch as emotorch_pkg
 from emotorch.choices import CLASSES
 from emotorch.runtime.classifier import tta_views
 from emotorch.training.evaluate import compute_metrics
 
-
-def emotorch(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "emotorch.cli", "-q", *args], capture_output=True, text=True)
+emotorch = run_cli  # the command as a user runs it
 
 
 def test_metrics_by_hand():
@@ -154,23 +150,8 @@ def test_damaged_checkpoints_are_one_line_errors(tiny_run, tmp_path):
         res = emotorch("predict", sample, "--model", str(tmp_path / name), "--json")
         assert res.returncode == 1 and words in res.stderr and res.stdout == "", (name, res.stderr)
         assert len(res.stderr.strip().splitlines()) == 1, res.stderr  # one line, no traceback
-    res = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "emotorch.cli",
-            "serve",
-            "--model",
-            str(tmp_path / "nan.pt"),
-            "--db",
-            f"sqlite:///{tmp_path / 'db.sqlite'}",
-            "--port",
-            "1",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    db = f"sqlite:///{tmp_path / 'db.sqlite'}"
+    res = run_cli("serve", "--model", str(tmp_path / "nan.pt"), "--db", db, "--port", "1", quiet=False, timeout=120)
     assert res.returncode == 1 and res.stderr.strip().splitlines() == [res.stderr.strip()], res.stderr
     assert "NaN or infinite" in res.stderr
 

@@ -1,12 +1,10 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import numpy as np
 import pytest
-from conftest import synthetic_faces
+from conftest import run_cli, synthetic_faces
 
 from emotorch.runtime.classifier import Classifier
 from emotorch.runtime.registry import load_model
@@ -21,23 +19,7 @@ from emotorch.training.loading import onnx_backend  # noqa: E402
 
 def test_cli_export_and_pytorch_onnx_agree(tiny_run, tmp_path):
     dest = tmp_path / "model.onnx"
-    res = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "emotorch.cli",
-            "-q",
-            "export",
-            "--model",
-            str(tiny_run),
-            "--format",
-            "onnx",
-            "--out",
-            str(dest),
-        ],
-        capture_output=True,
-        text=True,
-    )
+    res = run_cli("export", "--model", str(tiny_run), "--format", "onnx", "--out", str(dest))
     assert res.returncode == 0, res.stderr
     meta = json.loads({p.key: p.value for p in onnx.load(str(dest)).metadata_props}["emotorch"])
     assert meta["classes"][4] == "neutral" and meta["input_size"] == [1, 48, 48]
@@ -47,11 +29,7 @@ def test_cli_export_and_pytorch_onnx_agree(tiny_run, tmp_path):
     onnx_probs = Classifier(OnnxModel(dest), loaded.card, str(dest)).predict_proba(images)
     diff = np.abs(torch_probs - onnx_probs).max()
     assert diff < 1e-5, f"max abs difference on probabilities {diff}"
-    again = subprocess.run(
-        [sys.executable, "-m", "emotorch.cli", "-q", "export", "--model", str(tiny_run), "--out", str(dest)],
-        capture_output=True,
-        text=True,
-    )
+    again = run_cli("export", "--model", str(tiny_run), "--out", str(dest))
     assert again.returncode == 2 and "--force" in again.stderr
 
 
@@ -69,10 +47,10 @@ def test_cli_int8_export_is_quantised_and_close_to_float(tiny_run, tmp_path):
 
     data = tiny_run.parent / "faces"
     dest = tmp_path / "model-int8.onnx"
-    cmd = [sys.executable, "-m", "emotorch.cli", "-q", "export", "--model", str(tiny_run), "--out", str(dest), "--int8"]
-    missing = subprocess.run(cmd, capture_output=True, text=True)
+    cmd = ["export", "--model", str(tiny_run), "--out", str(dest), "--int8"]
+    missing = run_cli(*cmd)
     assert missing.returncode == 2 and "--int8 needs --data" in missing.stderr and not dest.exists()
-    res = subprocess.run([*cmd, "--data", str(data)], capture_output=True, text=True)
+    res = run_cli(*cmd, "--data", str(data))
     assert res.returncode == 0, res.stderr
     proto = onnx.load(str(dest))
     ops = {node.op_type for node in proto.graph.node}

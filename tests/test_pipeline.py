@@ -2,12 +2,11 @@ from __future__ import annotations
 
 import csv
 import json
-import subprocess
-import sys
 
 import cv2
 import numpy as np
 import pytest
+from conftest import run_cli
 from PIL import Image
 
 from emotorch.errors import DataError
@@ -74,22 +73,9 @@ def test_cli_predict_goes_on_past_a_bad_file(tiny_run, tmp_path):
     (tmp_path / "truncated.jpg").write_bytes((tmp_path / "astronaut.jpg").read_bytes()[:400])
     Image.fromarray(skdata.coffee()).save(tmp_path / "coffee.png")
     out = tmp_path / "out"
-    cmd = [
-        sys.executable,
-        "-m",
-        "emotorch.cli",
-        "-q",
-        "predict",
-        str(tmp_path / "astronaut.jpg"),
-        str(tmp_path / "truncated.jpg"),
-        str(tmp_path / "coffee.png"),
-        "--model",
-        str(tiny_run),
-        "--json",
-        "--out",
-        str(out),
-    ]
-    res = subprocess.run(cmd, capture_output=True, text=True)
+    photos = [str(tmp_path / name) for name in ("astronaut.jpg", "truncated.jpg", "coffee.png")]
+    cmd = ["predict", *photos, "--model", str(tiny_run), "--json", "--out", str(out)]
+    res = run_cli(*cmd)
     assert res.returncode == 1, res.stderr  # some input failed: not a success
     doc = json.loads(res.stdout)
     assert [len(r["faces"]) for r in doc] == [1, 0, 0]
@@ -104,25 +90,13 @@ def test_cli_predict_goes_on_past_a_bad_file(tiny_run, tmp_path):
         ("truncated.jpg", False, str(tmp_path / "truncated.jpg")[:15]),
         ("coffee.png", False, "no face"),
     ]
-    again = subprocess.run(cmd, capture_output=True, text=True)
+    again = run_cli(*cmd)
     assert again.returncode == 2 and "--force" in again.stderr
     assert str(out / "astronaut.annotated.png") in again.stderr  # names the output, not the input
 
 
 def test_cli_predict_a_missing_file_fails(tiny_run, tmp_path):
-    cmd = [
-        sys.executable,
-        "-m",
-        "emotorch.cli",
-        "-q",
-        "predict",
-        str(tmp_path / "nope.jpg"),
-        "--model",
-        str(tiny_run),
-        "--out",
-        str(tmp_path / "out"),
-    ]
-    res = subprocess.run(cmd, capture_output=True, text=True)
+    res = run_cli("predict", str(tmp_path / "nope.jpg"), "--model", str(tiny_run), "--out", str(tmp_path / "out"))
     assert res.returncode == 1 and "nope.jpg: no such file" in res.stderr and "Traceback" not in res.stderr
     assert not (tmp_path / "out").exists()  # no empty outputs
 
@@ -136,20 +110,7 @@ def test_cli_predict_out_mirrors_folders(tiny_run, tmp_path):
     out = tmp_path / "out"
     photos = [str(tmp_path / "in" / name / "x.jpg") for name in ("a", "b")]
     for inputs in ([str(tmp_path / "in")], photos):
-        cmd = [
-            sys.executable,
-            "-m",
-            "emotorch.cli",
-            "-q",
-            "predict",
-            *inputs,
-            "--model",
-            str(tiny_run),
-            "--out",
-            str(out),
-            "--force",
-        ]
-        res = subprocess.run(cmd, capture_output=True, text=True)
+        res = run_cli("predict", *inputs, "--model", str(tiny_run), "--out", str(out), "--force")
         assert res.returncode == 0, res.stderr
         written = sorted(p.relative_to(out).as_posix() for p in out.rglob("*.png"))
         assert written == ["a/x.annotated.png", "b/x.annotated.png"]

@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import run_cli
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
@@ -71,9 +72,7 @@ def test_probabilities_are_checked_not_silently_renormalised():
     ):
         with pytest.raises(ValueError, match=message):
             mood(probs=bad)
-    res = subprocess.run(
-        [sys.executable, "-m", "emotorch.cli", "recommend", "--probs", '{"sad": 2}'], capture_output=True, text=True
-    )
+    res = cli("recommend", "--probs", '{"sad": 2}')
     assert res.returncode == 2 and "within [0, 1]" in res.stderr
 
 
@@ -312,7 +311,7 @@ def test_database_survives_a_kill_mid_import(db_url, tmp_path):
 
 
 def cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "emotorch.cli", *args], capture_output=True, text=True)
+    return run_cli(*args, quiet=False)
 
 
 def test_cli_feedback_and_user_say_what_they_did(db_url):
@@ -345,26 +344,19 @@ def test_cli_feedback_and_user_say_what_they_did(db_url):
 
 
 def test_cli_recommend_json(db_url):
-    res = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "emotorch.cli",
-            "recommend",
-            "--emotion",
-            "happy",
-            "--category",
-            "songs",
-            "-n",
-            "5",
-            "--strategy",
-            "uplift",
-            "--json",
-            "--db",
-            db_url,
-        ],
-        capture_output=True,
-        text=True,
+    res = cli(
+        "recommend",
+        "--emotion",
+        "happy",
+        "--category",
+        "songs",
+        "-n",
+        "5",
+        "--strategy",
+        "uplift",
+        "--json",
+        "--db",
+        db_url,
     )
     assert res.returncode == 0, res.stderr
     out = json.loads(res.stdout)
@@ -396,22 +388,8 @@ def test_cli_recommend_from_a_photo(db_url, tmp_path):
     import emotorch
 
     sample = Path(emotorch.__file__).with_name("samples") / "astronaut.jpg"
-    cmd = [
-        sys.executable,
-        "-m",
-        "emotorch.cli",
-        "recommend",
-        "--image",
-        str(sample),
-        "--category",
-        "song",
-        "-n",
-        "3",
-        "--json",
-        "--db",
-        db_url,
-    ]
-    res = subprocess.run(cmd, capture_output=True, text=True)
+    cmd = ["recommend", "--image", str(sample), "--category", "song", "-n", "3", "--json", "--db", db_url]
+    res = cli(*cmd)
     assert res.returncode == 0, res.stderr
     out = json.loads(res.stdout)
     assert out["emotion"] == "happy" and len(out["items"]) == 3
@@ -420,7 +398,7 @@ def test_cli_recommend_from_a_photo(db_url, tmp_path):
     from PIL import Image
 
     Image.new("RGB", (200, 200), (120, 120, 120)).save(blank)
-    res = subprocess.run([*cmd[:5], str(blank), *cmd[6:]], capture_output=True, text=True)
+    res = cli(*cmd[:2], str(blank), *cmd[3:])
     assert res.returncode == 1 and "no face found" in res.stderr
 
 

@@ -3,13 +3,12 @@ from __future__ import annotations
 import csv
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
+from conftest import run_cli
 
 skdata = pytest.importorskip("skimage.data", reason="scikit-image ships the test photos")
 pytest.importorskip("yuface", reason="the YuNet detector package is not installed")
@@ -80,23 +79,8 @@ def test_timeline_legend_covers_no_curve():
 def test_cli_video_writes_video_csv_and_plot(tiny_run, tmp_path):
     video = make_video(tmp_path / "in.mp4")
     out, table, plot = tmp_path / "out.mp4", tmp_path / "faces.csv", tmp_path / "faces.png"
-    cmd = [
-        sys.executable,
-        "-m",
-        "emotorch.cli",
-        "-q",
-        "video",
-        str(video),
-        "--model",
-        str(tiny_run),
-        "--out",
-        str(out),
-        "--csv",
-        str(table),
-        "--plot",
-        str(plot),
-    ]
-    res = subprocess.run(cmd, capture_output=True, text=True)
+    cmd = ["video", str(video), "--model", str(tiny_run), "--out", str(out), "--csv", str(table), "--plot", str(plot)]
+    res = run_cli(*cmd)
     assert res.returncode == 0, res.stderr
     rows = list(csv.DictReader(table.open()))
     assert {r["track"] for r in rows} == {"1", "2"}  # stable ids for the two faces
@@ -105,38 +89,19 @@ def test_cli_video_writes_video_csv_and_plot(tiny_run, tmp_path):
     assert int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) == 12
     cap.release()
     assert plot.stat().st_size > 10_000 and "face #1" in res.stdout
-    assert subprocess.run(cmd, capture_output=True, text=True).returncode == 2  # no overwrite without --force
+    assert run_cli(*cmd).returncode == 2  # no overwrite without --force
 
 
 @pytest.mark.slow
 def test_unreadable_video_is_a_clear_error(tiny_run, tmp_path):
     bad = tmp_path / "clip.mp4"
     bad.write_bytes(b"not a video at all")
-    res = subprocess.run(
-        [sys.executable, "-m", "emotorch.cli", "-q", "video", str(bad), "--model", str(tiny_run)],
-        capture_output=True,
-        text=True,
-    )
+    res = run_cli("video", str(bad), "--model", str(tiny_run))
     assert res.returncode == 1 and "clip.mp4" in res.stderr and "Traceback" not in res.stderr
     text = tmp_path / "notes.mp4"  # FFmpeg decodes any text as "ANSI art" frames
     text.write_text("not a video, only words\n" * 50)
     csv_path = tmp_path / "notes.csv"
-    res = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "emotorch.cli",
-            "-q",
-            "video",
-            str(text),
-            "--model",
-            str(tiny_run),
-            "--csv",
-            str(csv_path),
-        ],
-        capture_output=True,
-        text=True,
-    )
+    res = run_cli("video", str(text), "--model", str(tiny_run), "--csv", str(csv_path))
     assert res.returncode == 1 and "notes.mp4: not a readable video" in res.stderr, res.stderr
     assert not csv_path.exists()
 
@@ -144,45 +109,14 @@ def test_unreadable_video_is_a_clear_error(tiny_run, tmp_path):
 @pytest.mark.slow
 def test_webcam_headless_prints_json_lines(tiny_run, tmp_path):
     video = make_video(tmp_path / "camera.mp4", n=5)  # stands in for a camera
-    res = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "emotorch.cli",
-            "-q",
-            "webcam",
-            "--camera",
-            str(video),
-            "--model",
-            str(tiny_run),
-            "--headless",
-        ],
-        capture_output=True,
-        text=True,
-    )
+    webcam = ["webcam", "--camera", str(video), "--model", str(tiny_run), "--headless"]
+    res = run_cli(*webcam)
     assert res.returncode == 0, res.stderr
     lines = [json.loads(line) for line in res.stdout.splitlines()]
     assert [d["frame"] for d in lines] == [0, 1, 2, 3, 4]
     assert all(len(d["faces"]) == 2 and d["fps"] > 0 for d in lines)
     assert {f["id"] for d in lines for f in d["faces"]} == {1, 2}
-    small = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "emotorch.cli",
-            "-q",
-            "webcam",
-            "--camera",
-            str(video),
-            "--model",
-            str(tiny_run),
-            "--headless",
-            "--detect-size",
-            "320",
-        ],
-        capture_output=True,
-        text=True,
-    )
+    small = run_cli(*webcam, "--detect-size", "320")
     assert small.returncode == 0, small.stderr
     for full, half in zip(lines, map(json.loads, small.stdout.splitlines()), strict=True):
         # detected on a 320x180 copy, the boxes come back in the 640x360 frame's pixels
@@ -192,10 +126,10 @@ def test_webcam_headless_prints_json_lines(tiny_run, tmp_path):
 
 def test_webcam_without_camera_or_display_says_so(tiny_run):
     env = {k: v for k, v in os.environ.items() if k != "DISPLAY"}
-    cmd = [sys.executable, "-m", "emotorch.cli", "-q", "webcam", "--model", str(tiny_run)]
-    res = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    cmd = ["webcam", "--model", str(tiny_run)]
+    res = run_cli(*cmd, env=env)
     assert res.returncode == 2 and "--headless" in res.stderr
-    res = subprocess.run([*cmd, "--camera", "7", "--headless"], capture_output=True, text=True)
+    res = run_cli(*cmd, "--camera", "7", "--headless")
     assert res.returncode == 1 and "cannot open camera 7" in res.stderr
 
 
