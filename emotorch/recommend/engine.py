@@ -83,17 +83,13 @@ class Recommender:
         """The ``n`` best items for ``current`` mood; impressions are recorded when ``record``."""
         if strategy not in STRATEGIES:
             raise ValueError(f"unknown strategy {strategy!r}; expected one of {', '.join(STRATEGIES)}")
-        items = self.store.items(_categories(categories))
-        if not items:
+        read = self.store.reading(_categories(categories), user_id, session_id, current.negative)
+        if not read.items:
             return []
-        seen = self.store.recently_seen(user_id, session_id)
-        fresh = [it for it in items if it.id not in seen]
-        if len(fresh) >= n:
-            items = fresh
-        counts = self.store.strategy_counts(user_id, current.negative)
-        prefs = learned_strategies(*counts, self.min_strategy_clicks) | self.store.preferences(user_id)
-        affinity, base_rate = scoring.tag_affinity(self.store.tag_events(user_id, session_id), self.weights.tag_prior)
-        arms = self.store.arms([it.id for it in items])
+        fresh = [it for it in read.items if it.id not in read.seen]
+        items = fresh if len(fresh) >= n else read.items
+        prefs = learned_strategies(*read.counts, self.min_strategy_clicks) | read.preferences
+        affinity, base_rate = scoring.tag_affinity(read.tag_events, self.weights.tag_prior)
 
         w, x = self.weights, current.context()
         clear = scoring.clarity(current.confidence)  # unclear moods lean toward neutral targets and popular items
@@ -102,7 +98,7 @@ class Recommender:
         for it in items:
             strat = strategy if strategy != "auto" else prefs.get(it.category, DEFAULT_STRATEGY[it.category])
             fit = scoring.closeness(it.valence, it.arousal, targets[strat])
-            arm = arms.get(it.id)
+            arm = read.arms.get(it.id)
             a, b = arm_stats(arm.a if arm else None, arm.b if arm else None, len(x))
             learned = scoring.ucb_term(a, b, x, w)
             tag_bonus, liked_tag = scoring.tag_bonus(it.tag_set, affinity, base_rate)

@@ -58,18 +58,18 @@ def learned_strategies(
     has tried ties with the default (which then wins); only a user who has clicked gets a UCB1 bonus, so
     the alternative keeps being tried for them.
     """
+    mine = {s: mine.get(s, (0, 0)) for s in LEARNED_STRATEGIES}
     own_clicks = sum(c for _, c in mine.values())
     learned = {}
     for category in CATEGORIES:
         counts = {s: everyone.get(category, {}).get(s, (0, 0)) for s in LEARNED_STRATEGIES}
-        mine_s = {s: mine.get(s, (0, 0)) for s in LEARNED_STRATEGIES}
         if sum(c for _, c in counts.values()) + own_clicks < min_clicks:
             continue
         pooled = (sum(c for _, c in counts.values()) + 1) / (sum(n for n, _ in counts.values()) + 2)
-        seen = sum(n for n, _ in counts.values()) + sum(n for n, _ in mine_s.values())
+        seen = sum(n for n, _ in counts.values()) + sum(n for n, _ in mine.values())
         value = {}
         for s in LEARNED_STRATEGIES:
-            (n_all, c_all), (n_me, c_me) = counts[s], mine_s[s]
+            (n_all, c_all), (n_me, c_me) = counts[s], mine[s]
             prior = (c_all + PRIOR_STRENGTH * pooled) / (n_all + PRIOR_STRENGTH)
             rate = (c_me + PRIOR_STRENGTH * prior) / (n_me + PRIOR_STRENGTH)
             bonus = STRATEGY_BONUS * np.sqrt(np.log(seen + 1) / (n_all + n_me + 1)) if own_clicks else 0.0

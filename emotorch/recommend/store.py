@@ -9,6 +9,7 @@ import re
 import secrets
 from collections import Counter
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -53,70 +54,50 @@ def _who(user_id: str | None, session_id: str | None):
     return None
 
 
+@dataclass
+class Reading:
+    """What one recommendation reads from the database (:meth:`Store.reading`)."""
+
+    items: list[Item]
+    seen: set[str]  # items this viewer was shown lately
+    preferences: dict[str, str]  # category -> the user's chosen strategy
+    counts: tuple[dict[str, dict[str, Counts]], dict[str, Counts]]  # everyone's and the user's strategy counts
+    tag_events: list[tuple[str, str]]  # (kind, the item's comma-separated tags) of this viewer's events
+    arms: dict[str, BanditArm]
+
+
 class Store:
     """The recommender's database: ``recent`` is how long a viewer's impressions keep an item out."""
 
     def __init__(self, engine: Engine, recent: timedelta = timedelta(hours=24)) -> None:
         self.engine, self.recent = engine, recent
 
-    # --- what recommending reads ------------------------------------------------------------
-
-    def items(self, categories: list[str]) -> list[Item]:
+    def reading(self, categories: list[str], user_id: str | None, session_id: str | None, negative: bool) -> Reading:
+        """Everything one recommendation reads, in one session: the categories' items, what this viewer saw
+        lately, the user's chosen strategies, the strategy counts in moods of this sign, the viewer's events
+        with their items' tags, and the items' bandit arms."""
         with Session(self.engine) as session:
-            return list(session.scalars(select(Item).where(Item.category.in_(categories)).order_by(Item.id)))
-
-    def recently_seen(self, user_id: str | None, session_id: str | None) -> set[str]:
-        who = _who(user_id, session_id)
-        if who is None:
-            return set()
-        since = datetime.now(UTC) - self.recent
-        with Session(self.engine) as session:
-            return set(
-                session.scalars(select(Event.item_id).where(who, Event.kind == "impression", Event.created_at >= since))
+            items = list(session.scalars(select(Item).where(Item.category.in_(categories)).order_by(Item.id)))
+            who = _who(user_id, session_id)
+            seen, tags = set(), []
+            if who is not None:
+                since = datetime.now(UTC) - self.recent
+                recent = select(Event.item_id).where(who, Event.kind == "impression", Event.created_at >= since)
+                seen = set(session.scalars(recent))
+                tags = [
+                    tuple(r)
+                    for r in session.execute(
+                        select(Event.kind, Item.tags).join(Item, Item.id == Event.item_id).where(who)
+                    )
+                ]
+            return Reading(
+                items=items,
+                seen=seen,
+                preferences=_preferences(session, user_id),
+                counts=_strategy_counts(session, user_id, negative),
+                tag_events=tags,
+                arms=_arms(session, [it.id for it in items]),
             )
-
-    def preferences(self, user_id: str | None) -> dict[str, str]:
-        """The user's chosen strategy per category."""
-        if user_id is None:
-            return {}
-        with Session(self.engine) as session:
-            return {
-                p.category: p.strategy for p in session.scalars(select(Preference).where(Preference.user_id == user_id))
-            }
-
-    def strategy_counts(
-        self, user_id: str | None, negative: bool
-    ) -> tuple[dict[str, dict[str, Counts]], dict[str, Counts]]:
-        """(impressions, clicks) per category and strategy for everyone, and per strategy for the user (over all
-        categories), in moods of this sign."""
-        scopes = [EVERYONE] + ([user_id] if user_id else [])
-        with Session(self.engine) as session:
-            rows = session.scalars(
-                select(StrategyStat).where(StrategyStat.scope.in_(scopes), StrategyStat.negative == negative)
-            )
-            everyone: dict[str, dict[str, Counts]] = {}
-            mine: dict[str, Counts] = {}
-            for r in rows:
-                if r.scope == EVERYONE:
-                    everyone.setdefault(r.category, {})[r.strategy] = (r.impressions, r.clicks)
-                elif r.category == EVERYONE:
-                    mine[r.strategy] = (r.impressions, r.clicks)
-        return everyone, mine
-
-    def tag_events(self, user_id: str | None, session_id: str | None) -> list[tuple[str, str]]:
-        """(kind, comma-separated tags of the item) of every event of this user or session."""
-        who = _who(user_id, session_id)
-        if who is None:
-            return []
-        with Session(self.engine) as session:
-            return [
-                tuple(r)
-                for r in session.execute(select(Event.kind, Item.tags).join(Item, Item.id == Event.item_id).where(who))
-            ]
-
-    def arms(self, item_ids: list[str]) -> dict[str, BanditArm]:
-        with Session(self.engine) as session:
-            return _arms(session, item_ids)
 
     # --- feedback ----------------------------------------------------------------------------
 
@@ -165,6 +146,32 @@ class Store:
                 session.add(arm)
 
         write(self.engine, work)
+
+
+def _preferences(session: Session, user_id: str | None) -> dict[str, str]:
+    """The user's chosen strategy per category."""
+    if user_id is None:
+        return {}
+    return {p.category: p.strategy for p in session.scalars(select(Preference).where(Preference.user_id == user_id))}
+
+
+def _strategy_counts(
+    session: Session, user_id: str | None, negative: bool
+) -> tuple[dict[str, dict[str, Counts]], dict[str, Counts]]:
+    """(impressions, clicks) per category and strategy for everyone, and per strategy for the user (over all
+    categories), in moods of this sign."""
+    scopes = [EVERYONE] + ([user_id] if user_id else [])
+    rows = session.scalars(
+        select(StrategyStat).where(StrategyStat.scope.in_(scopes), StrategyStat.negative == negative)
+    )
+    everyone: dict[str, dict[str, Counts]] = {}
+    mine: dict[str, Counts] = {}
+    for r in rows:
+        if r.scope == EVERYONE:
+            everyone.setdefault(r.category, {})[r.strategy] = (r.impressions, r.clicks)
+        elif r.category == EVERYONE:
+            mine[r.strategy] = (r.impressions, r.clicks)
+    return everyone, mine
 
 
 def _arms(session: Session, item_ids: list[str], lock: bool = False) -> dict[str, BanditArm]:
@@ -256,12 +263,12 @@ class Users:
             user = session.get(User, user_id)
             if user is None:
                 return None
-            opted_in = bool(user.opted_in)
+            opted_in, prefs = bool(user.opted_in), _preferences(session, user_id)
             kinds = Counter(session.scalars(select(Event.kind).where(Event.user_id == user_id)))
         return {
             "user_id": user_id,
             "opted_in": opted_in,
-            "strategies": dict(sorted(Store(self.engine).preferences(user_id).items())),
+            "strategies": dict(sorted(prefs.items())),
             "events": {k: kinds.get(k, 0) for k in FEEDBACK_KINDS},
         }
 

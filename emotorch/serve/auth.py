@@ -27,26 +27,28 @@ def presented_token(request: Request) -> str | None:
     return request.cookies.get(TOKEN_COOKIE) or None
 
 
-def token_owner(request: Request, recommender: RecommenderDep) -> str | None:
-    """The user whose token the request carries, or None (no token, or one nobody holds)."""
-    token = presented_token(request)
-    return recommender.token_owner(token) if token else None
+class Caller:
+    """Who the request says it is: its token, looked up only when a route asks for a user (requests that
+    name no user cost no database read)."""
+
+    def __init__(self, request: Request, recommender: RecommenderDep) -> None:
+        self.token, self.recommender = presented_token(request), recommender
+
+    def require(self, user_id: str) -> None:
+        """Raise 401 unless the request carried a valid token, 403 unless it is ``user_id``'s."""
+        owner = self.recommender.token_owner(self.token) if self.token else None
+        if owner is None:
+            raise Problem(
+                401,
+                "Not authenticated",
+                "per-user requests need the token POST /v1/users issued "
+                "(Authorization: Bearer <token>, or the page's cookie)",
+            )
+        if owner != user_id:
+            raise Problem(403, "Forbidden", "this token belongs to another user")
 
 
-Caller = Annotated[str | None, Depends(token_owner)]
-
-
-def require_user(caller: str | None, user_id: str) -> None:
-    """Raise 401 unless the request carried a valid token, 403 unless it is ``user_id``'s."""
-    if caller is None:
-        raise Problem(
-            401,
-            "Not authenticated",
-            "per-user requests need the token POST /v1/users issued "
-            "(Authorization: Bearer <token>, or the page's cookie)",
-        )
-    if caller != user_id:
-        raise Problem(403, "Forbidden", "this token belongs to another user")
+CallerDep = Annotated[Caller, Depends()]
 
 
 def set_token_cookie(request: Request, response: Response, token: str) -> None:

@@ -19,7 +19,7 @@ from emotorch.recommend.mood import Mood
 from emotorch.recommend.store import ID_PATTERN, ItemNotFound
 from emotorch.runtime import registry
 from emotorch.runtime.pipeline import EmotionRecognizer
-from emotorch.serve.auth import Caller, clear_token_cookie, require_user, set_token_cookie
+from emotorch.serve.auth import CallerDep, clear_token_cookie, set_token_cookie
 from emotorch.serve.deps import BatcherDep, DecodesDep, MetricsDep, ModelInfoDep, RecommenderDep, SettingsDep
 from emotorch.serve.problems import Problem, documented
 from emotorch.serve.schemas import (
@@ -147,12 +147,12 @@ async def emotions(
     tags=["recommendations"],
     responses=documented(400, 401, 403, 408, 413, 422, 429, 503),
 )
-def recommendations(body: RecommendIn, recommender: RecommenderDep, caller: Caller) -> RecommendationsOut:
+def recommendations(body: RecommendIn, recommender: RecommenderDep, caller: CallerDep) -> RecommendationsOut:
     """Items that suit (or lift) the mood, each with the reason it was picked. With a ``user_id``, the
     request must carry that user's token: what the user liked shapes the answer."""
     current = _mood(body)  # categories and strategy are checked by the schema
     if body.user_id:
-        require_user(caller, body.user_id)
+        caller.require(body.user_id)
     recs = recommender.recommend(
         current,
         categories=body.categories,
@@ -177,12 +177,12 @@ def recommendations(body: RecommendIn, recommender: RecommenderDep, caller: Call
     tags=["recommendations"],
     responses=documented(400, 401, 403, 404, 408, 413, 422, 429, 503),
 )
-def feedback(body: FeedbackIn, recommender: RecommenderDep, caller: Caller) -> None:
+def feedback(body: FeedbackIn, recommender: RecommenderDep, caller: CallerDep) -> None:
     """Record that an item was shown, clicked or liked; the recommender learns from it. With a ``user_id``,
     the request must carry that user's token."""
     current = _mood(body) if body.emotion or body.probabilities else None
     if body.user_id:
-        require_user(caller, body.user_id)
+        caller.require(body.user_id)
     try:
         recommender.feedback(body.item_id, body.kind, current, user_id=body.user_id, session_id=body.session_id)
     except ItemNotFound as e:
@@ -213,18 +213,18 @@ def new_user(request: Request, response: Response, recommender: RecommenderDep) 
 @router.get(
     "/v1/users/{user_id}", response_model=UserOut, tags=["privacy"], responses=documented(401, 403, 422, 429, 503)
 )
-def stored_user(user_id: UserId, recommender: RecommenderDep, caller: Caller) -> UserOut:
+def stored_user(user_id: UserId, recommender: RecommenderDep, caller: CallerDep) -> UserOut:
     """Everything stored about a user: consent, preferred strategies and feedback counts (its token only)."""
-    require_user(caller, user_id)
+    caller.require(user_id)
     return UserOut(**recommender.user(user_id))
 
 
 @router.delete(
     "/v1/users/{user_id}", response_model=ForgetOut, tags=["privacy"], responses=documented(401, 403, 422, 429, 503)
 )
-def forget(user_id: UserId, response: Response, recommender: RecommenderDep, caller: Caller) -> ForgetOut:
+def forget(user_id: UserId, response: Response, recommender: RecommenderDep, caller: CallerDep) -> ForgetOut:
     """Delete everything stored about a user, the user and its token included (the page's "Forget me")."""
-    require_user(caller, user_id)
+    caller.require(user_id)
     deleted = recommender.forget(user_id)
     clear_token_cookie(response)
     return ForgetOut(user_id=user_id, events_deleted=deleted)

@@ -26,19 +26,15 @@ log = logging.getLogger(__name__)
 
 
 class TorchNet:
-    """A PyTorch module as a classifier's network: normalised numpy faces in, numpy logits out."""
+    """A PyTorch module as a classifier's network: normalised numpy faces in, numpy logits out (on the CPU,
+    in eval mode, set once here rather than on every batch)."""
 
-    def __init__(self, module: nn.Module, device: Any = "cpu") -> None:
-        self.module, self.device = module.eval(), device
-
-    def to(self, device: Any) -> TorchNet:
-        """The same module on ``device`` (evaluation on a GPU)."""
-        return TorchNet(self.module.to(device), device)
+    def __init__(self, module: nn.Module) -> None:
+        self.module = module.cpu().eval()
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
-        self.module.to(self.device).eval()
         with torch.no_grad():
-            return self.module(torch.from_numpy(np.ascontiguousarray(x)).to(self.device)).float().cpu().numpy()
+            return self.module(torch.from_numpy(np.ascontiguousarray(x))).float().numpy()
 
 
 def torch_classifier(module: nn.Module, card: ModelCard, source: str, **kw: Any) -> Classifier:
