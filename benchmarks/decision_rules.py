@@ -26,29 +26,10 @@ import numpy as np
 from real_photos import ROOT, photo_crops, recalls
 
 from emotorch.choices import CLASSES
-from emotorch.runtime.reading import answer, mean_recall
+from emotorch.runtime.reading import answer, fit_offsets, mean_recall
 from emotorch.runtime.registry import load_model
 from emotorch.training.data import load_dataset
 from emotorch.training.evaluate import scorable
-
-GRID = np.round(np.arange(-2, 3.01, 0.1), 2)
-
-
-def fit_offsets(log_probs: np.ndarray, labels: np.ndarray, neutral: int, passes: int = 3) -> np.ndarray:
-    """Per-class offsets to the log-probabilities that maximise mean recall over ``labels`` (neutral's stays 0)."""
-    offsets = np.zeros(log_probs.shape[1])
-    for _ in range(passes):
-        for k in range(log_probs.shape[1]):
-            if k == neutral:
-                continue
-            trial = offsets.copy()
-
-            def score(v: float, k: int = k, trial: np.ndarray = trial) -> float:
-                trial[k] = v
-                return mean_recall(labels, (log_probs + trial).argmax(1))
-
-            offsets[k] = max(GRID, key=score)
-    return offsets
 
 
 def print_row(

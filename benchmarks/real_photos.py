@@ -26,10 +26,10 @@ from emotorch.runtime import registry
 from emotorch.runtime.classifier import Classifier
 from emotorch.runtime.detect import YuNetDetector, align
 from emotorch.runtime.images import read_image
-from emotorch.runtime.reading import READINGS, answer
+from emotorch.runtime.reading import READINGS
 from emotorch.runtime.registry import load_model
 from emotorch.training.data import load_dataset
-from emotorch.training.evaluate import restrict, scorable
+from emotorch.training.evaluate import scorable
 
 ROOT = Path(__file__).parents[1]
 
@@ -57,10 +57,9 @@ def recalls(labels: np.ndarray, preds: np.ndarray) -> np.ndarray:
     return np.asarray([(preds[labels == k] == k).mean() for k in range(len(CLASSES))])
 
 
-def seven_class_answers(model: Classifier, probs: np.ndarray, reading: str) -> np.ndarray:
-    """The answers (indices into CLASSES; -1 for contempt, which no photo here shows) under ``reading``."""
-    lookup = np.asarray([CLASSES.index(c) if c in CLASSES else -1 for c in model.classes])
-    return lookup[answer(probs, model.classes, reading, model.card.expressive_threshold)]
+def seven_class_answers(model: Classifier, answers: np.ndarray) -> np.ndarray:
+    """The model's answers as indices into CLASSES (-1 for contempt, which no photo here shows)."""
+    return np.asarray([CLASSES.index(c) if c in CLASSES else -1 for c in model.classes])[answers]
 
 
 def main() -> None:
@@ -86,17 +85,17 @@ def main() -> None:
     ferplus = load_dataset(args.ferplus, progress=False).split("val")
     for name, source in sources.items():
         model = load_model(source)
-        photo_probs = model.predict_proba(crops)
         val, _ = scorable(ferplus, model.classes)
-        val_probs = restrict(model.predict_proba(val.images), val.classes, val.classes)
+        photo_outputs, val_outputs = model.predict_outputs(crops), model.predict_outputs(val.images)
         for reading in args.reading:
-            if reading == "expressive" and model.card.expressive_threshold is None:  # a run: not packaged yet
-                print(f"{name:<18}{reading:<11}  (no threshold: `emotorch package` fits it)")
+            if reading == "expressive" and model.card.expressive_threshold is None and not model.card.expressive_head:
+                print(f"{name:<18}{reading:<11}  (a run: `emotorch package` fits its threshold or head)")
                 continue
             preds = np.full(len(labels), -2)
-            preds[found] = seven_class_answers(model, photo_probs, reading)
+            preds[found] = seven_class_answers(model, model.read(photo_outputs, reading)[1])
             per_class = recalls(labels[clear], preds[clear])
-            picked = answer(val_probs, list(val.classes), reading, model.card.expressive_threshold)
+            picked = np.asarray(model.classes)[model.read(val_outputs, reading)[1]]
+            picked = np.asarray([list(val.classes).index(c) if c in val.classes else -1 for c in picked])
             print(
                 f"{name:<18}{reading:<11}{(picked == val.labels).mean():>9.2%}"
                 f"{(preds == labels).mean():>7.1%}{(preds[clear] == labels[clear]).mean():>7.1%}"

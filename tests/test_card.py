@@ -45,9 +45,9 @@ def test_a_card_that_cannot_rebuild_its_model_names_where_it_came_from(broken, w
 def test_a_classifier_applies_its_card():
     seen = []
 
-    def net(x: np.ndarray) -> np.ndarray:
+    def net(x: np.ndarray) -> dict[str, np.ndarray]:
         seen.append(x)
-        return np.tile([[1.0, 2.0, 3.0]], (len(x), 1)).astype(np.float32)
+        return {"logits": np.tile([[1.0, 2.0, 3.0]], (len(x), 1)).astype(np.float32)}
 
     model = Classifier(net, card(), "test")
     faces = np.full((2, 48, 48), 255, np.uint8)

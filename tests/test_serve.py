@@ -79,7 +79,11 @@ def test_emotions_raw_multipart_and_base64_agree(client, photo):
     assert bodies[0]["model"]["name"] == registry.STREAM_MODEL == "fast"
     assert bodies[0]["model"]["classes"] == list(FERPLUS_CLASSES)
     assert bodies[0]["model"]["version"] == registry.shipped()["fast"]["onnx_sha256"]  # the file that serves: int8
-    assert bodies[0]["model"]["reading"] == "expressive" and 0 < bodies[0]["model"]["expressive_threshold"] < 0.5
+    assert bodies[0]["model"]["reading"] == "expressive" and bodies[0]["model"]["expressive_head"]
+    assert (
+        set(face["expressive"]) == set(FERPLUS_CLASSES)
+        and max(face["expressive"], key=face["expressive"].get) == "happy"
+    )
     assert bodies[0]["inference_ms"] > 0 and bodies[0]["batch_size"] >= 1
     for other in bodies[1:]:
         assert other["faces"][0]["box"] == face["box"] and other["faces"][0]["emotion"] == "happy"

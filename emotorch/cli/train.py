@@ -42,7 +42,10 @@ def add(sub: argparse._SubParsersAction) -> None:
 
     pk = sub.add_parser("package", help="ship a run's best checkpoint inside the package (maintainers)")
     pk.add_argument(
-        "run_dirs", nargs="+", metavar="run", help="run directory or checkpoint; several make an averaged ensemble"
+        "run_dirs",
+        nargs="+",
+        metavar="run",
+        help="run directory, checkpoint or shipped model's name; several make an averaged ensemble",
     )
     pk.add_argument("--name", required=True, help="name to ship it under, e.g. default")
     pk.add_argument("--data", required=True, help="data set whose val split fits the temperature")
@@ -53,6 +56,21 @@ def add(sub: argparse._SubParsersAction) -> None:
         action=argparse.BooleanOptionalAction,
         default=True,
         help="recompute batch-norm statistics on the clean training faces first (default: yes)",
+    )
+    pk.add_argument(
+        "--expressive-head",
+        metavar="FER2013_DATA",
+        help="give the model an expressive head: a linear layer on its features fitted to these FER2013 labels "
+        "(train split; offsets on val), which the expressive reading reads",
+    )
+    pk.add_argument(
+        "--expressive-blend", type=float, default=0.7, help="the head's weight against the model's own (default: 0.7)"
+    )
+    pk.add_argument(
+        "--expressive-offsets",
+        type=float,
+        default=0.0,
+        help="scale of per-class offsets fitted on val for mean recall (default: 0, none)",
     )
     pk.add_argument(
         "--int8",
@@ -131,6 +149,9 @@ def package_command(args: argparse.Namespace) -> None:
         tta=args.tta,
         int8=args.int8,
         precise_bn=args.precise_bn,
+        expressive=args.expressive_head,
+        blend=args.expressive_blend,
+        offset_scale=args.expressive_offsets,
     )
     print(to_json(entry, indent=2))
 

@@ -28,7 +28,7 @@ class ModelCard:
     """A model's card. ``provenance`` keeps every other stored key (data, recipe, config, hardware,
     versions, ensemble members, calibration, licence, ...) as written, so a card reads back whole."""
 
-    architecture: str  # the model registry's name (emotorch.training.models), or "ensemble"
+    architecture: str  # the model registry's name (emotorch.training.models): "ensemble", "expressive" for composites
     options: Mapping[str, Any]  # keyword arguments that rebuild the architecture
     classes: tuple[str, ...]
     input_size: tuple[int, int, int]  # channels, height, width
@@ -36,7 +36,7 @@ class ModelCard:
     std: float
     temperature: float = 1.0  # logits are divided by it before the softmax (fitted on val when packaged)
     tta: bool = False  # average ten test-time views (emotorch.runtime.classifier.tta_views)
-    expressive_threshold: float | None = None  # emotorch.runtime.reading's expressive reading
+    expressive_threshold: float | None = None  # the expressive reading of a model without an expressive head
     name: str | None = None  # a shipped model's name
     parameters: int | None = None
     val_metrics: Mapping[str, Any] | None = None
@@ -89,6 +89,19 @@ class ModelCard:
         if extra:
             fields["provenance"] = dict(fields.get("provenance", self.provenance)) | extra
         return dataclasses.replace(self, **fields)
+
+    @property
+    def expressive_head(self) -> bool:
+        """Whether the network has a second output for the expressive reading (``expressive``, beside ``logits``)."""
+        return self.architecture == "expressive"
+
+    @property
+    def base(self) -> ModelCard:
+        """The card of the network under an expressive head (this card, for a model without one)."""
+        if not self.expressive_head:
+            return self
+        base = self.options["base"]
+        return self.replace(architecture=base["model"], options=base.get("model_options", {}))
 
     def preprocess(self, faces: np.ndarray) -> np.ndarray:
         """uint8 faces (N, H, W) as this model takes them: float32 (N, 1, H, W), normalised."""

@@ -18,12 +18,15 @@ import numpy as np
 
 from emotorch.errors import CheckpointError
 from emotorch.runtime.card import ModelCard
+from emotorch.runtime.reading import answer
 
 # ten-crop: reflect-pad by 2 px, take 48x48 crops at the corners and centre, and flip. On val a 2 px shift
 # beat 4 px for every trained run and 26 of 31 ensembles of them (docs/MODEL_CARD.md, "Test-time augmentation").
 TTA_PAD = 2
 
-Net = Callable[[np.ndarray], np.ndarray]  # normalised faces (N, C, H, W) float32 -> logits (N, K)
+# a network's outputs, in order: the logits and, for a model with an expressive head, its scores (both (N, K))
+OUTPUTS = ("logits", "expressive")
+Net = Callable[[np.ndarray], dict[str, np.ndarray]]  # normalised faces (N, C, H, W) float32 -> {output: (N, K)}
 
 
 def tta_views(x: np.ndarray, pad: int = TTA_PAD) -> list[np.ndarray]:
@@ -61,7 +64,7 @@ class Classifier:
         """A shipped model's name, else where the model came from."""
         return self.card.name or self.source
 
-    def predict_logits(
+    def predict_outputs(
         self,
         faces: np.ndarray,
         *,
@@ -69,11 +72,12 @@ class Classifier:
         tta_pad: int = TTA_PAD,
         batch_size: int = 256,
         progress: str | None = None,
-    ) -> np.ndarray:
-        """Logits (N, K) of uint8 faces (N, H, W); ``tta``: None for the card's own setting. ``progress``: a
-        progress bar with this title on stderr (where it is a terminal)."""
+    ) -> dict[str, np.ndarray]:
+        """Each of the network's :data:`OUTPUTS` (N, K) for uint8 faces (N, H, W), averaged over the test-time
+        views; ``tta``: None for the card's own setting. ``progress``: a progress bar with this title on
+        stderr (where it is a terminal)."""
         tta = self.card.tta if tta is None else tta
-        out = [np.zeros((0, len(self.card.classes)), np.float32)]
+        batches: list[dict[str, np.ndarray]] = []
         bar = None
         if progress:  # only evaluation asks: video frames and server batches make no bar
             from tqdm import tqdm  # the hot path (video frames, server batches) never imports it
@@ -83,18 +87,35 @@ class Classifier:
             if bar is not None:
                 bar.update(min(batch_size, len(faces) - i))
             x = self.card.preprocess(faces[i : i + batch_size])
-            views = tta_views(x, tta_pad) if tta else [x]
-            out.append(np.mean([self.net(v) for v in views], axis=0, dtype=np.float32))
+            views = [self.net(v) for v in (tta_views(x, tta_pad) if tta else [x])]
+            batches.append({k: np.mean([v[k] for v in views], axis=0, dtype=np.float32) for k in views[0]})
         if bar is not None:
             bar.close()
-        logits = np.concatenate(out)
-        if not np.isfinite(logits).all():
+        names = batches[0].keys() if batches else OUTPUTS[: 1 + self.card.expressive_head]
+        empty = np.zeros((0, len(self.card.classes)), np.float32)
+        outputs = {k: np.concatenate([empty] + [b[k] for b in batches]) for k in names}
+        if not all(np.isfinite(v).all() for v in outputs.values()):
             raise CheckpointError(f"{self.source}: the model answered NaN or infinity: its weights are damaged")
-        return logits
+        return outputs
+
+    def predict_logits(self, faces: np.ndarray, **kw: Any) -> np.ndarray:
+        """Logits (N, K) of uint8 faces (N, H, W) (``kw``: :meth:`predict_outputs`'s options)."""
+        return self.predict_outputs(faces, **kw)["logits"]
 
     def predict_proba(self, faces: np.ndarray, *, tta: bool | None = None, progress: str | None = None) -> np.ndarray:
         """Calibrated class probabilities (N, K): the softmax of the logits over the card's temperature."""
         return softmax(self.predict_logits(faces, tta=tta, progress=progress), self.card.temperature)
+
+    def predict(
+        self, faces: np.ndarray, *, tta: bool | None = None, reading: str = "crowd", progress: str | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """(calibrated probabilities (N, K), each face's answer under ``reading``), from one pass of the network."""
+        return self.read(self.predict_outputs(faces, tta=tta, progress=progress), reading)
+
+    def read(self, outputs: dict[str, np.ndarray], reading: str = "crowd") -> tuple[np.ndarray, np.ndarray]:
+        """(calibrated probabilities, answers under ``reading``) from the network's :meth:`predict_outputs`."""
+        probs = softmax(outputs["logits"], self.card.temperature)
+        return probs, answer(probs, self.classes, reading, self.card.expressive_threshold, outputs.get("expressive"))
 
     def checked(self) -> Classifier:
         """This classifier, once it has answered a plain grey face with finite logits (damaged weights do not)."""

@@ -12,10 +12,10 @@ from typing import Any
 import numpy as np
 
 from emotorch.runtime import threads
-from emotorch.runtime.classifier import Classifier
+from emotorch.runtime.classifier import Classifier, softmax
 from emotorch.runtime.detect import Detector, Face, YuNetDetector, align
 from emotorch.runtime.images import ImageInput, read_image
-from emotorch.runtime.reading import answer, check
+from emotorch.runtime.reading import check
 from emotorch.runtime.registry import PHOTO_MODEL, load_model, serve_with
 
 
@@ -28,6 +28,7 @@ class FaceResult:
     detection_score: float
     emotion: str
     probabilities: dict[str, float]
+    expressive: dict[str, float] | None = None  # the expressive head's shares, for a model that has one
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -36,7 +37,7 @@ class FaceResult:
             "detection_score": round(self.detection_score, 4),
             "emotion": self.emotion,
             "probabilities": {k: round(v, 4) for k, v in self.probabilities.items()},
-        }
+        } | ({"expressive": {k: round(v, 4) for k, v in self.expressive.items()}} if self.expressive else {})
 
 
 def write_summary(path: Path, results: list[dict[str, Any]], classes: list[str]) -> None:
@@ -63,8 +64,8 @@ class EmotionRecognizer:
     by default shipped models and ONNX files run on ONNX Runtime (no PyTorch needed) and checkpoints
     on PyTorch; ``"onnx"`` exports a checkpoint once into the cache (faster on the CPU:
     benchmarks/pipeline_speed.py); ``"torch"`` runs a shipped model's float weights on PyTorch.
-    ``reading`` turns probabilities into each face's emotion (:mod:`emotorch.runtime.reading`): ``crowd``, the
-    most likely vote, or ``expressive``, a non-neutral emotion once its share passes the model's threshold."""
+    ``reading`` names each face's emotion (:mod:`emotorch.runtime.reading`): ``crowd``, the most likely
+    vote, or ``expressive``, the expression it shows (the model's expressive head, or a threshold)."""
 
     def __init__(
         self,
@@ -82,17 +83,13 @@ class EmotionRecognizer:
         self.tta = self.model.card.tta if tta is None else tta
         self.classes: list[str] = self.model.classes
         self.reading, self.threshold = reading, self.model.card.expressive_threshold
-        check(reading, self.threshold)  # a bad reading fails here, not on the first face
+        check(reading, self.threshold, self.model.card.expressive_head)  # a bad reading fails here, not on a face
 
     def predict_proba(self, crops: np.ndarray) -> np.ndarray:
         """Calibrated probabilities (N, K) of aligned uint8 faces (N, 48, 48), with this recognizer's TTA
         setting: every command that classifies faces goes through here, so the same face gets the same
         probabilities whichever command reads it."""
         return self.model.predict_proba(crops, tta=self.tta)
-
-    def read(self, probs: np.ndarray) -> np.ndarray:
-        """Each row's emotion (a class index) under this recognizer's reading."""
-        return answer(probs, self.classes, self.reading, self.threshold)
 
     def predict(self, image: ImageInput) -> list[FaceResult]:
         """Every face found, left to right; a photo without faces gives an empty list."""
@@ -108,18 +105,18 @@ class EmotionRecognizer:
         crops = [align(rgb, f) for rgb, found in zip(rgbs, faces, strict=True) for f in found]
         if not crops:
             return [[] for _ in faces]
-        probs = self.predict_proba(np.stack(crops))
-        answers = iter(zip(probs, self.read(probs), strict=True))
+        outputs = self.model.predict_outputs(np.stack(crops), tta=self.tta)
+        probs, picked = self.model.read(outputs, self.reading)
+        shares = softmax(outputs["expressive"]) if "expressive" in outputs else [None] * len(probs)
+        answers = iter(zip(probs, picked, shares, strict=True))
+
+        def named(values: np.ndarray | None) -> dict[str, float] | None:
+            return None if values is None else {c: float(v) for c, v in zip(self.classes, values, strict=True)}
+
         return [
             [
-                FaceResult(
-                    f.box,
-                    f.landmarks.tolist(),
-                    f.score,
-                    self.classes[int(k)],
-                    {c: float(v) for c, v in zip(self.classes, p, strict=True)},
-                )
-                for f, (p, k) in zip(found, answers, strict=False)
+                FaceResult(f.box, f.landmarks.tolist(), f.score, self.classes[int(k)], named(p), named(e))
+                for f, (p, k, e) in zip(found, answers, strict=False)
             ]
             for found in faces
         ]

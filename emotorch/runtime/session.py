@@ -17,7 +17,7 @@ METADATA_KEY = "emotorch"  # the ONNX metadata entry holding the model's card as
 
 
 class OnnxModel:
-    """An ONNX Runtime session: normalised faces (N, 1, 48, 48) float32 in, logits (N, K) out."""
+    """An ONNX Runtime session: normalised faces (N, 1, 48, 48) float32 in, its named outputs (N, K) out."""
 
     def __init__(self, path: str | os.PathLike, threads: int | None = None) -> None:
         import onnxruntime as ort  # 0.08 s (python -X importtime): paid by the first session, not by `--help`
@@ -33,9 +33,12 @@ class OnnxModel:
         except Exception as e:  # ONNX Runtime raises its own types for unreadable or invalid files
             raise CheckpointError(f"{path}: not a readable ONNX model ({str(e).splitlines()[0]})") from None
         self.path = Path(path)
+        self.outputs = [o.name for o in self.session.get_outputs()]
 
-    def __call__(self, x: np.ndarray) -> np.ndarray:
-        return self.session.run(["logits"], {"faces": np.ascontiguousarray(x, dtype=np.float32)})[0]
+    def __call__(self, x: np.ndarray) -> dict[str, np.ndarray]:
+        """Every output of the graph (``logits`` and, with an expressive head, ``expressive``) for faces ``x``."""
+        outputs = self.session.run(self.outputs, {"faces": np.ascontiguousarray(x, dtype=np.float32)})
+        return dict(zip(self.outputs, outputs, strict=True))
 
     def metadata(self) -> dict[str, Any]:
         """The EmoTorch metadata stored in the file (classes, normalisation, temperature, ...), after checking

@@ -78,6 +78,7 @@ def model_info(recognizer: EmotionRecognizer) -> ModelInfo:
         classes=model.classes,
         val_accuracy=(model.card.val_metrics or {}).get("accuracy"),
         reading=recognizer.reading,
+        expressive_head=model.card.expressive_head,
         expressive_threshold=recognizer.threshold,
     )
 

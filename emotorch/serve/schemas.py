@@ -38,6 +38,10 @@ class FaceOut(BaseModel):
     detection_score: float
     emotion: str
     probabilities: dict[str, float]
+    expressive: dict[str, float] | None = Field(
+        default=None,
+        description="for a model with an expressive head: its shares, whose largest names the expressive reading",
+    )
 
 
 class ModelInfo(BaseModel):
@@ -47,11 +51,17 @@ class ModelInfo(BaseModel):
     classes: list[str]
     val_accuracy: float | None = None
     reading: str = Field(
-        description="how each face's `emotion` is read from its probabilities: crowd (the most "
-        "likely vote) or expressive (a non-neutral emotion once its share reaches the threshold)"
+        description="how each face's `emotion` is read: crowd (the most likely vote) or expressive (the "
+        "expression it shows: the model's expressive head, or a non-neutral emotion once its share reaches "
+        "the threshold)"
+    )
+    expressive_head: bool = Field(
+        default=False, description="whether expressive reads the model's second head, fitted on FER2013's labels"
     )
     expressive_threshold: float | None = Field(
-        default=None, description="the share, fitted on val, at which expressive names a non-neutral emotion"
+        default=None,
+        description="for a model without an expressive head: the share, fitted on val, at which expressive "
+        "names a non-neutral emotion",
     )
 
 

@@ -20,6 +20,7 @@ from torch import nn
 
 from emotorch.errors import CheckpointError
 from emotorch.runtime.card import ModelCard
+from emotorch.runtime.classifier import OUTPUTS
 from emotorch.runtime.session import METADATA_KEY, graph_digest
 from emotorch.training.data import FaceSet
 
@@ -27,8 +28,8 @@ CALIBRATION_FACES = 2048  # training faces that calibrate an int8 model's activa
 
 
 def export_onnx(module: nn.Module, card: ModelCard, path: str | os.PathLike, *, compact: bool = False) -> Path:
-    """Write the model as one ONNX file (input ``faces`` (N, 1, 48, 48), output ``logits``), batch size
-    dynamic; an ensemble becomes one graph.
+    """Write the model as one ONNX file (input ``faces`` (N, 1, 48, 48), output ``logits`` and, with an
+    expressive head, ``expressive``), batch size dynamic; an ensemble becomes one graph.
 
     The model's card (classes, input size, mean/std, temperature, provenance) travels in the
     file's metadata as JSON under ``emotorch``, so the ONNX file is usable on its own. With
@@ -46,7 +47,7 @@ def export_onnx(module: nn.Module, card: ModelCard, path: str | os.PathLike, *, 
         (example,),
         str(path),
         input_names=["faces"],
-        output_names=["logits"],
+        output_names=list(OUTPUTS[: 1 + card.expressive_head]),
         dynamic_shapes=({0: batch},),
         dynamo=True,
         external_data=False,

@@ -16,7 +16,7 @@ from torch import nn
 
 from emotorch.runtime import registry
 from emotorch.runtime.card import ModelCard
-from emotorch.runtime.classifier import Classifier
+from emotorch.runtime.classifier import OUTPUTS, Classifier
 from emotorch.runtime.session import OnnxModel
 from emotorch.training import checkpoint
 from emotorch.training.data import cache_dir
@@ -26,15 +26,17 @@ log = logging.getLogger(__name__)
 
 
 class TorchNet:
-    """A PyTorch module as a classifier's network: normalised numpy faces in, numpy logits out (on the CPU,
+    """A PyTorch module as a classifier's network: normalised numpy faces in, its numpy outputs out (on the CPU,
     in eval mode, set once here rather than on every batch)."""
 
     def __init__(self, module: nn.Module) -> None:
         self.module = module.cpu().eval()
 
-    def __call__(self, x: np.ndarray) -> np.ndarray:
+    def __call__(self, x: np.ndarray) -> dict[str, np.ndarray]:
         with torch.no_grad():
-            return self.module(torch.from_numpy(np.ascontiguousarray(x))).float().numpy()
+            out = self.module(torch.from_numpy(np.ascontiguousarray(x)))
+        outputs = out if isinstance(out, tuple) else (out,)
+        return {name: t.float().numpy() for name, t in zip(OUTPUTS[: len(outputs)], outputs, strict=True)}
 
 
 def torch_classifier(module: nn.Module, card: ModelCard, source: str, **kw: Any) -> Classifier:

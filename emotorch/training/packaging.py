@@ -10,11 +10,15 @@ import json
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import torch
+from torch import nn
+
 from emotorch.errors import CheckpointError
 from emotorch.runtime import registry
 from emotorch.runtime.card import ModelCard
 from emotorch.runtime.classifier import Classifier, softmax
-from emotorch.runtime.reading import fit_threshold
+from emotorch.runtime.reading import fit_offsets, fit_threshold, mean_recall
 from emotorch.runtime.session import OnnxModel
 from emotorch.training import checkpoint
 from emotorch.training.data import load_dataset
@@ -27,15 +31,33 @@ from emotorch.training.evaluate import (
     score,
     vote_distribution,
 )
-from emotorch.training.export import calibration_sample, export_onnx, quantize_onnx, set_metadata, shipped_precision
+from emotorch.training.export import (
+    calibration_sample,
+    export_onnx,
+    quantize_onnx,
+    read_weights,
+    set_metadata,
+    shipped_precision,
+)
+from emotorch.training.loading import torch_classifier
+from emotorch.training.models.expressive import WithExpressiveHead, pooled
 from emotorch.training.train import precise_batchnorm
 
 PREPROCESSING = ("classes", "input_size", "mean", "std")  # the card fields ensemble members must share
 
 
+def load_run(run: str | Path) -> dict[str, Any]:
+    """A run's best checkpoint (a run directory or checkpoint file), or a shipped model's weights and card
+    as one, by its name: to ship a model again (with an expressive head, say) without its runs."""
+    if str(run) in registry.shipped() and not Path(run).exists():
+        state, meta = read_weights(registry.shipped_path(str(run)))
+        return {"format": checkpoint.FORMAT, "model": state, "meta": meta, "history": []}
+    return checkpoint.load(run)
+
+
 def combine(runs: list[str | Path]) -> dict[str, Any]:
     """One checkpoint from one run, or an ``ensemble`` checkpoint of several (same classes and input)."""
-    ckpts = [checkpoint.load(run) for run in runs]
+    ckpts = [load_run(run) for run in runs]
     if len(ckpts) == 1:
         return ckpts[0]
     cards = [ModelCard.from_dict(c["meta"], run) for run, c in zip(runs, ckpts, strict=True)]
@@ -82,14 +104,18 @@ def package(
     tta: bool = False,
     int8: bool = False,
     precise_bn: bool = True,
+    expressive: str | Path | None = None,
+    blend: float = 0.7,
+    offset_scale: float = 0.0,
 ) -> dict[str, Any]:
     """Ship a run's best checkpoint (or an ensemble of several runs) as ``name``: its weights rounded to
     int8 per channel (float16 for batch norm and biases) in ``name.onnx``, and with ``int8`` also
     ``name-int8.onnx`` (weights and activations int8, calibrated on training faces), which the
     model then serves. What it serves is what the val metrics and the temperature (fitted on val:
     to the crowd's votes where the data has them) describe. With ``precise_bn`` the batch-norm
-    statistics are first recomputed on the clean training faces. Returns the manifest entry;
-    ``recipe`` is the command(s) that reproduce the run(s).
+    statistics are first recomputed on the clean training faces. With ``expressive`` (FER2013-labelled
+    data) the model gets an expressive head (:func:`fit_expressive_head`, with ``blend`` and
+    ``offset_scale``). Returns the manifest entry; ``recipe`` is the command(s) that reproduce the run(s).
     """
     ckpt = combine(runs if isinstance(runs, list) else [runs])
     card = ModelCard.from_dict(ckpt["meta"], runs)
@@ -103,6 +129,9 @@ def package(
     if precise_bn:
         trained = precise_batchnorm(trained, train.images, card.mean, card.std)
         ckpt["model"] = trained.state_dict()
+    if expressive is not None:
+        trained, card = fit_expressive_head(trained, card, expressive, blend=blend, offset_scale=offset_scale)
+        ckpt |= {"model": trained.state_dict(), "meta": card.to_dict()}
     model = checkpoint.build_model(ckpt | {"model": shipped_precision(ckpt["model"])})  # measure what ships
     registry.WEIGHTS.mkdir(exist_ok=True)
     path, int8_path = registry.WEIGHTS / f"{name}.onnx", registry.WEIGHTS / f"{name}-int8.onnx"
@@ -166,6 +195,87 @@ def package(
     return entry
 
 
+def pooled_features(module: nn.Module, faces: np.ndarray, card: ModelCard, batch_size: int = 256) -> np.ndarray:
+    """The network's pooled features (:func:`emotorch.training.models.expressive.pooled`) of uint8 faces."""
+    module.eval()
+    with torch.no_grad():
+        parts = [
+            pooled(module, torch.from_numpy(card.preprocess(faces[i : i + batch_size])))[0].float().numpy()
+            for i in range(0, len(faces), batch_size)
+        ]
+    return np.concatenate(parts)
+
+
+def fit_expressive_head(
+    module: nn.Module,
+    card: ModelCard,
+    fer2013: str | Path,
+    *,
+    blend: float = 0.7,
+    offset_scale: float = 0.0,
+    weight_decay: float = 0.01,
+) -> tuple[WithExpressiveHead, ModelCard]:
+    """``module`` with an expressive head, and its card. The head is a linear layer on the frozen network's
+    pooled features, fitted to the FER2013 labels of ``fer2013``'s training faces (the expression a face
+    was meant to show) by L-BFGS on class-balanced cross-entropy with an L2 penalty on standardised
+    features (deterministic); its probabilities are blended with the network's by ``blend``, and per-class
+    offsets fitted on the val faces for mean recall (:func:`emotorch.runtime.reading.fit_offsets`,
+    scaled by ``offset_scale``) are added to their log. The network and its logits stay as they were; a
+    model that has a head gets a new one."""
+    if isinstance(module, WithExpressiveHead):  # a new head replaces the old one
+        module, card = module.base, card.base
+    faces = load_dataset(fer2013, progress=False)
+    train, val = faces.split("train"), faces.split("val")
+    if train.votes is not None or any(c not in card.classes for c in faces.classes):
+        raise ValueError(f"{fer2013}: an expressive head is fitted on FER2013's single labels over the model's classes")
+    to_model = np.asarray([card.classes.index(c) for c in faces.classes])
+    x = pooled_features(module, train.images, card)
+    mu, sd = x.mean(0), x.std(0) + 1e-6
+    features = torch.from_numpy((x - mu) / sd)
+    labels = torch.from_numpy(to_model[train.labels])
+    counts = np.bincount(labels.numpy(), minlength=len(card.classes))
+    weights = torch.tensor(np.where(counts > 0, len(labels) / (np.count_nonzero(counts) * np.maximum(counts, 1)), 0.0))
+    torch.manual_seed(0)
+    linear = nn.Linear(x.shape[1], len(card.classes)).double()
+    opt = torch.optim.LBFGS(linear.parameters(), max_iter=300, line_search_fn="strong_wolfe")
+
+    def loss() -> torch.Tensor:
+        opt.zero_grad()
+        value = nn.functional.cross_entropy(linear(features.double()), labels, weight=weights)
+        value = value + weight_decay * linear.weight.pow(2).sum()
+        value.backward()
+        return value
+
+    opt.step(loss)
+    model = WithExpressiveHead(module, len(card.classes), blend).eval()
+    with torch.no_grad():  # the standardisation folded into the layer: features in, as the network gives them
+        w = linear.weight / torch.from_numpy(sd).double()
+        model.expressive.weight.copy_(w.float())
+        model.expressive.bias.copy_((linear.bias - w @ torch.from_numpy(mu).double()).float())
+    head_card = card.replace(
+        architecture="expressive",
+        options={"base": {"model": card.architecture, "model_options": dict(card.options)}, "blend": blend},
+        expressive_threshold=None,
+        parameters=sum(p.numel() for p in model.parameters()),
+    )
+    scores = torch_classifier(model, head_card, "expressive head").predict_outputs(val.images)["expressive"]
+    val_labels = to_model[val.labels]
+    offsets = np.zeros(len(card.classes))
+    if offset_scale:
+        offsets = offset_scale * fit_offsets(scores, val_labels, card.classes.index("neutral"))
+        model.offsets.copy_(torch.from_numpy(offsets).float())
+    fitted = {
+        "data": str(fer2013),
+        "train_faces": len(train),
+        "weight_decay": weight_decay,
+        "blend": blend,
+        "offsets": [round(float(v), 3) for v in offsets],
+        "offset_scale": offset_scale,
+        "val_mean_recall": mean_recall(val_labels, (scores + offsets).argmax(1)),
+    }
+    return model, head_card.replace(expressive_head_fit=fitted)
+
+
 def fit_expressive(model: Classifier, fer2013: str | Path) -> float:
     """The model's expressive threshold (:func:`emotorch.runtime.reading.fit_threshold`), fitted on the val split
     of FER2013-labelled data, with the model's own test-time setting."""
@@ -176,11 +286,13 @@ def fit_expressive(model: Classifier, fer2013: str | Path) -> float:
 
 
 def restamp(name: str, *, fer2013: str | Path) -> dict[str, Any]:
-    """Write a shipped model's card again: its expressive threshold fitted on ``fer2013``'s val labels and
+    """Write a shipped model's card again: its expressive threshold (models without an expressive head) fitted
+    on ``fer2013``'s val labels and
     the digest of its graph (checked on every load); the manifest gets the files' new sha256."""
     entry = registry.shipped()[name]
     model = registry.load_model(name)
-    card = model.card.replace(expressive_threshold=fit_expressive(model, fer2013))
+    threshold = None if model.card.expressive_head else fit_expressive(model, fer2013)  # a head reads itself
+    card = model.card.replace(expressive_threshold=threshold)
     for file in {entry["file"], entry["onnx"]}:  # one file where the model serves its own weights
         set_metadata(registry.WEIGHTS / file, card)
     entry |= {

@@ -212,6 +212,8 @@ def _load_init(model: nn.Module, cfg: TrainConfig, classes: tuple[str, ...]) -> 
     else:
         ckpt = checkpoint.load(source)
         weights, card = ckpt["model"], ModelCard.from_dict(ckpt["meta"], source)
+    if card.expressive_head:  # the network under the head: a head is fitted after training, not trained
+        weights, card = {k.removeprefix("base."): v for k, v in weights.items() if k.startswith("base.")}, card.base
     if member:
         members = card.options.get("members", [])
         if not member.isdigit() or int(member) >= len(members):

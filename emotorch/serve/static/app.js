@@ -11,7 +11,7 @@ const STABLE_MS = 1200; // a new mood must hold this long before the recommendat
 
 const $ = (id) => document.getElementById(id);
 const state = {
-  user: null, stream: null, running: false, smoothed: null, shownEmotion: null,
+  user: null, stream: null, running: false, smoothed: null, smoothedHead: null, shownEmotion: null,
   candidate: null, candidateSince: 0, fps: 0, lastDone: 0, mirror: false,
 };
 
@@ -166,7 +166,7 @@ async function analysePhoto(blob) {
   $("video").hidden = true;
   $("resume").hidden = false;
   state.mirror = false;
-  state.smoothed = null;
+  state.smoothed = state.smoothedHead = null;
   await still.decode().catch(() => {});
   setStatus("Analysing the photo…");
   const result = await analyse(blob);
@@ -212,7 +212,7 @@ function show(result, media) {
   const face = faces.reduce((a, b) => (b.box[2] * b.box[3] > (a ? a.box[2] * a.box[3] : 0) ? b : a), null);
   if (result.model.classes.join() !== EMOTIONS.join()) { // FER2013's seven or FER+'s eight
     EMOTIONS = result.model.classes;
-    state.smoothed = null;
+    state.smoothed = state.smoothedHead = null;
     buildBars();
   }
   if (!face) {
@@ -222,8 +222,10 @@ function show(result, media) {
     return;
   }
   const p = EMOTIONS.map((e) => face.probabilities[e] || 0);
-  state.smoothed = state.smoothed ? state.smoothed.map((s, i) => (1 - SMOOTHING) * s + SMOOTHING * p[i]) : p;
-  const top = readEmotion(state.smoothed, result.model);
+  state.smoothed = smooth(state.smoothed, p);
+  const head = face.expressive ? EMOTIONS.map((e) => face.expressive[e] || 0) : null;
+  state.smoothedHead = head ? smooth(state.smoothedHead, head) : null;
+  const top = readEmotion(state.smoothed, state.smoothedHead, result.model);
   const reading = `${EMOTIONS[top]} ${Math.round(state.smoothed[top] * 100)}%`;
   drawBoxes(faces, face, result, media, reading); // the main face's box says what the readout says
   $("emotion").textContent = EMOTIONS[top];
@@ -237,11 +239,19 @@ function show(result, media) {
   moodChanged(EMOTIONS[top]);
 }
 
-// The server's reading (emotorch.runtime.reading), on the smoothed probabilities: "crowd" takes the most likely
-// vote; "expressive" names the most likely non-neutral emotion once its share reaches the threshold.
-function readEmotion(probs, model) {
-  const top = probs.indexOf(Math.max(...probs));
+function smooth(previous, current) {
+  return previous ? previous.map((s, i) => (1 - SMOOTHING) * s + SMOOTHING * current[i]) : current;
+}
+
+const argmax = (values) => values.indexOf(Math.max(...values));
+
+// The server's reading (emotorch.runtime.reading), on smoothed shares: "crowd" takes the most likely vote;
+// "expressive" takes the largest share of the model's expressive head, or for a model without one, the most
+// likely non-neutral emotion once its share reaches the threshold.
+function readEmotion(probs, head, model) {
+  const top = argmax(probs);
   const neutral = EMOTIONS.indexOf("neutral");
+  if (model.reading === "expressive" && head) return argmax(head);
   if (model.reading !== "expressive" || model.expressive_threshold == null || neutral < 0) return top;
   const others = probs.map((p, i) => (i === neutral ? -1 : p));
   const best = others.indexOf(Math.max(...others));
@@ -357,7 +367,7 @@ async function forgetMe() {
   stopCamera("");
   const old = state.user ? await state.user.catch(() => null) : null;
   state.user = null; // a new user (and token) only when the page next needs one
-  Object.assign(state, { smoothed: null, shownEmotion: null, candidate: null, fps: 0, lastDone: 0 });
+  Object.assign(state, { smoothed: null, smoothedHead: null, shownEmotion: null, candidate: null, fps: 0, lastDone: 0 });
   $("recs").replaceChildren();
   $("recs-note").textContent = "";
   $("emotion").textContent = "…";

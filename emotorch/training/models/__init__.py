@@ -8,7 +8,7 @@ their input size) inside themselves, so every consumer feeds them the same tenso
 from __future__ import annotations
 
 # importing the families fills the registry
-from emotorch.training.models import baseline, emonet, ensemble, transfer  # noqa: F401
+from emotorch.training.models import baseline, emonet, ensemble, expressive, transfer  # noqa: F401
 from emotorch.training.models.registry import (
     ModelInfo,
     count_parameters,

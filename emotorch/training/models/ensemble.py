@@ -7,6 +7,7 @@ that loads with ``weights_only=True`` like any other model; the members must sha
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -15,14 +16,18 @@ from torch import Tensor, nn
 from emotorch.training.models.registry import create_model, register
 
 
+def mean_log_probs(logits: Sequence[Tensor]) -> Tensor:
+    """The members' mean log-probability: a geometric mean of their probabilities, itself logits."""
+    return torch.stack([z.float().log_softmax(-1) for z in logits]).mean(0)
+
+
 class Ensemble(nn.Module):
     def __init__(self, members: list[nn.Module]) -> None:
         super().__init__()
         self.members = nn.ModuleList(members)
 
     def forward(self, x: Tensor) -> Tensor:
-        # the mean log-probability (a geometric mean of the members' probabilities) is itself logits
-        return torch.stack([m(x).float().log_softmax(-1) for m in self.members]).mean(0)
+        return mean_log_probs([m(x) for m in self.members])
 
 
 @register("ensemble", "several trained models averaged (members: [{model, model_options}, ...])", listed=False)
