@@ -189,6 +189,12 @@ def test_without_a_camera_on_a_phone_sized_screen(server, tmp_path):
         driver.find_element(By.ID, "file").send_keys(str(photo))
         WebDriverWait(driver, 60).until(lambda d: text(d, "emotion") == "happy")
         assert "1 face(s) found" in text(driver, "status")
+        readings = driver.execute_script(  # the crowd's shares say neutral, the expressive head's say angry
+            "const one = (name) => EMOTIONS.map((e) => (e === name ? 1 : 0));"
+            "return ['expressive', 'crowd'].map((reading) => "
+            "EMOTIONS[readEmotion(one('neutral'), one('angry'), {reading, expressive_head: true})]);"
+        )
+        assert readings == ["angry", "neutral"]
         assert not driver.find_element(By.ID, "fps-readout").is_displayed()  # a photo has no frame rate
         assert not driver.find_element(By.ID, "snap").is_displayed()  # no camera: nothing to snap
         assert driver.execute_script("return document.documentElement.scrollWidth <= window.innerWidth")
