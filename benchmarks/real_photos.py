@@ -1,7 +1,8 @@
 """Real photos through the whole pipeline: every shipped model (and any run you name) on `taiwan-posed`.
 
     python benchmarks/real_photos.py [--data ../shared/taiwan-posed] [--ferplus ../shared/ferplus]
-                                     [--model [accurate ...]] [--run NAME=RUN ...] [--reading crowd expressive]
+                                     [--fer2013 ../shared/fer2013] [--model [accurate ...]]
+                                     [--run NAME=RUN ...] [--reading crowd expressive]
 
 `../shared/taiwan-posed` holds 1,223 colour photos of deliberate expressions by 29 performers (its
 README): a development set to evaluate and select on, never to train on. Each photo goes through
@@ -9,8 +10,9 @@ what `emotorch predict` does (YuNet, alignment to the FER template, the model wi
 setting); the largest face found is the answer, and a photo with no face found counts wrong. A
 7-class truth: an answer of contempt is wrong. Printed per model and reading mode: accuracy on all
 photos and on the 965 `clear` ones (raters' top choice is the performed expression, or neutral),
-mean recall and each emotion's recall on the clear photos, faces missed, and FER+ val accuracy
-(majority of ten taggers) under the same reading, so the two can be weighed side by side.
+mean recall and each emotion's recall on the clear photos, faces missed, and under the same reading
+FER+ val accuracy (majority of ten taggers) and FER2013 val accuracy and mean recall (its single
+labels, which name the expression a face was meant to show), so they can be weighed side by side.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from emotorch.runtime import registry
 from emotorch.runtime.classifier import Classifier
 from emotorch.runtime.detect import YuNetDetector, align
 from emotorch.runtime.images import read_image
-from emotorch.runtime.reading import READINGS
+from emotorch.runtime.reading import READINGS, mean_recall
 from emotorch.runtime.registry import load_model
 from emotorch.training.data import load_dataset
 from emotorch.training.evaluate import scorable
@@ -66,6 +68,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=ROOT / ".." / "shared" / "taiwan-posed")
     parser.add_argument("--ferplus", type=Path, default=ROOT / ".." / "shared" / "ferplus")
+    parser.add_argument("--fer2013", type=Path, default=ROOT / ".." / "shared" / "fer2013")
     parser.add_argument("--model", nargs="*", help="only these shipped models (default: all; none: only --run)")
     parser.add_argument("--run", action="append", default=[], metavar="NAME=PATH", help="a run or checkpoint to add")
     parser.add_argument("--reading", nargs="+", choices=READINGS, default=list(READINGS))
@@ -78,15 +81,17 @@ def main() -> None:
         f"recall on the clear photos"
     )
     print(
-        f"{'model':<18}{'reading':<11}{'FER+ val':>9}{'all':>7}{'clear':>7}{'mean R':>7}"
+        f"{'model':<18}{'reading':<11}{'FER+ val':>9}{'F13 val':>8}{'F13 mR':>7}{'all':>7}{'clear':>7}{'mean R':>7}"
         + "".join(f"{c[:7]:>8}" for c in CLASSES)
         + f"{'missed':>7}"
     )
     ferplus = load_dataset(args.ferplus, progress=False).split("val")
+    fer2013 = load_dataset(args.fer2013, progress=False).split("val")
     for name, source in sources.items():
         model = load_model(source)
         val, _ = scorable(ferplus, model.classes)
         photo_outputs, val_outputs = model.predict_outputs(crops), model.predict_outputs(val.images)
+        fer2013_outputs = model.predict_outputs(fer2013.images)
         for reading in args.reading:
             if reading == "expressive" and model.card.expressive_threshold is None and not model.card.expressive_head:
                 print(f"{name:<18}{reading:<11}  (a run: `emotorch package` fits its threshold or head)")
@@ -96,8 +101,10 @@ def main() -> None:
             per_class = recalls(labels[clear], preds[clear])
             picked = np.asarray(model.classes)[model.read(val_outputs, reading)[1]]
             picked = np.asarray([list(val.classes).index(c) if c in val.classes else -1 for c in picked])
+            f13 = seven_class_answers(model, model.read(fer2013_outputs, reading)[1])
             print(
                 f"{name:<18}{reading:<11}{(picked == val.labels).mean():>9.2%}"
+                f"{(f13 == fer2013.labels).mean():>8.2%}{mean_recall(fer2013.labels, f13):>7.3f}"
                 f"{(preds == labels).mean():>7.1%}{(preds[clear] == labels[clear]).mean():>7.1%}"
                 f"{per_class.mean():>7.3f}"
                 + "".join(f"{r:>8.2f}" for r in per_class)
