@@ -14,7 +14,7 @@ skdata = pytest.importorskip("skimage.data", reason="scikit-image ships the test
 pytest.importorskip("yuface", reason="the YuNet detector package is not installed")
 
 from emotorch.runtime.pipeline import FaceResult  # noqa: E402
-from emotorch.runtime.video import FaceTracker, emotion_timeline, iou  # noqa: E402
+from emotorch.runtime.video import FaceTracker, emotion_timeline, iou, smoothed_face  # noqa: E402
 
 CLASSES = ["angry", "disgust", "fear", "happy", "neutral", "sad", "surprise"]
 
@@ -58,6 +58,23 @@ def test_tracker_keeps_ids_and_smooths_flicker():
     assert [t.id for t in tracker.all_tracks()] == [1, 2, 3]
 
 
+def test_the_smoothed_emotion_follows_the_reading():
+    tracker = FaceTracker(CLASSES, alpha=0.5)
+    crowd = dict.fromkeys(CLASSES, 0.05) | {"neutral": 0.7}  # the crowd says neutral, the head angry
+    head = dict.fromkeys(CLASSES, 0.05) | {"angry": 0.7}
+    for frame in range(3):
+        face = FaceResult((100, 50, 80, 80), [[0, 0]] * 5, 0.9, "angry", crowd, head if frame != 1 else crowd)
+        [(track, _)] = tracker.update(frame, [face])
+    assert track.smoothed_head[CLASSES.index("angry")] == pytest.approx(0.5 * 0.7 + 0.25 * 0.05 + 0.25 * 0.7)
+    assert smoothed_face(face, track, list(CLASSES), "expressive").emotion == "angry"
+    assert smoothed_face(face, track, list(CLASSES), "expressive").expressive["angry"] > 0.5
+    assert smoothed_face(face, track, list(CLASSES), "crowd").emotion == "neutral"
+    plain = FaceResult((100, 50, 80, 80), [[0, 0]] * 5, 0.9, "neutral", crowd)  # a model without a head
+    [(track, _)] = FaceTracker(CLASSES).update(0, [plain])
+    assert smoothed_face(plain, track, list(CLASSES), "expressive", threshold=0.05).emotion != "neutral"
+    assert smoothed_face(plain, track, list(CLASSES), "expressive", threshold=0.5).emotion == "neutral"
+
+
 def test_timeline_legend_covers_no_curve():
     tracker = FaceTracker(CLASSES)
     for frame in range(20):
@@ -80,7 +97,9 @@ def test_cli_video_writes_video_csv_and_plot(tiny_run, tmp_path):
     video = make_video(tmp_path / "in.mp4")
     out, table, plot = tmp_path / "out.mp4", tmp_path / "faces.csv", tmp_path / "faces.png"
     cmd = ["video", str(video), "--model", str(tiny_run), "--out", str(out), "--csv", str(table), "--plot", str(plot)]
-    res = run_cli(*cmd)
+    refused = run_cli(*cmd, "--reading", "expressive")  # a training run has neither an expressive head nor a threshold
+    assert refused.returncode == 2 and "--reading crowd" in refused.stderr and not out.exists()
+    res = run_cli(*cmd)  # by default it reads crowd
     assert res.returncode == 0, res.stderr
     rows = list(csv.DictReader(table.open()))
     assert {r["track"] for r in rows} == {"1", "2"}  # stable ids for the two faces

@@ -6,24 +6,31 @@ import argparse
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from emotorch.cli.options import (
     add_backend,
     add_detection,
     add_force,
     add_model,
+    add_reading,
     add_threads,
+    reading_for,
     refuse_overwrite,
     to_json,
 )
 from emotorch.errors import require_plots
 from emotorch.runtime.registry import STREAM_MODEL
 
+if TYPE_CHECKING:  # the pipeline loads when a command runs
+    from emotorch.runtime.pipeline import EmotionRecognizer
+
 
 def add(sub: argparse._SubParsersAction) -> None:
     vid = sub.add_parser("video", help="emotions over time in a video: tracked faces, smoothed labels")
     vid.add_argument("input", help="video file")
     add_model(vid, STREAM_MODEL)
+    add_reading(vid, None)
     vid.add_argument("--out", help="annotated video to write (.mp4)")
     vid.add_argument("--csv", help="per-frame results: frame, time, track id, box, emotion, probabilities")
     vid.add_argument("--plot", help="emotion-over-time plot per tracked face (.png)")
@@ -36,6 +43,7 @@ def add(sub: argparse._SubParsersAction) -> None:
     cam = sub.add_parser("webcam", help="live emotions from a camera: a window, or JSON lines with --headless")
     cam.add_argument("--camera", default="0", help="camera index, or a video file or stream URL (default: 0)")
     add_model(cam, STREAM_MODEL)
+    add_reading(cam, None)
     cam.add_argument("--headless", action="store_true", help="print one JSON line per frame instead of a window")
     cam.add_argument("--max-frames", type=int, help="stop after this many frames")
     add_detection(cam, every=2)
@@ -44,18 +52,28 @@ def add(sub: argparse._SubParsersAction) -> None:
     cam.set_defaults(run=webcam_command)
 
 
+def _recognizer(args: argparse.Namespace) -> EmotionRecognizer:
+    """The model and detector the options name, read with ``--reading`` or else :func:`reading_for`'s choice."""
+    # the pipeline (OpenCV, ONNX Runtime) loads when the command runs, not for --help
+    from emotorch.runtime.detect import YuNetDetector
+    from emotorch.runtime.pipeline import EmotionRecognizer
+    from emotorch.runtime.registry import load_model
+
+    model = load_model(args.model, args.backend)
+    detector = YuNetDetector(max_side=args.detect_size)
+    return EmotionRecognizer(model, detector, backend=args.backend, reading=reading_for(args.reading, model.card))
+
+
 def video_command(args: argparse.Namespace) -> None:
     # the pipeline (OpenCV, ONNX Runtime) loads when the command runs, not for --help
     import numpy as np
 
-    from emotorch.runtime.detect import YuNetDetector
-    from emotorch.runtime.pipeline import EmotionRecognizer
     from emotorch.runtime.video import process_video
 
     if args.plot:
         require_plots("video --plot")  # before the video is read, not after
     refuse_overwrite([Path(p) for p in (args.out, args.csv, args.plot) if p], args.force)
-    recognizer = EmotionRecognizer(args.model, YuNetDetector(max_side=args.detect_size), backend=args.backend)
+    recognizer = _recognizer(args)
     tracker = process_video(
         recognizer,
         args.input,
@@ -77,14 +95,12 @@ def video_command(args: argparse.Namespace) -> None:
 
 def webcam_command(args: argparse.Namespace) -> None:
     # the pipeline (OpenCV, ONNX Runtime) loads when the command runs, not for --help
-    from emotorch.runtime.detect import YuNetDetector
-    from emotorch.runtime.pipeline import EmotionRecognizer
     from emotorch.runtime.video import live, window
 
     source: str | int = int(args.camera) if args.camera.isdigit() else args.camera
     if not args.headless and sys.platform.startswith("linux") and not os.environ.get("DISPLAY"):
         raise ValueError("no display to open a window on (DISPLAY is not set); use --headless for JSON lines")
-    recognizer = EmotionRecognizer(args.model, YuNetDetector(max_side=args.detect_size), backend=args.backend)
+    recognizer = _recognizer(args)
     if args.headless:
 
         def emit(i, _rgb, faces, fps) -> None:

@@ -26,7 +26,10 @@ def check(reading: str, threshold: float | None, head: bool = False) -> None:
     if reading not in READINGS:
         raise ValueError(f"reading must be one of {', '.join(READINGS)}, not {reading!r}")
     if reading == "expressive" and threshold is None and not head:
-        raise ValueError("this model has no expressive threshold (models packaged before it existed): use crowd")
+        raise ValueError(
+            "this model has no expressive threshold and no expressive head (a training run, or a model packaged "
+            "before they existed): read it with crowd (--reading crowd)"
+        )
 
 
 def answer(

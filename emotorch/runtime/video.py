@@ -16,6 +16,7 @@ import numpy as np
 from emotorch.errors import DataError
 from emotorch.runtime.annotate import COLORS, annotate
 from emotorch.runtime.detect import Face, to_gray
+from emotorch.runtime.reading import answer
 
 if TYPE_CHECKING:  # reading frames and tracking need neither the pipeline (ONNX Runtime) nor matplotlib
     from matplotlib.figure import Figure
@@ -34,13 +35,15 @@ def iou(a: tuple[float, ...], b: tuple[float, ...]) -> float:
 
 @dataclass
 class Track:
-    """One face followed across frames; ``smoothed`` is an exponential moving average of its probabilities."""
+    """One face followed across frames; ``smoothed`` is an exponential moving average of its probabilities,
+    ``smoothed_head`` of its expressive head's shares (for a model with one)."""
 
     id: int
     box: tuple[float, float, float, float]
     smoothed: np.ndarray
     last_frame: int
     history: list[tuple[int, np.ndarray]] = field(default_factory=list)
+    smoothed_head: np.ndarray | None = None
 
 
 class FaceTracker:
@@ -74,13 +77,16 @@ class FaceTracker:
         out = []
         for fi, face in enumerate(faces):
             probs = np.array([face.probabilities[c] for c in self.classes])
+            head = np.array([face.expressive[c] for c in self.classes]) if face.expressive else None
             track = matched.get(fi)
             if track is None:
-                track = Track(self._next_id, face.box, probs, frame)
+                track = Track(self._next_id, face.box, probs, frame, smoothed_head=head)
                 self._next_id += 1
                 live.append(track)
             else:
                 track.smoothed = self.alpha * probs + (1 - self.alpha) * track.smoothed
+                if head is not None and track.smoothed_head is not None:
+                    track.smoothed_head = self.alpha * head + (1 - self.alpha) * track.smoothed_head
                 track.box, track.last_frame = face.box, frame
             track.history.append((frame, track.smoothed.copy()))
             out.append((track, face))
@@ -190,7 +196,7 @@ def process_video(
     fps = None
     for i, rgb, fps in frames(str(source)):
         matched = tracker.update(i, faces_of(rgb))
-        smoothed = [_with_smoothed(face, track, recognizer.classes) for track, face in matched]
+        smoothed = [smoothed_face(face, track, *_reading_of(recognizer)) for track, face in matched]
         for (track, _), face in zip(matched, smoothed, strict=True):
             rows.append(
                 [
@@ -221,11 +227,24 @@ def process_video(
     return tracker
 
 
-def _with_smoothed(face: FaceResult, track: Track, classes: list[str]) -> FaceResult:
+def _reading_of(recognizer: EmotionRecognizer) -> tuple[list[str], str, float | None]:
+    """What :func:`smoothed_face` reads with: the recognizer's classes, reading and threshold."""
+    return recognizer.classes, recognizer.reading, recognizer.threshold
+
+
+def smoothed_face(
+    face: FaceResult, track: Track, classes: list[str], reading: str = "crowd", threshold: float | None = None
+) -> FaceResult:
+    """``face`` with its track's smoothed probabilities (and head shares), its emotion read from them under
+    ``reading`` (:func:`emotorch.runtime.reading.answer`; ``threshold``: the model's, for one without a head)."""
     from emotorch.runtime.pipeline import FaceResult  # here: frames and tracks need no model (analyse's workers)
 
+    head = track.smoothed_head
+    scores = None if head is None else np.log(head[None] + 1e-9)
+    k = int(answer(track.smoothed[None], classes, reading, threshold, scores)[0])
     probs = dict(zip(classes, map(float, track.smoothed), strict=True))
-    return FaceResult(face.box, face.landmarks, face.detection_score, max(probs, key=probs.get), probs)
+    shares = None if head is None else dict(zip(classes, map(float, head), strict=True))
+    return FaceResult(face.box, face.landmarks, face.detection_score, classes[k], probs, shares)
 
 
 def emotion_timeline(tracker: FaceTracker, classes: list[str], fps: float | None = None) -> Figure:
@@ -260,7 +279,7 @@ def live(
     started = time.perf_counter()
     for i, rgb, _ in frames(source):
         matched = tracker.update(i, faces_of(rgb))
-        smoothed = [(track, _with_smoothed(face, track, recognizer.classes)) for track, face in matched]
+        smoothed = [(track, smoothed_face(face, track, *_reading_of(recognizer))) for track, face in matched]
         fps = (i + 1) / max(time.perf_counter() - started, 1e-6)
         if on_frame(i, rgb, smoothed, fps) is False or (max_frames is not None and i + 1 >= max_frames):
             break
