@@ -143,6 +143,16 @@ def test_webcam_headless_prints_json_lines(tiny_run, tmp_path):
             assert np.abs(np.subtract(a["box"], b["box"])).max() < 8, (a["box"], b["box"])
 
 
+def test_webcam_reads_the_shipped_models_expressive_head_by_default(tmp_path):
+    video = make_video(tmp_path / "camera.mp4", n=3)
+    res = run_cli("webcam", "--camera", str(video), "--headless", "--max-frames", "2")  # `fast`, its head
+    assert res.returncode == 0, res.stderr
+    faces = [f for line in res.stdout.splitlines() for f in json.loads(line)["faces"]]
+    assert len(faces) == 4 and all(set(f["expressive"]) == set(f["probabilities"]) for f in faces)
+    for f in faces:  # the emotion is the smoothed head's largest share
+        assert f["emotion"] == max(f["expressive"], key=f["expressive"].get) == "happy"
+
+
 def test_webcam_without_camera_or_display_says_so(tiny_run):
     env = {k: v for k, v in os.environ.items() if k != "DISPLAY"}
     cmd = ["webcam", "--model", str(tiny_run)]
