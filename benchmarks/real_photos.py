@@ -93,14 +93,13 @@ def main() -> None:
         photo_outputs, val_outputs = model.predict_outputs(crops), model.predict_outputs(val.images)
         fer2013_outputs = model.predict_outputs(fer2013.images)
         for reading in args.reading:
-            if reading == "expressive" and model.card.expressive_threshold is None and not model.card.expressive_head:
+            if reading == "expressive" and not model.card.reads_expressive:
                 print(f"{name:<18}{reading:<11}  (a run: `emotorch package` fits its threshold or head)")
                 continue
             preds = np.full(len(labels), -2)
             preds[found] = seven_class_answers(model, model.read(photo_outputs, reading)[1])
             per_class = recalls(labels[clear], preds[clear])
-            picked = np.asarray(model.classes)[model.read(val_outputs, reading)[1]]
-            picked = np.asarray([list(val.classes).index(c) if c in val.classes else -1 for c in picked])
+            picked = model.read(val_outputs, reading)[1]  # val is relabelled in the model's class order
             f13 = seven_class_answers(model, model.read(fer2013_outputs, reading)[1])
             print(
                 f"{name:<18}{reading:<11}{(picked == val.labels).mean():>9.2%}"

@@ -18,6 +18,8 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 from emotorch.choices import CLASSES
+from emotorch.cli.options import shipped_names
+from emotorch.runtime import registry
 
 SHARED_FER = Path(__file__).resolve().parents[1] / ".." / "shared" / "fer2013"
 needs_fer = pytest.mark.skipif(not SHARED_FER.is_dir(), reason=f"FER2013 not found at {SHARED_FER}")
@@ -51,6 +53,18 @@ def write_image_folders(root: Path, splits: dict[str, int], seed: int = 0, names
             d.mkdir(parents=True, exist_ok=True)
             Image.fromarray(img).save(d / f"{split}_{i}.png")
     return root
+
+
+@pytest.fixture
+def weights_dir(tmp_path, monkeypatch):
+    """An empty folder standing in for the package's shipped weights (and its manifest)."""
+    monkeypatch.setattr(registry, "WEIGHTS", tmp_path / "weights")
+    monkeypatch.setattr(registry, "MANIFEST", tmp_path / "weights" / "manifest.json")
+    for cached in (registry._verified, shipped_names):  # what was read from the real manifest, or will be
+        cached.cache_clear()
+    yield tmp_path / "weights"
+    for cached in (registry._verified, shipped_names):
+        cached.cache_clear()
 
 
 @pytest.fixture(scope="session")

@@ -10,7 +10,6 @@ import torch
 from conftest import synthetic_faces
 
 from emotorch.choices import CLASSES
-from emotorch.runtime import registry
 from emotorch.runtime.pipeline import EmotionRecognizer
 from emotorch.runtime.reading import NEUTRAL, answer, fit_offsets, mean_recall
 from emotorch.runtime.registry import load_model
@@ -18,15 +17,6 @@ from emotorch.training import packaging
 from emotorch.training.loading import module_of
 from emotorch.training.models import create_model
 from emotorch.training.models.expressive import WithExpressiveHead, pooled
-
-
-@pytest.fixture
-def weights_dir(tmp_path, monkeypatch):
-    monkeypatch.setattr(registry, "WEIGHTS", tmp_path / "weights")
-    monkeypatch.setattr(registry, "MANIFEST", tmp_path / "weights" / "manifest.json")
-    registry._verified.cache_clear()
-    yield tmp_path / "weights"
-    registry._verified.cache_clear()
 
 
 def test_the_head_leaves_the_network_logits_as_they_were():

@@ -15,15 +15,6 @@ from emotorch.training.checkpoint import CheckpointError
 from emotorch.training.loading import load_shipped, module_of
 
 
-@pytest.fixture
-def weights_dir(tmp_path, monkeypatch):
-    monkeypatch.setattr(registry, "WEIGHTS", tmp_path / "weights")
-    monkeypatch.setattr(registry, "MANIFEST", tmp_path / "weights" / "manifest.json")
-    registry._verified.cache_clear()
-    yield tmp_path / "weights"
-    registry._verified.cache_clear()
-
-
 def test_package_and_load_by_name(tiny_run, weights_dir):
     import onnx
 

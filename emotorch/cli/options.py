@@ -108,7 +108,7 @@ def reading_for(requested: str | None, card: ModelCard) -> str:
     """``--reading`` as given, else expressive where the model can read it, else crowd (a training run)."""
     if requested:
         return requested
-    return "expressive" if card.expressive_head or card.expressive_threshold is not None else "crowd"
+    return "expressive" if card.reads_expressive else "crowd"
 
 
 def add_tta(p: argparse.ArgumentParser) -> None:

@@ -21,6 +21,8 @@ from emotorch.runtime.images import normalize
 REQUIRED = ("model", "model_options", "classes", "input_size", "mean", "std")  # what rebuilding a model needs
 _FIELD_OF_KEY = {"model": "architecture", "model_options": "options"}  # stored names that differ from the field
 FILE_KEYS = ("graph_sha256",)  # what an ONNX file stores about itself (emotorch.runtime.session), not the model
+# a network's outputs, in order: the logits and, for a model with an expressive head, its scores (both (N, K))
+OUTPUTS = ("logits", "expressive")
 
 
 @dataclass(frozen=True)
@@ -94,6 +96,16 @@ class ModelCard:
     def expressive_head(self) -> bool:
         """Whether the network has a second output for the expressive reading (``expressive``, beside ``logits``)."""
         return self.architecture == "expressive"
+
+    @property
+    def outputs(self) -> tuple[str, ...]:
+        """The names of the network's outputs (:data:`OUTPUTS`): ``logits``, and ``expressive`` with a head."""
+        return OUTPUTS[: 1 + self.expressive_head]
+
+    @property
+    def reads_expressive(self) -> bool:
+        """Whether the model can be read ``expressive``: it has an expressive head or a threshold."""
+        return self.expressive_head or self.expressive_threshold is not None
 
     @property
     def base(self) -> ModelCard:

@@ -24,8 +24,6 @@ from emotorch.runtime.reading import answer
 # beat 4 px for every trained run and 26 of 31 ensembles of them (docs/MODEL_CARD.md, "Test-time augmentation").
 TTA_PAD = 2
 
-# a network's outputs, in order: the logits and, for a model with an expressive head, its scores (both (N, K))
-OUTPUTS = ("logits", "expressive")
 Net = Callable[[np.ndarray], dict[str, np.ndarray]]  # normalised faces (N, C, H, W) float32 -> {output: (N, K)}
 
 
@@ -73,9 +71,9 @@ class Classifier:
         batch_size: int = 256,
         progress: str | None = None,
     ) -> dict[str, np.ndarray]:
-        """Each of the network's :data:`OUTPUTS` (N, K) for uint8 faces (N, H, W), averaged over the test-time
-        views; ``tta``: None for the card's own setting. ``progress``: a progress bar with this title on
-        stderr (where it is a terminal)."""
+        """Each of the network's outputs (N, K; :attr:`ModelCard.outputs`) for uint8 faces (N, H, W), averaged
+        over the test-time views; ``tta``: None for the card's own setting. ``progress``: a progress bar with
+        this title on stderr (where it is a terminal)."""
         tta = self.card.tta if tta is None else tta
         batches: list[dict[str, np.ndarray]] = []
         bar = None
@@ -91,7 +89,7 @@ class Classifier:
             batches.append({k: np.mean([v[k] for v in views], axis=0, dtype=np.float32) for k in views[0]})
         if bar is not None:
             bar.close()
-        names = batches[0].keys() if batches else OUTPUTS[: 1 + self.card.expressive_head]
+        names = batches[0].keys() if batches else self.card.outputs
         empty = np.zeros((0, len(self.card.classes)), np.float32)
         outputs = {k: np.concatenate([empty] + [b[k] for b in batches]) for k in names}
         if not all(np.isfinite(v).all() for v in outputs.values()):

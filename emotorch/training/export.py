@@ -20,7 +20,6 @@ from torch import nn
 
 from emotorch.errors import CheckpointError
 from emotorch.runtime.card import ModelCard
-from emotorch.runtime.classifier import OUTPUTS
 from emotorch.runtime.session import METADATA_KEY, graph_digest
 from emotorch.training.data import FaceSet
 
@@ -47,7 +46,7 @@ def export_onnx(module: nn.Module, card: ModelCard, path: str | os.PathLike, *, 
         (example,),
         str(path),
         input_names=["faces"],
-        output_names=list(OUTPUTS[: 1 + card.expressive_head]),
+        output_names=list(card.outputs),
         dynamic_shapes=({0: batch},),
         dynamo=True,
         external_data=False,

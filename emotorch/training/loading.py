@@ -15,8 +15,8 @@ import torch
 from torch import nn
 
 from emotorch.runtime import registry
-from emotorch.runtime.card import ModelCard
-from emotorch.runtime.classifier import OUTPUTS, Classifier
+from emotorch.runtime.card import OUTPUTS, ModelCard
+from emotorch.runtime.classifier import Classifier
 from emotorch.runtime.session import OnnxModel
 from emotorch.training import checkpoint
 from emotorch.training.data import cache_dir
