@@ -288,3 +288,19 @@ def test_report_names_the_damaged_row(finished):
         (out / FACES).write_text(good + damaged)
         with pytest.raises(DataError, match=words):
             report(out)
+
+
+def test_analyse_names_the_emotion_predict_names(tiny_run, weights_dir, tmp_path):
+    from emotorch.runtime.pipeline import EmotionRecognizer
+    from emotorch.training import packaging
+
+    data = tiny_run.parent / "faces"
+    packaging.package(tiny_run, "tinyx", data=data, recipe="r", precise_bn=False, expressive=data, blend=1.0)
+    model, photo = str(weights_dir / "tinyx.onnx"), tmp_path / "astronaut.jpg"
+    Image.fromarray(skdata.astronaut()).save(photo)
+    analyse([str(photo)], tmp_path / "out", model=model, workers=1)
+    row = rows(tmp_path / "out" / FACES)[0]
+    face = EmotionRecognizer(model).predict(photo)[0]  # as emotorch predict reads it: expressive, here
+    crowd = EmotionRecognizer(model, reading="crowd").predict(photo)[0]
+    assert row["emotion"] == face.emotion != crowd.emotion  # the two readings disagree on this face
+    assert all(abs(row[c] - p) < 1e-4 for c, p in face.probabilities.items())

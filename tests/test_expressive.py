@@ -11,7 +11,7 @@ from conftest import synthetic_faces
 
 from emotorch.choices import CLASSES
 from emotorch.runtime.pipeline import EmotionRecognizer
-from emotorch.runtime.reading import NEUTRAL, answer, fit_offsets, mean_recall
+from emotorch.runtime.reading import NEUTRAL, answer, chosen, fit_offsets, mean_recall
 from emotorch.runtime.registry import load_model
 from emotorch.training import packaging
 from emotorch.training.loading import module_of
@@ -108,3 +108,13 @@ def test_the_expressive_reading_reads_the_head_when_there_is_one():
     assert answer(probs, CLASSES, "crowd", None, scores).tolist() == [4]
     with pytest.raises(ValueError, match="no expressive threshold"):
         answer(probs, CLASSES, "expressive", None)
+
+
+def test_the_default_reading_is_expressive_where_the_model_can_read_it(tiny_run, weights_dir):
+    data = tiny_run.parent / "faces"
+    packaging.package(tiny_run, "tinyx", data=data, recipe="r", precise_bn=False, expressive=data)
+    assert EmotionRecognizer("tinyx").reading == "expressive"
+    assert EmotionRecognizer(tiny_run).reading == "crowd"  # a training run has neither head nor threshold
+    assert EmotionRecognizer("tinyx", reading="crowd").reading == "crowd"
+    assert chosen(None, load_model("tinyx").card) == "expressive"
+    assert chosen("crowd", load_model("tinyx").card) == "crowd"

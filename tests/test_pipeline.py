@@ -116,3 +116,25 @@ def test_cli_predict_out_mirrors_folders(tiny_run, tmp_path):
         assert written == ["a/x.annotated.png", "b/x.annotated.png"]
         a, b = (np.asarray(Image.open(out / n / "x.annotated.png")) for n in ("a", "b"))
         assert not np.array_equal(a, b)  # two photos, two files: neither overwrote the other
+
+
+def test_cli_predict_reads_expressive_by_default_where_the_model_has_a_head(tiny_run, weights_dir, tmp_path):
+    from emotorch.training import packaging
+
+    data = tiny_run.parent / "faces"
+    packaging.package(tiny_run, "tinyx", data=data, recipe="r", precise_bn=False, expressive=data, blend=1.0)
+    Image.fromarray(skdata.astronaut()).save(tmp_path / "astronaut.jpg")
+    cmd = ["predict", str(tmp_path / "astronaut.jpg"), "--model", str(weights_dir / "tinyx.onnx"), "--json"]
+    faces = {
+        reading: json.loads(run_cli(*cmd, *extra).stdout)[0]["faces"][0]
+        for reading, extra in (("default", ()), ("crowd", ("--reading", "crowd")))
+    }
+    for face in faces.values():
+        assert face["expressive"] and face["probabilities"]
+
+    def top(shares: dict[str, float]) -> str:
+        return max(shares, key=shares.get)
+
+    assert faces["default"]["emotion"] == top(faces["default"]["expressive"])
+    assert faces["crowd"]["emotion"] == top(faces["crowd"]["probabilities"])
+    assert faces["default"]["emotion"] != faces["crowd"]["emotion"]  # here the two disagree: the default is seen

@@ -7,7 +7,7 @@ import sys
 import time
 
 from emotorch.choices import ENGINES
-from emotorch.cli.options import EXIT_FAILED, add_backend, add_json, add_model, add_threads, to_json
+from emotorch.cli.options import EXIT_FAILED, add_backend, add_json, add_model, add_reading, add_threads, to_json
 from emotorch.runtime.registry import STREAM_MODEL
 from emotorch.runtime.report import report
 
@@ -62,6 +62,7 @@ def add(sub: argparse._SubParsersAction) -> None:
         action="store_true",
         help="also write each aligned 48x48 face as a PNG under OUT/crops (off: no image is written)",
     )
+    add_reading(an)
     add_threads(an)
     an.set_defaults(run=analyse_command)
 
@@ -100,6 +101,7 @@ def analyse_command(args: argparse.Namespace) -> int:
             batch_size=args.batch_size,
             engine=args.engine,
             save_crops=args.save_crops,
+            reading=args.reading,
             progress=progress,
         )
     finally:

@@ -10,13 +10,10 @@ import functools
 import json
 from collections.abc import Iterable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from emotorch.choices import BACKENDS, READINGS
 from emotorch.runtime.registry import shipped
-
-if TYPE_CHECKING:  # a model's card, for annotations only: --help imports no NumPy
-    from emotorch.runtime.card import ModelCard
 
 EXIT_FAILED = 1  # an input (photo, video, data set, checkpoint) could not be read or used
 EXIT_USAGE = 2  # bad options or arguments, or an output that exists without --force
@@ -91,24 +88,16 @@ def add_threads(p: argparse.ArgumentParser) -> None:
     )
 
 
-def add_reading(p: argparse.ArgumentParser, default: str | None) -> None:
-    """``--reading``; a ``default`` of None: expressive where the model can, else crowd (:func:`reading_for`)."""
-    shown = default or "expressive where the model has an expressive head or threshold, else crowd"
+def add_reading(p: argparse.ArgumentParser) -> None:
+    """``--reading``; by default the model's own (:func:`emotorch.runtime.reading.chosen`)."""
     p.add_argument(
         "--reading",
         choices=READINGS,
-        default=default,
-        help="how each face's emotion is read: crowd (the most likely of ten people's votes) "
-        "or expressive (the expression it shows, for faces in front of a camera: the model's expressive "
-        f"head, or a non-neutral emotion once its share passes the model's threshold) (default: {shown})",
+        help="how each face's emotion is read: expressive (the expression it shows: the model's expressive "
+        "head, or a non-neutral emotion once its share passes the model's threshold) or crowd (the most "
+        "likely of ten people's votes, FER+'s measure) (default: expressive where the model has a head or "
+        "threshold, as every shipped model does, else crowd)",
     )
-
-
-def reading_for(requested: str | None, card: ModelCard) -> str:
-    """``--reading`` as given, else expressive where the model can read it, else crowd (a training run)."""
-    if requested:
-        return requested
-    return "expressive" if card.reads_expressive else "crowd"
 
 
 def add_tta(p: argparse.ArgumentParser) -> None:

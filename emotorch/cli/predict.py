@@ -33,7 +33,7 @@ def add(sub: argparse._SubParsersAction) -> None:
     add_force(pr, "files already in --out")
     add_tta(pr)
     add_backend(pr, None)
-    add_reading(pr, "crowd")
+    add_reading(pr)
     add_threads(pr)
     pr.set_defaults(run=predict_command)
 
@@ -90,7 +90,7 @@ def predict_command(args: argparse.Namespace) -> int:
             annotated[k].parent.mkdir(parents=True, exist_ok=True)
             annotate(rgb, faces).save(annotated[k])
         if not args.json:
-            summary = ", ".join(f"{face.emotion} {face.probabilities[face.emotion]:.0%}" for face in faces)
+            summary = ", ".join(f"{face.emotion} {face.share:.0%}" for face in faces)
             print(f"{f}: {len(faces)} face(s){': ' + summary if faces else ''}")
     if out is not None and failed < len(files):  # nothing is written when no photo could be read
         write_summary(out / "summary.csv", results, recognizer.classes)

@@ -46,7 +46,7 @@ def add(sub: argparse._SubParsersAction) -> None:
         "--batch-window-ms", type=float, default=3.0, help="how long a request waits for others to share its model call"
     )
     add_db(srv)
-    add_reading(srv, "expressive")
+    add_reading(srv)
     add_threads(srv)
     srv.set_defaults(run=serve_command, own_threads=True)  # each worker process sets its own thread budget
 

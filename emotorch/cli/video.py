@@ -15,7 +15,6 @@ from emotorch.cli.options import (
     add_model,
     add_reading,
     add_threads,
-    reading_for,
     refuse_overwrite,
     to_json,
 )
@@ -30,7 +29,7 @@ def add(sub: argparse._SubParsersAction) -> None:
     vid = sub.add_parser("video", help="emotions over time in a video: tracked faces, smoothed labels")
     vid.add_argument("input", help="video file")
     add_model(vid, STREAM_MODEL)
-    add_reading(vid, None)
+    add_reading(vid)
     vid.add_argument("--out", help="annotated video to write (.mp4)")
     vid.add_argument("--csv", help="per-frame results: frame, time, track id, box, emotion, probabilities")
     vid.add_argument("--plot", help="emotion-over-time plot per tracked face (.png)")
@@ -43,7 +42,7 @@ def add(sub: argparse._SubParsersAction) -> None:
     cam = sub.add_parser("webcam", help="live emotions from a camera: a window, or JSON lines with --headless")
     cam.add_argument("--camera", default="0", help="camera index, or a video file or stream URL (default: 0)")
     add_model(cam, STREAM_MODEL)
-    add_reading(cam, None)
+    add_reading(cam)
     cam.add_argument("--headless", action="store_true", help="print one JSON line per frame instead of a window")
     cam.add_argument("--max-frames", type=int, help="stop after this many frames")
     add_detection(cam, every=2)
@@ -53,7 +52,7 @@ def add(sub: argparse._SubParsersAction) -> None:
 
 
 def _recognizer(args: argparse.Namespace) -> EmotionRecognizer:
-    """The model and detector the options name, read with ``--reading`` or else :func:`reading_for`'s choice."""
+    """The model and detector the options name, read with ``--reading`` or else the model's default."""
     # the pipeline (OpenCV, ONNX Runtime) loads when the command runs, not for --help
     from emotorch.runtime.detect import YuNetDetector
     from emotorch.runtime.pipeline import EmotionRecognizer
@@ -61,7 +60,7 @@ def _recognizer(args: argparse.Namespace) -> EmotionRecognizer:
 
     model = load_model(args.model, args.backend)
     detector = YuNetDetector(max_side=args.detect_size)
-    return EmotionRecognizer(model, detector, backend=args.backend, reading=reading_for(args.reading, model.card))
+    return EmotionRecognizer(model, detector, backend=args.backend, reading=args.reading)
 
 
 def video_command(args: argparse.Namespace) -> None:

@@ -41,10 +41,13 @@ from emotorch.runtime.scan import MIN_DETECT_SIZE, VIDEO_EXTENSIONS, Scan, Sourc
 from emotorch.runtime.threads import available_cores
 
 
-def face_rows(scan_result: Scan, probs: np.ndarray, classes: list[str], model: dict[str, str]) -> list[dict]:
-    """The results' rows for one file's faces: position, emotion, one probability column per class."""
+def face_rows(
+    scan_result: Scan, probs: np.ndarray, answers: np.ndarray, classes: list[str], model: dict[str, str]
+) -> list[dict]:
+    """The results' rows for one file's faces: position, emotion (the recognizer's reading), one probability
+    column per class."""
     rows = []
-    for face, p in zip(scan_result.faces, probs, strict=True):
+    for face, p, k in zip(scan_result.faces, probs, answers, strict=True):
         x, y, w, h = face["box"]
         rows.append(
             {
@@ -59,7 +62,7 @@ def face_rows(scan_result: Scan, probs: np.ndarray, classes: list[str], model: d
                 "h": h,
                 "landmarks": face["landmarks"],
                 "detection_score": face["detection_score"],
-                "emotion": classes[int(p.argmax())],
+                "emotion": classes[int(k)],
                 **{c: round(float(v), 5) for c, v in zip(classes, p, strict=True)},
                 "model": model["name"],
                 "model_version": model["version"],
@@ -107,10 +110,12 @@ def analyse(
     batch_size: int = 256,
     engine: str = "local",
     save_crops: bool = False,
+    reading: str | None = None,
     progress: Callable[[int, int, int], None] | None = None,
 ) -> Summary:
     """Analyse every photo and video the inputs name into the folder ``out`` (see the module doc).
 
+    ``reading`` names each face's emotion as :class:`EmotionRecognizer` does (by default the model's own).
     ``progress(files_done, faces_done, files_to_do)`` is called after each file this run analyses.
     """
     inputs = list(inputs)
@@ -146,7 +151,7 @@ def analyse(
                 f"{', '.join(sorted(IMAGE_EXTENSIONS))}; videos: {', '.join(sorted(VIDEO_EXTENSIONS))})"
             )
         model = str(model or STREAM_MODEL)
-        recognizer = EmotionRecognizer(model, backend=backend)
+        recognizer = EmotionRecognizer(model, backend=backend, reading=reading)
         name = recognizer.model.name
         model_info = {"name": name, "version": str(shipped().get(name, {}).get("sha256", ""))}
         others = results.models - {(model_info["name"], model_info["version"])}
@@ -164,8 +169,8 @@ def analyse(
             scans = run(todo, recognizer, model=model, backend=backend, **options)
         else:
             scans = _run_local(todo, recognizer, **options)
-        for done, (scanned, probs) in enumerate(scans, start=1):
-            rows = face_rows(scanned, probs, recognizer.classes, model_info)
+        for done, (scanned, probs, answers) in enumerate(scans, start=1):
+            rows = face_rows(scanned, probs, answers, recognizer.classes, model_info)
             if crops_dir is not None:
                 _save_crops(crops_dir, scanned)
             results.write(rows, file_row(scanned))
@@ -184,21 +189,23 @@ def analyse(
 
 def _classify_batches(
     scans: Iterator[Scan], recognizer, batch_size: int, max_wait_s: float = 1.0
-) -> Iterator[tuple[Scan, np.ndarray]]:
+) -> Iterator[tuple[Scan, np.ndarray, np.ndarray]]:
     """Classify the faces of many files together: a call once ``batch_size`` faces (or files) wait,
     or the oldest has waited ``max_wait_s``, so results keep reaching the disk. Files come out in
     the order they arrived."""
     pending: list[Scan] = []
     since, waiting = 0.0, 0
 
-    def flush() -> Iterator[tuple[Scan, np.ndarray]]:
+    def flush() -> Iterator[tuple[Scan, np.ndarray, np.ndarray]]:
         crops = [c for s in pending for c in s.crops]
-        probs = (
-            recognizer.predict_proba(np.stack(crops)) if crops else np.zeros((0, len(recognizer.classes)), np.float32)
+        probs, answers = (
+            recognizer.answer(np.stack(crops))
+            if crops
+            else (np.zeros((0, len(recognizer.classes)), np.float32), np.zeros(0, np.int64))
         )
         start = 0
         for s in pending:
-            yield s, probs[start : start + len(s.crops)]
+            yield s, probs[start : start + len(s.crops)], answers[start : start + len(s.crops)]
             start += len(s.crops)
         pending.clear()
 
@@ -214,7 +221,7 @@ def _classify_batches(
 
 def _run_local(
     todo: list[Source], recognizer, *, every_s: float, detect_size: int, workers: int | None, batch_size: int
-) -> Iterator[tuple[Scan, np.ndarray]]:
+) -> Iterator[tuple[Scan, np.ndarray, np.ndarray]]:
     """Decode and detect in ``workers`` processes, classify here in batches across files."""
     workers = workers or available_cores()
     if workers < 1:

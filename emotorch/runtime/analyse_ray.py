@@ -47,18 +47,19 @@ def _scan_rows(item: dict[str, Any], every_s: float, detect_size: int) -> list[d
 class _Classifier:
     """An actor: the model, loaded once, classifies batches of face rows (file rows pass through)."""
 
-    def __init__(self, model: str, backend: str) -> None:
+    def __init__(self, model: str, backend: str, reading: str) -> None:
         from emotorch.runtime.pipeline import EmotionRecognizer  # in the actor's process, where the model runs
 
-        self.recognizer = EmotionRecognizer(model, backend=backend)
+        self.recognizer = EmotionRecognizer(model, backend=backend, reading=reading)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         faces = batch["row"] == "face"
         probs = np.zeros((len(faces), len(self.recognizer.classes)), np.float32)
+        answers = np.zeros(len(faces), np.int64)
         if faces.any():
             crops = np.stack(list(batch["crop"][faces])).astype(np.uint8)
-            probs[faces] = self.recognizer.predict_proba(crops)  # with the model's own TTA, as predict
-        return {**{k: batch[k] for k in ("path", "row", "info", "crop")}, "probs": probs}
+            probs[faces], answers[faces] = self.recognizer.answer(crops)  # with the model's own TTA, as predict
+        return {**{k: batch[k] for k in ("path", "row", "info", "crop")}, "probs": probs, "answer": answers}
 
 
 def run(
@@ -71,8 +72,8 @@ def run(
     detect_size: int,
     workers: int | None,
     batch_size: int,
-) -> Iterator[tuple[Scan, np.ndarray]]:
-    """(scan, probabilities) for every file, as each one's rows have all come back from the cluster."""
+) -> Iterator[tuple[Scan, np.ndarray, np.ndarray]]:
+    """(scan, probabilities, answers) for every file, as each one's rows have all come back from the cluster."""
     try:
         import ray  # an optional extra (emotorch[ray]), imported only for --engine ray
         import ray.data  # sets up its own logging, which the next lines turn down
@@ -98,20 +99,21 @@ def run(
     ds = ds.flat_map(_scan_rows, fn_kwargs={"every_s": every_s, "detect_size": detect_size}, num_cpus=1)
     ds = ds.map_batches(
         _Classifier,
-        fn_constructor_kwargs={"model": model, "backend": backend},
+        fn_constructor_kwargs={"model": model, "backend": backend, "reading": recognizer.reading},
         batch_size=batch_size,
         batch_format="numpy",
         num_cpus=actor_cpus,
         compute=ray.data.ActorPoolStrategy(size=classifiers),
     )
-    pending: dict[str, tuple[list[dict], list[np.ndarray], list[np.ndarray]]] = {}
+    pending: dict[str, tuple[list[dict], list[np.ndarray], list[int], list[np.ndarray]]] = {}
     files: dict[str, dict[str, Any]] = {}
     for row in ds.iter_rows():
         path = row["path"]
-        faces, probs, crops = pending.setdefault(path, ([], [], []))
+        faces, probs, answers, crops = pending.setdefault(path, ([], [], [], []))
         if row["row"] == "face":
             faces.append(json.loads(row["info"]))
             probs.append(np.asarray(row["probs"]))
+            answers.append(int(row["answer"]))
             crops.append(np.asarray(row["crop"], np.uint8))
         else:
             files[path] = json.loads(row["info"])
@@ -126,5 +128,8 @@ def run(
                 info["error"],
                 info["seconds"],
             )
-            yield done, np.stack([probs[k] for k in order]) if order else np.zeros((0, len(recognizer.classes)))
+            if order:
+                yield done, np.stack([probs[k] for k in order]), np.asarray([answers[k] for k in order])
+            else:
+                yield done, np.zeros((0, len(recognizer.classes))), np.zeros(0, np.int64)
             del pending[path], files[path]

@@ -38,7 +38,7 @@ def annotate(rgb: np.ndarray, faces: list[FaceResult], labels: list[str] | None 
         x, y, w, h = face.box
         color = COLORS.get(face.emotion, (255, 255, 255))
         draw.rectangle([x, y, x + w, y + h], outline=color, width=max(2, int(2 * scale)))
-        label = (f"{labels[k]} " if labels else "") + f"{face.emotion} {face.probabilities[face.emotion]:.0%}"
+        label = (f"{labels[k]} " if labels else "") + f"{face.emotion} {face.share:.0%}"
         tw = draw.textlength(label, font=font)
         draw.rectangle([x, y - 16 * scale, x + tw + 6, y], fill=color)
         draw.text((x + 3, y - 15 * scale), label, fill=(0, 0, 0), font=font)

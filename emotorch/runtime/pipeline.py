@@ -15,7 +15,7 @@ from emotorch.runtime import threads
 from emotorch.runtime.classifier import Classifier, softmax
 from emotorch.runtime.detect import Detector, Face, YuNetDetector, align
 from emotorch.runtime.images import ImageInput, read_image
-from emotorch.runtime.reading import check
+from emotorch.runtime.reading import check, chosen
 from emotorch.runtime.registry import PHOTO_MODEL, load_model, serve_with
 
 
@@ -29,6 +29,14 @@ class FaceResult:
     emotion: str
     probabilities: dict[str, float]
     expressive: dict[str, float] | None = None  # the expressive head's shares, for a model that has one
+
+    @property
+    def share(self) -> float:
+        """The share behind the answer, to print beside it: the expressive head's where its top names the
+        answer (the expressive reading), else the probability."""
+        if self.expressive and max(self.expressive, key=self.expressive.__getitem__) == self.emotion:
+            return self.expressive[self.emotion]
+        return self.probabilities[self.emotion]
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -74,7 +82,7 @@ class EmotionRecognizer:
         *,
         tta: bool | None = None,
         backend: str | None = None,
-        reading: str = "crowd",
+        reading: str | None = None,
     ) -> None:
         if threads.current() is None:  # the Python API gets the CLI's thread budget: OpenCV's default pool
             threads.configure()  # fights ONNX Runtime for the same cores (YuNet 0.44 s instead of 0.02 s)
@@ -82,14 +90,19 @@ class EmotionRecognizer:
         self.detector = detector if detector is not None else YuNetDetector()
         self.tta = self.model.card.tta if tta is None else tta
         self.classes: list[str] = self.model.classes
-        self.reading, self.threshold = reading, self.model.card.expressive_threshold
-        check(reading, self.threshold, self.model.card.expressive_head)  # a bad reading fails here, not on a face
+        self.reading, self.threshold = chosen(reading, self.model.card), self.model.card.expressive_threshold
+        check(self.reading, self.threshold, self.model.card.expressive_head)  # a bad reading fails here, not on a face
 
     def predict_proba(self, crops: np.ndarray) -> np.ndarray:
         """Calibrated probabilities (N, K) of aligned uint8 faces (N, 48, 48), with this recognizer's TTA
         setting: every command that classifies faces goes through here, so the same face gets the same
         probabilities whichever command reads it."""
         return self.model.predict_proba(crops, tta=self.tta)
+
+    def answer(self, crops: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(probabilities (N, K), answers (N,)) of aligned uint8 faces under this recognizer's reading and TTA
+        setting: what :meth:`predict` says of each face, for callers that bring their own crops (``analyse``)."""
+        return self.model.predict(crops, tta=self.tta, reading=self.reading)
 
     def predict(self, image: ImageInput) -> list[FaceResult]:
         """Every face found, left to right; a photo without faces gives an empty list."""

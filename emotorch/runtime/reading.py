@@ -13,12 +13,25 @@ the same in both; ``benchmarks/real_photos.py`` measures both readings on FER+ v
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from emotorch.choices import READINGS
 
+if TYPE_CHECKING:
+    from emotorch.runtime.card import ModelCard
+
 NEUTRAL = "neutral"
+
+
+def chosen(requested: str | None, card: ModelCard) -> str:
+    """``requested`` as given, else the default: expressive where the model can read it (an expressive head or
+    threshold: every shipped model), since a photo, a video or a camera shows a person who wants to be told
+    the expression they show; crowd for a model that cannot (a training run)."""
+    if requested:
+        return requested
+    return "expressive" if card.reads_expressive else "crowd"
 
 
 def check(reading: str, threshold: float | None, head: bool = False) -> None:

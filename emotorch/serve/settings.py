@@ -17,7 +17,7 @@ class Settings:
 
     model: str = STREAM_MODEL
     backend: str = "auto"
-    reading: str = "expressive"  # faces in front of a camera: name an emotion once it shows (emotorch.runtime.reading)
+    reading: str | None = None  # None: the model's default (emotorch.runtime.reading.chosen), expressive if it can
     db: str | None = None  # SQLAlchemy URL of the catalog (default: EMOTORCH_DB or the user data dir)
     max_upload_bytes: int = 10 * 1024 * 1024
     max_pixels: int = 40_000_000  # refused before decoding

@@ -226,10 +226,11 @@ function show(result, media) {
   const head = face.expressive ? EMOTIONS.map((e) => face.expressive[e] || 0) : null;
   state.smoothedHead = head ? smooth(state.smoothedHead, head) : null;
   const top = readEmotion(state.smoothed, state.smoothedHead, result.model);
-  const reading = `${EMOTIONS[top]} ${Math.round(state.smoothed[top] * 100)}%`;
+  const share = answerShares(state.smoothed, state.smoothedHead, result.model)[top];
+  const reading = `${EMOTIONS[top]} ${Math.round(share * 100)}%`;
   drawBoxes(faces, face, result, media, reading); // the main face's box says what the readout says
   $("emotion").textContent = EMOTIONS[top];
-  $("confidence").textContent = `${Math.round(state.smoothed[top] * 100)}%`;
+  $("confidence").textContent = `${Math.round(share * 100)}%`;
   for (const li of $("bars").children) {
     const i = EMOTIONS.indexOf(li.dataset.emotion);
     li.querySelector(".fill").style.width = `${(state.smoothed[i] * 100).toFixed(1)}%`;
@@ -258,6 +259,12 @@ function readEmotion(probs, head, model) {
   return others[best] >= model.expressive_threshold ? best : top;
 }
 
+// The shares behind an answer, to show beside it: the expressive head's where it names the answer, else the
+// probabilities (as FaceResult.share does on the server).
+function answerShares(probs, head, model) {
+  return model.reading === "expressive" && head ? head : probs;
+}
+
 function drawBoxes(faces, main, result, media, mainLabel) {
   const canvas = $("overlay");
   const rect = canvas.getBoundingClientRect();
@@ -276,7 +283,8 @@ function drawBoxes(faces, main, result, media, mainLabel) {
     ctx.lineWidth = 3;
     ctx.strokeRect(ox + x * scale, oy + y * scale, w * scale, h * scale);
     ctx.font = "bold 16px system-ui, sans-serif";
-    const label = f === main ? mainLabel : `${f.emotion} ${Math.round(f.probabilities[f.emotion] * 100)}%`;
+    const shares = answerShares(f.probabilities, f.expressive, result.model);
+    const label = f === main ? mainLabel : `${f.emotion} ${Math.round(shares[f.emotion] * 100)}%`;
     const tx = ox + x * scale;
     const ty = Math.max(18, oy + y * scale - 6);
     ctx.fillStyle = "rgba(0,0,0,.6)";
