@@ -11,8 +11,9 @@ setting); the largest face found is the answer, and a photo with no face found c
 7-class truth: an answer of contempt is wrong. Printed per model and reading mode: accuracy on all
 photos and on the 965 `clear` ones (raters' top choice is the performed expression, or neutral),
 mean recall and each emotion's recall on the clear photos, faces missed, and under the same reading
-FER+ val accuracy (majority of ten taggers) and FER2013 val accuracy and mean recall (its single
-labels, which name the expression a face was meant to show), so they can be weighed side by side.
+FER+ val accuracy (majority of ten taggers), how often it answers contempt there and how often
+rightly (`contempt`: right/answered, of its 13 contempt faces), and FER2013 val accuracy and mean recall (its
+single labels, which name the expression a face was meant to show), so they can be weighed side by side.
 """
 
 from __future__ import annotations
@@ -81,7 +82,8 @@ def main() -> None:
         f"recall on the clear photos"
     )
     print(
-        f"{'model':<18}{'reading':<11}{'FER+ val':>9}{'F13 val':>8}{'F13 mR':>7}{'all':>7}{'clear':>7}{'mean R':>7}"
+        f"{'model':<18}{'reading':<11}{'FER+ val':>9}{'contempt':>9}{'F13 val':>8}{'F13 mR':>7}"
+        + f"{'all':>7}{'clear':>7}{'mean R':>7}"
         + "".join(f"{c[:7]:>8}" for c in CLASSES)
         + f"{'missed':>7}"
     )
@@ -101,8 +103,12 @@ def main() -> None:
             per_class = recalls(labels[clear], preds[clear])
             picked = model.read(val_outputs, reading)[1]  # val is relabelled in the model's class order
             f13 = seven_class_answers(model, model.read(fer2013_outputs, reading)[1])
+            contempt = "-"
+            if "contempt" in model.classes:
+                said = picked == model.classes.index("contempt")
+                contempt = f"{(said & (val.labels == model.classes.index('contempt'))).sum()}/{said.sum()}"
             print(
-                f"{name:<18}{reading:<11}{(picked == val.labels).mean():>9.2%}"
+                f"{name:<18}{reading:<11}{(picked == val.labels).mean():>9.2%}{contempt:>9}"
                 f"{(f13 == fer2013.labels).mean():>8.2%}{mean_recall(fer2013.labels, f13):>7.3f}"
                 f"{(preds == labels).mean():>7.1%}{(preds[clear] == labels[clear]).mean():>7.1%}"
                 f"{per_class.mean():>7.3f}"
