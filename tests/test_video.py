@@ -14,7 +14,7 @@ skdata = pytest.importorskip("skimage.data", reason="scikit-image ships the test
 pytest.importorskip("yuface", reason="the YuNet detector package is not installed")
 
 from emotorch.runtime.pipeline import FaceResult  # noqa: E402
-from emotorch.runtime.video import FaceTracker, emotion_timeline, iou, smoothed_face  # noqa: E402
+from emotorch.runtime.video import FaceTracker, emotion_timeline, iou, smoothed_face, track_summary  # noqa: E402
 
 CLASSES = ["angry", "disgust", "fear", "happy", "neutral", "sad", "surprise"]
 
@@ -69,6 +69,8 @@ def test_the_smoothed_emotion_follows_the_reading():
     assert smoothed_face(face, track, list(CLASSES), "expressive").emotion == "angry"
     assert smoothed_face(face, track, list(CLASSES), "expressive").expressive["angry"] > 0.5
     assert smoothed_face(face, track, list(CLASSES), "crowd").emotion == "neutral"
+    assert track_summary(track, list(CLASSES), "expressive") == "mostly angry (100% of frames)"
+    assert track_summary(track, list(CLASSES), "crowd") == "mostly neutral (100% of frames)"
     plain = FaceResult((100, 50, 80, 80), [[0, 0]] * 5, 0.9, "neutral", crowd)  # a model without a head
     [(track, _)] = FaceTracker(CLASSES).update(0, [plain])
     assert smoothed_face(plain, track, list(CLASSES), "expressive", threshold=0.05).emotion != "neutral"

@@ -65,9 +65,7 @@ def _recognizer(args: argparse.Namespace) -> EmotionRecognizer:
 
 def video_command(args: argparse.Namespace) -> None:
     # the pipeline (OpenCV, ONNX Runtime) loads when the command runs, not for --help
-    import numpy as np
-
-    from emotorch.runtime.video import process_video
+    from emotorch.runtime.video import process_video, track_summary
 
     if args.plot:
         require_plots("video --plot")  # before the video is read, not after
@@ -81,15 +79,9 @@ def video_command(args: argparse.Namespace) -> None:
         plot_path=Path(args.plot) if args.plot else None,
         detect_every=args.detect_every,
     )
-    for track in tracker.all_tracks():
-        frames_seen = [f for f, _ in track.history]
-        mean = np.mean([p for _, p in track.history], 0)
-        order = np.argsort(-mean)
-        if mean[order[0]] >= 0.5:
-            gist = f"mostly {tracker.classes[order[0]]} ({mean[order[0]]:.0%})"
-        else:  # no emotion dominates: the leading shares, not a "mostly" that holds for a quarter of the clip
-            gist = "mixed: " + ", ".join(f"{tracker.classes[k]} {mean[k]:.0%}" for k in order[:3])
-        print(f"face #{track.id}: frames {frames_seen[0]}-{frames_seen[-1]}, {gist}")
+    for track in tracker.all_tracks():  # what each face showed, as its frames were labelled
+        gist = track_summary(track, recognizer.classes, recognizer.reading, recognizer.threshold)
+        print(f"face #{track.id}: frames {track.history[0][0]}-{track.history[-1][0]}, {gist}")
 
 
 def webcam_command(args: argparse.Namespace) -> None:

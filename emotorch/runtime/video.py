@@ -36,7 +36,8 @@ def iou(a: tuple[float, ...], b: tuple[float, ...]) -> float:
 @dataclass
 class Track:
     """One face followed across frames; ``smoothed`` is an exponential moving average of its probabilities,
-    ``smoothed_head`` of its expressive head's shares (for a model with one)."""
+    ``smoothed_head`` of its expressive head's shares (for a model with one); the histories hold them frame
+    by frame."""
 
     id: int
     box: tuple[float, float, float, float]
@@ -44,6 +45,7 @@ class Track:
     last_frame: int
     history: list[tuple[int, np.ndarray]] = field(default_factory=list)
     smoothed_head: np.ndarray | None = None
+    head_history: list[np.ndarray] = field(default_factory=list)
 
 
 class FaceTracker:
@@ -89,6 +91,8 @@ class FaceTracker:
                     track.smoothed_head = self.alpha * head + (1 - self.alpha) * track.smoothed_head
                 track.box, track.last_frame = face.box, frame
             track.history.append((frame, track.smoothed.copy()))
+            if track.smoothed_head is not None:
+                track.head_history.append(track.smoothed_head.copy())
             out.append((track, face))
         self.tracks = live
         return out
@@ -245,6 +249,18 @@ def smoothed_face(
     probs = dict(zip(classes, map(float, track.smoothed), strict=True))
     shares = None if head is None else dict(zip(classes, map(float, head), strict=True))
     return FaceResult(face.box, face.landmarks, face.detection_score, classes[k], probs, shares)
+
+
+def track_summary(track: Track, classes: list[str], reading: str = "crowd", threshold: float | None = None) -> str:
+    """What a track showed, as its frames were labelled under ``reading``: "mostly X (N% of frames)", or the
+    leading answers where none held half the frames."""
+    probs = np.stack([p for _, p in track.history])
+    scores = np.log(np.stack(track.head_history) + 1e-9) if len(track.head_history) == len(probs) else None
+    shares = np.bincount(answer(probs, classes, reading, threshold, scores), minlength=len(classes)) / len(probs)
+    order = np.argsort(-shares)
+    if shares[order[0]] >= 0.5:
+        return f"mostly {classes[order[0]]} ({shares[order[0]]:.0%} of frames)"
+    return "mixed: " + ", ".join(f"{classes[k]} {shares[k]:.0%}" for k in order[:3] if shares[k] > 0) + " of frames"
 
 
 def emotion_timeline(tracker: FaceTracker, classes: list[str], fps: float | None = None) -> Figure:
