@@ -14,6 +14,8 @@ mean recall and each emotion's recall on the clear photos, faces missed, and und
 FER+ val accuracy (majority of ten taggers), how often it answers contempt there and how often
 rightly (`contempt`: right/answered, of its 13 contempt faces), and FER2013 val accuracy and mean recall (its
 single labels, which name the expression a face was meant to show), so they can be weighed side by side.
+`raters` is the mean share of the photos' raters who named the performed emotion, on the clear emotional
+photos the model reads right / misses: how plain the expressions it misses are.
 """
 
 from __future__ import annotations
@@ -55,6 +57,13 @@ def photo_crops(data: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndar
     return np.stack(crops), np.asarray(found), labels, clear
 
 
+def rater_agreement(data: Path) -> np.ndarray:
+    """Each photo's share of raters who named the performed emotion (NaN for neutral, which was not rated)."""
+    with open(data / "ratings.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    return np.asarray([float(r[f"share_{r['performed']}"]) if r["performed"] != "neutral" else np.nan for r in rows])
+
+
 def recalls(labels: np.ndarray, preds: np.ndarray) -> np.ndarray:
     """Each of the seven classes' recall (a missed face, -1, counts as wrong)."""
     return np.asarray([(preds[labels == k] == k).mean() for k in range(len(CLASSES))])
@@ -85,8 +94,10 @@ def main() -> None:
         f"{'model':<18}{'reading':<11}{'FER+ val':>9}{'contempt':>9}{'F13 val':>8}{'F13 mR':>7}"
         + f"{'all':>7}{'clear':>7}{'mean R':>7}"
         + "".join(f"{c[:7]:>8}" for c in CLASSES)
-        + f"{'missed':>7}"
+        + f"{'missed':>7}{'raters':>11}"
     )
+    agreement = rater_agreement(args.data)
+    emotional = clear & ~np.isnan(agreement)
     ferplus = load_dataset(args.ferplus, progress=False).split("val")
     fer2013 = load_dataset(args.fer2013, progress=False).split("val")
     for name, source in sources.items():
@@ -101,6 +112,7 @@ def main() -> None:
             preds = np.full(len(labels), -2)
             preds[found] = seven_class_answers(model, model.read(photo_outputs, reading)[1])
             per_class = recalls(labels[clear], preds[clear])
+            hit = preds == labels
             picked = model.read(val_outputs, reading)[1]  # val is relabelled in the model's class order
             f13 = seven_class_answers(model, model.read(fer2013_outputs, reading)[1])
             contempt = "-"
@@ -110,10 +122,11 @@ def main() -> None:
             print(
                 f"{name:<18}{reading:<11}{(picked == val.labels).mean():>9.2%}{contempt:>9}"
                 f"{(f13 == fer2013.labels).mean():>8.2%}{mean_recall(fer2013.labels, f13):>7.3f}"
-                f"{(preds == labels).mean():>7.1%}{(preds[clear] == labels[clear]).mean():>7.1%}"
+                f"{hit.mean():>7.1%}{hit[clear].mean():>7.1%}"
                 f"{per_class.mean():>7.3f}"
                 + "".join(f"{r:>8.2f}" for r in per_class)
                 + f"{len(labels) - len(found):>7}"
+                + f"{agreement[emotional & hit].mean():>6.2f}/{agreement[emotional & ~hit].mean():.2f}"
             )
 
 
