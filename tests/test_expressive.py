@@ -59,6 +59,9 @@ def test_package_with_an_expressive_head_ships_both_outputs(tiny_run, weights_di
         int8=True,
     )  # the shipped model again, by its name, now with a head
     assert entry["architecture"] == "expressive" and plain["architecture"] == "emonet"
+    # without a head, FER2013's labels fit a threshold for the expressive reading instead
+    assert 0 < plain["expressive_threshold"] == load_model("tiny").card.expressive_threshold < 1
+    assert "expressive_threshold" not in entry
     for file in ("tinyx.onnx", "tinyx-int8.onnx"):
         assert [o.name for o in onnx.load(weights_dir / file).graph.output] == ["logits", "expressive"]
     model = load_model("tinyx")  # the int8 file it serves

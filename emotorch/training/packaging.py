@@ -112,7 +112,8 @@ def package(
     int8 per channel (float16 for batch norm and biases) in ``name.onnx``, and with ``int8`` also
     ``name-int8.onnx`` (weights and activations int8, calibrated on training faces), which the
     model then serves. What it serves is what the val metrics and the temperature (fitted on val:
-    to the crowd's votes where the data has them) describe. With ``precise_bn`` the batch-norm
+    to the crowd's votes where the data has them) describe; on single labels (FER2013's) the expressive
+    threshold is fitted on val too (:func:`emotorch.runtime.reading.fit_threshold`). With ``precise_bn`` the batch-norm
     statistics are first recomputed on the clean training faces. With ``expressive`` (FER2013-labelled
     data) the model gets an expressive head (:func:`fit_expressive_head`, with ``blend`` and
     ``offset_scale``). Returns the manifest entry; ``recipe`` is the command(s) that reproduce the run(s).
@@ -155,9 +156,14 @@ def package(
     temperature = fit_temperature(logits, vote_distribution(val.votes, val.classes) if votes else val.labels)
     before = calibration(softmax(logits), val.labels)
     metrics = score(softmax(logits, temperature), val) | {"left_out": left_out}
+    threshold = None  # a model with a head reads its head; FER+ majorities do not name the expression meant
+    if not card.expressive_head and not votes:
+        probs = restrict(softmax(logits, temperature), val.classes, faces.classes)
+        threshold = fit_threshold(probs, val.labels, val.classes)
     card = card.replace(
         name=name,
         temperature=temperature,
+        expressive_threshold=threshold,
         tta=tta,
         val_metrics=metrics,
         recipe=recipe,
@@ -189,7 +195,7 @@ def package(
         "onnx": served.name,
         "onnx_int8": int8,
         "onnx_sha256": registry.sha256(served),
-    }
+    } | ({"expressive_threshold": threshold} if threshold is not None else {})
     registry.MANIFEST.write_text(json.dumps(registry.shipped() | {name: entry}, indent=2) + "\n")
     registry.forget_verified()
     return entry
@@ -274,33 +280,3 @@ def fit_expressive_head(
         "val_mean_recall": mean_recall(val_labels, (scores + offsets).argmax(1)),
     }
     return model, head_card.replace(expressive_head_fit=fitted)
-
-
-def fit_expressive(model: Classifier, fer2013: str | Path) -> float:
-    """The model's expressive threshold (:func:`emotorch.runtime.reading.fit_threshold`), fitted on the val split
-    of FER2013-labelled data, with the model's own test-time setting."""
-    faces = load_dataset(fer2013, progress=False).split("val")
-    val, _ = scorable(faces, model.classes)
-    probs = model.predict_proba(val.images)
-    return fit_threshold(restrict(probs, val.classes, faces.classes), val.labels, val.classes)
-
-
-def restamp(name: str, *, fer2013: str | Path) -> dict[str, Any]:
-    """Write a shipped model's card again: its expressive threshold (models without an expressive head) fitted
-    on ``fer2013``'s val labels and
-    the digest of its graph (checked on every load); the manifest gets the files' new sha256."""
-    entry = registry.shipped()[name]
-    model = registry.load_model(name)
-    threshold = None if model.card.expressive_head else fit_expressive(model, fer2013)  # a head reads itself
-    card = model.card.replace(expressive_threshold=threshold)
-    for file in {entry["file"], entry["onnx"]}:  # one file where the model serves its own weights
-        set_metadata(registry.WEIGHTS / file, card)
-    entry |= {
-        "sha256": registry.sha256(registry.WEIGHTS / entry["file"]),
-        "onnx_sha256": registry.sha256(registry.WEIGHTS / entry["onnx"]),
-        "classes": list(card.classes),
-        "expressive_threshold": card.expressive_threshold,
-    }
-    registry.MANIFEST.write_text(json.dumps(registry.shipped() | {name: entry}, indent=2) + "\n")
-    registry.forget_verified()
-    return entry
