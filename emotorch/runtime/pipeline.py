@@ -73,7 +73,8 @@ class EmotionRecognizer:
     on PyTorch; ``"onnx"`` exports a checkpoint once into the cache (faster on the CPU:
     benchmarks/pipeline_speed.py); ``"torch"`` runs a shipped model's float weights on PyTorch.
     ``reading`` names each face's emotion (:mod:`emotorch.runtime.reading`): ``crowd``, the most likely
-    vote, or ``expressive``, the expression it shows (the model's expressive head, or a threshold)."""
+    vote, or ``expressive``, the expression it shows (the model's expressive head, or a threshold); by
+    default expressive where the model can read it (:func:`emotorch.runtime.reading.chosen`)."""
 
     def __init__(
         self,

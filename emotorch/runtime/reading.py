@@ -8,6 +8,7 @@ head's scores (:mod:`emotorch.training.models.expressive`, fitted on FER2013's l
 other, the most likely non-neutral emotion whenever its share reaches the model's
 ``expressive_threshold``, fitted on val by :func:`fit_threshold`. The probabilities themselves are
 the same in both; ``benchmarks/real_photos.py`` measures both readings on FER+ val and on real photos.
+Every command that reads faces uses :func:`chosen`: expressive unless asked otherwise, where the model can.
 """
 
 from __future__ import annotations
