@@ -20,15 +20,13 @@ pipeline (a missed face counts wrong) and each emotion's recall on the clear pho
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 import numpy as np
-from real_photos import ROOT, photo_crops, recalls
+from real_photos import add_data_options, evaluation_sets, recalls
 
 from emotorch.choices import CLASSES
 from emotorch.runtime.reading import answer, fit_offsets, mean_recall
 from emotorch.runtime.registry import load_model
-from emotorch.training.data import load_dataset
 from emotorch.training.evaluate import scorable
 
 
@@ -57,15 +55,11 @@ def print_row(
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", type=Path, default=ROOT / ".." / "shared" / "taiwan-posed")
-    parser.add_argument("--ferplus", type=Path, default=ROOT / ".." / "shared" / "ferplus")
-    parser.add_argument("--fer2013", type=Path, default=ROOT / ".." / "shared" / "fer2013")
+    add_data_options(parser)
     parser.add_argument("--model", nargs="+", default=["accurate", "fast"], help="FER+ models (eight classes)")
     parser.add_argument("--blend", default="fer2013-accurate", help="a FER2013 model to blend in")
     args = parser.parse_args()
-    crops, found, labels, clear = photo_crops(args.data)
-    ferplus = load_dataset(args.ferplus, progress=False).split("val")
-    fer2013 = load_dataset(args.fer2013, progress=False).split("val")
+    (crops, found, labels, clear), ferplus, fer2013 = evaluation_sets(args)
     other = load_model(args.blend)
     print(
         f"{'model':<10}{'rule':<18}{'FER+ val':>9}{'F13 mR':>8}{'all':>7}{'clear':>7}{'mean R':>7}"

@@ -17,15 +17,13 @@ nothing.
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 import numpy as np
-from real_photos import ROOT, photo_crops, recalls
+from real_photos import add_data_options, evaluation_sets, recalls
 
 from emotorch.choices import CLASSES
 from emotorch.runtime.classifier import softmax
 from emotorch.runtime.reading import fit_offsets, mean_recall
-from emotorch.training.data import load_dataset
 from emotorch.training.evaluate import scorable
 from emotorch.training.loading import load_shipped, module_of, torch_classifier
 from emotorch.training.packaging import fit_expressive_head
@@ -33,16 +31,12 @@ from emotorch.training.packaging import fit_expressive_head
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", type=Path, default=ROOT / ".." / "shared" / "taiwan-posed")
-    parser.add_argument("--ferplus", type=Path, default=ROOT / ".." / "shared" / "ferplus")
-    parser.add_argument("--fer2013", type=Path, default=ROOT / ".." / "shared" / "fer2013")
+    add_data_options(parser)
     parser.add_argument("--model", nargs="+", default=["accurate", "fast"], help="shipped FER+ models")
     parser.add_argument("--blend", nargs="+", type=float, default=[0.3, 0.5, 0.7, 1.0])
     parser.add_argument("--offsets", nargs="+", type=float, default=[0.0, 0.5, 1.0])
     args = parser.parse_args()
-    crops, found, labels, clear = photo_crops(args.data)
-    ferplus = load_dataset(args.ferplus, progress=False).split("val")
-    fer2013 = load_dataset(args.fer2013, progress=False).split("val")
+    (crops, found, labels, clear), ferplus, fer2013 = evaluation_sets(args)
     print(
         f"{'model':<10}{'blend':>6}{'offs':>6}{'FER+ val':>9}{'F13 val':>8}{'F13 mR':>7}{'all':>7}{'clear':>7}"
         f"{'mean R':>7}" + "".join(f"{c[:7]:>8}" for c in CLASSES)

@@ -33,7 +33,7 @@ from emotorch.runtime.detect import YuNetDetector, align
 from emotorch.runtime.images import read_image
 from emotorch.runtime.reading import READINGS, mean_recall
 from emotorch.runtime.registry import load_model
-from emotorch.training.data import load_dataset
+from emotorch.training.data import FaceSet, load_dataset
 from emotorch.training.evaluate import scorable
 
 ROOT = Path(__file__).parents[1]
@@ -57,6 +57,20 @@ def photo_crops(data: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndar
     return np.stack(crops), np.asarray(found), labels, clear
 
 
+def add_data_options(parser: argparse.ArgumentParser) -> None:
+    """``--data`` (taiwan-posed), ``--ferplus`` and ``--fer2013``, each by default in ``../shared``."""
+    for option, folder in (("--data", "taiwan-posed"), ("--ferplus", "ferplus"), ("--fer2013", "fer2013")):
+        parser.add_argument(option, type=Path, default=ROOT / ".." / "shared" / folder)
+
+
+def evaluation_sets(
+    args: argparse.Namespace,
+) -> tuple[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray], FaceSet, FaceSet]:
+    """The real photos through the pipeline (:func:`photo_crops`), FER+ val and FER2013 val, as the options say."""
+    ferplus = load_dataset(args.ferplus, progress=False).split("val")
+    return photo_crops(args.data), ferplus, load_dataset(args.fer2013, progress=False).split("val")
+
+
 def rater_agreement(data: Path) -> np.ndarray:
     """Each photo's share of raters who named the performed emotion (NaN for neutral, which was not rated)."""
     with open(data / "ratings.csv", newline="") as fh:
@@ -76,14 +90,12 @@ def seven_class_answers(model: Classifier, answers: np.ndarray) -> np.ndarray:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", type=Path, default=ROOT / ".." / "shared" / "taiwan-posed")
-    parser.add_argument("--ferplus", type=Path, default=ROOT / ".." / "shared" / "ferplus")
-    parser.add_argument("--fer2013", type=Path, default=ROOT / ".." / "shared" / "fer2013")
+    add_data_options(parser)
     parser.add_argument("--model", nargs="*", help="only these shipped models (default: all; none: only --run)")
     parser.add_argument("--run", action="append", default=[], metavar="NAME=PATH", help="a run or checkpoint to add")
     parser.add_argument("--reading", nargs="+", choices=READINGS, default=list(READINGS))
     args = parser.parse_args()
-    crops, found, labels, clear = photo_crops(args.data)
+    (crops, found, labels, clear), ferplus, fer2013 = evaluation_sets(args)
     sources = {name: name for name in registry.shipped() if args.model is None or name in args.model}
     sources |= dict(item.partition("=")[::2] for item in args.run)
     print(
@@ -98,8 +110,6 @@ def main() -> None:
     )
     agreement = rater_agreement(args.data)
     emotional = clear & ~np.isnan(agreement)
-    ferplus = load_dataset(args.ferplus, progress=False).split("val")
-    fer2013 = load_dataset(args.fer2013, progress=False).split("val")
     for name, source in sources.items():
         model = load_model(source)
         val, _ = scorable(ferplus, model.classes)

@@ -96,8 +96,7 @@ class EmotionRecognizer:
 
     def predict_proba(self, crops: np.ndarray) -> np.ndarray:
         """Calibrated probabilities (N, K) of aligned uint8 faces (N, 48, 48), with this recognizer's TTA
-        setting: every command that classifies faces goes through here, so the same face gets the same
-        probabilities whichever command reads it."""
+        setting: the probabilities :meth:`predict` and :meth:`answer` give the same faces."""
         return self.model.predict_proba(crops, tta=self.tta)
 
     def answer(self, crops: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

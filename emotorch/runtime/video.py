@@ -236,6 +236,13 @@ def _reading_of(recognizer: EmotionRecognizer) -> tuple[list[str], str, float | 
     return recognizer.classes, recognizer.reading, recognizer.threshold
 
 
+def _read(
+    probs: np.ndarray, heads: np.ndarray | None, classes: list[str], reading: str, threshold: float | None
+) -> np.ndarray:
+    """The answers for smoothed probabilities and head shares (N, K; None without a head) under ``reading``."""
+    return answer(probs, classes, reading, threshold, None if heads is None else np.log(heads + 1e-9))
+
+
 def smoothed_face(
     face: FaceResult, track: Track, classes: list[str], reading: str = "crowd", threshold: float | None = None
 ) -> FaceResult:
@@ -244,8 +251,7 @@ def smoothed_face(
     from emotorch.runtime.pipeline import FaceResult  # here: frames and tracks need no model (analyse's workers)
 
     head = track.smoothed_head
-    scores = None if head is None else np.log(head[None] + 1e-9)
-    k = int(answer(track.smoothed[None], classes, reading, threshold, scores)[0])
+    k = int(_read(track.smoothed[None], None if head is None else head[None], classes, reading, threshold)[0])
     probs = dict(zip(classes, map(float, track.smoothed), strict=True))
     shares = None if head is None else dict(zip(classes, map(float, head), strict=True))
     return FaceResult(face.box, face.landmarks, face.detection_score, classes[k], probs, shares)
@@ -255,8 +261,8 @@ def track_summary(track: Track, classes: list[str], reading: str = "crowd", thre
     """What a track showed, as its frames were labelled under ``reading``: "mostly X (N% of frames)", or the
     leading answers where none held half the frames."""
     probs = np.stack([p for _, p in track.history])
-    scores = np.log(np.stack(track.head_history) + 1e-9) if len(track.head_history) == len(probs) else None
-    shares = np.bincount(answer(probs, classes, reading, threshold, scores), minlength=len(classes)) / len(probs)
+    heads = np.stack(track.head_history) if track.head_history else None
+    shares = np.bincount(_read(probs, heads, classes, reading, threshold), minlength=len(classes)) / len(probs)
     order = np.argsort(-shares)
     if shares[order[0]] >= 0.5:
         return f"mostly {classes[order[0]]} ({shares[order[0]]:.0%} of frames)"

@@ -155,11 +155,11 @@ def package(
     votes = val.votes is not None
     temperature = fit_temperature(logits, vote_distribution(val.votes, val.classes) if votes else val.labels)
     before = calibration(softmax(logits), val.labels)
-    metrics = score(softmax(logits, temperature), val) | {"left_out": left_out}
+    probs = softmax(logits, temperature)
+    metrics = score(probs, val) | {"left_out": left_out}
     threshold = None  # a model with a head reads its head; FER+ majorities do not name the expression meant
     if not card.expressive_head and not votes:
-        probs = restrict(softmax(logits, temperature), val.classes, faces.classes)
-        threshold = fit_threshold(probs, val.labels, val.classes)
+        threshold = fit_threshold(restrict(probs, val.classes, faces.classes), val.labels, val.classes)
     card = card.replace(
         name=name,
         temperature=temperature,
@@ -237,7 +237,7 @@ def fit_expressive_head(
     to_model = np.asarray([card.classes.index(c) for c in faces.classes])
     x = pooled_features(module, train.images, card)
     mu, sd = x.mean(0), x.std(0) + 1e-6
-    features = torch.from_numpy((x - mu) / sd)
+    features = torch.from_numpy((x - mu) / sd).double()
     labels = torch.from_numpy(to_model[train.labels])
     counts = np.bincount(labels.numpy(), minlength=len(card.classes))
     weights = torch.tensor(np.where(counts > 0, len(labels) / (np.count_nonzero(counts) * np.maximum(counts, 1)), 0.0))
@@ -247,7 +247,7 @@ def fit_expressive_head(
 
     def loss() -> torch.Tensor:
         opt.zero_grad()
-        value = nn.functional.cross_entropy(linear(features.double()), labels, weight=weights)
+        value = nn.functional.cross_entropy(linear(features), labels, weight=weights)
         value = value + weight_decay * linear.weight.pow(2).sum()
         value.backward()
         return value
