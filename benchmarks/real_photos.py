@@ -88,6 +88,14 @@ def seven_class_answers(model: Classifier, answers: np.ndarray) -> np.ndarray:
     return np.asarray([CLASSES.index(c) if c in CLASSES else -1 for c in model.classes])[answers]
 
 
+def contempt_found(classes: tuple[str, ...] | list[str], picked: np.ndarray, labels: np.ndarray) -> str:
+    """``right/answered``: how often answers ``picked`` (over ``classes``) name contempt rightly, and at all."""
+    if "contempt" not in classes:
+        return "-"
+    said = picked == list(classes).index("contempt")
+    return f"{(said & (labels == list(classes).index('contempt'))).sum()}/{said.sum()}"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_data_options(parser)
@@ -125,12 +133,9 @@ def main() -> None:
             hit = preds == labels
             picked = model.read(val_outputs, reading)[1]  # val is relabelled in the model's class order
             f13 = seven_class_answers(model, model.read(fer2013_outputs, reading)[1])
-            contempt = "-"
-            if "contempt" in model.classes:
-                said = picked == model.classes.index("contempt")
-                contempt = f"{(said & (val.labels == model.classes.index('contempt'))).sum()}/{said.sum()}"
             print(
-                f"{name:<18}{reading:<11}{(picked == val.labels).mean():>9.2%}{contempt:>9}"
+                f"{name:<18}{reading:<11}{(picked == val.labels).mean():>9.2%}"
+                f"{contempt_found(model.classes, picked, val.labels):>9}"
                 f"{(f13 == fer2013.labels).mean():>8.2%}{mean_recall(fer2013.labels, f13):>7.3f}"
                 f"{hit.mean():>7.1%}{hit[clear].mean():>7.1%}"
                 f"{per_class.mean():>7.3f}"

@@ -9,11 +9,13 @@ import pytest
 import torch
 from conftest import synthetic_faces
 
-from emotorch.choices import CLASSES
+from emotorch.choices import CLASSES, FERPLUS_CLASSES
+from emotorch.runtime.card import ModelCard
 from emotorch.runtime.pipeline import EmotionRecognizer
 from emotorch.runtime.reading import NEUTRAL, answer, chosen, fit_offsets, mean_recall
 from emotorch.runtime.registry import load_model
 from emotorch.training import packaging
+from emotorch.training.data import FaceSet
 from emotorch.training.loading import module_of
 from emotorch.training.models import create_model
 from emotorch.training.models.expressive import WithExpressiveHead, pooled
@@ -91,6 +93,32 @@ def test_package_with_an_expressive_head_ships_both_outputs(tiny_run, weights_di
     again = packaging.package("tinyx", "tinyx2", data=data, recipe="r", precise_bn=False, expressive=data)
     assert again["parameters"] == entry["parameters"]  # a new head replaces the old one, not a head on a head
     assert load_model("tinyx2").card.options["base"] == card.options["base"]
+
+
+def test_the_head_learns_contempt_from_the_crowd_faces(tiny_run):
+    """FER2013 has no contempt: the head learns it from the crowd's training faces whose majority names it."""
+    torch.manual_seed(0)
+    module = create_model("emonet", len(FERPLUS_CLASSES), width=4).eval()
+    card = ModelCard("emonet", {"width": 4}, FERPLUS_CLASSES, (1, 48, 48), 0.5, 0.25)
+    fer2013 = tiny_run.parent / "faces"  # 112 training faces over FER2013's seven classes
+    rng = np.random.default_rng(1)
+    bright = rng.integers(200, 256, size=(24, 48, 48)).astype(np.uint8)  # contempt's faces: plainly other
+    images = np.concatenate([bright, synthetic_faces(8, seed=3)[0]])
+    labels = np.r_[np.full(24, FERPLUS_CLASSES.index("contempt")), np.arange(8) % 7]
+    crowd = FaceSet(images, labels, [f"f{i}.png" for i in range(32)], classes=FERPLUS_CLASSES, votes=np.zeros((32, 10)))
+    contempt = FERPLUS_CLASSES.index("contempt")
+    test = rng.integers(200, 256, size=(6, 48, 48)).astype(np.uint8)
+
+    def answers(model: WithExpressiveHead) -> np.ndarray:
+        return model(torch.from_numpy(card.preprocess(test)))[1].argmax(1).numpy()
+
+    taught, taught_card = packaging.fit_expressive_head(module, card, fer2013, crowd=crowd, crowd_weight=1.0, blend=1.0)
+    assert (answers(taught) == contempt).all()
+    fit = taught_card.provenance["expressive_head_fit"]
+    assert fit["crowd_faces"] == {"contempt": 24} and fit["crowd_weight"] == 1.0
+    untaught, untaught_card = packaging.fit_expressive_head(module, card, fer2013, blend=1.0)  # no crowd: never
+    assert not (answers(untaught) == contempt).any()
+    assert untaught_card.provenance["expressive_head_fit"]["crowd_faces"] == {}
 
 
 def test_training_can_start_from_a_model_with_an_expressive_head(tiny_run, weights_dir, tmp_path):

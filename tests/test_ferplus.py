@@ -231,3 +231,18 @@ def test_cli_reads_the_csv_pair_and_reports_votes(tmp_path, tiny_run):
         check=True,
     ).stdout
     assert "against the FER+ majority label" in out and "KL to the votes" in out and "contempt" in out
+
+
+def test_package_teaches_the_expressive_head_contempt_from_the_votes(ferplus, tiny_run, tmp_path, weights_dir):
+    """FER2013's labels lack contempt: `package --expressive-head` takes it from --data's FER+ majorities."""
+    from emotorch.cli import main
+
+    cfg = TrainConfig(data=str(ferplus), model="emonet", model_options={"width": 4}, batch_size=32, epochs=1)
+    train(cfg, tmp_path / "run", progress=False)
+    args = ["-q", "package", str(tmp_path / "run"), "--name", "plus", "--data", str(ferplus), "--recipe", "r"]
+    head = ["--no-precise-bn", "--expressive-head", str(tiny_run.parent / "faces"), "--expressive-crowd-weight", "0.5"]
+    assert main([*args, *head]) == 0
+    card = load_model("plus").card
+    assert card.expressive_head and card.classes == FERPLUS_CLASSES
+    fit = card.provenance["expressive_head_fit"]
+    assert fit["crowd_faces"] == {"contempt": 16} and fit["crowd_weight"] == 0.5 and fit["train_faces"] == 112

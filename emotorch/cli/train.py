@@ -67,6 +67,13 @@ def add(sub: argparse._SubParsersAction) -> None:
         "--expressive-blend", type=float, default=0.7, help="the head's weight against the model's own (default: 0.7)"
     )
     pk.add_argument(
+        "--expressive-crowd-weight",
+        type=float,
+        default=0.1,
+        help="weight, against a balanced class, of the classes FER2013 lacks (contempt), which the head learns "
+        "from --data's training faces whose crowd majority names them (default: 0.1)",
+    )
+    pk.add_argument(
         "--expressive-offsets",
         type=float,
         default=0.0,
@@ -152,6 +159,7 @@ def package_command(args: argparse.Namespace) -> None:
         expressive=args.expressive_head,
         blend=args.expressive_blend,
         offset_scale=args.expressive_offsets,
+        crowd_weight=args.expressive_crowd_weight,
     )
     print(to_json(entry, indent=2))
 

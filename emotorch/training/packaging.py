@@ -21,7 +21,7 @@ from emotorch.runtime.classifier import Classifier, softmax
 from emotorch.runtime.reading import fit_offsets, fit_threshold, mean_recall
 from emotorch.runtime.session import OnnxModel
 from emotorch.training import checkpoint
-from emotorch.training.data import load_dataset
+from emotorch.training.data import FaceSet, load_dataset
 from emotorch.training.evaluate import (
     calibration,
     compute_metrics,
@@ -107,6 +107,7 @@ def package(
     expressive: str | Path | None = None,
     blend: float = 0.7,
     offset_scale: float = 0.0,
+    crowd_weight: float = 0.1,
 ) -> dict[str, Any]:
     """Ship a run's best checkpoint (or an ensemble of several runs) as ``name``: its weights rounded to
     int8 per channel (float16 for batch norm and biases) in ``name.onnx``, and with ``int8`` also
@@ -115,8 +116,9 @@ def package(
     to the crowd's votes where the data has them) describe; on single labels (FER2013's) the expressive
     threshold is fitted on val too (:func:`emotorch.runtime.reading.fit_threshold`). With ``precise_bn`` the batch-norm
     statistics are first recomputed on the clean training faces. With ``expressive`` (FER2013-labelled
-    data) the model gets an expressive head (:func:`fit_expressive_head`, with ``blend`` and
-    ``offset_scale``). Returns the manifest entry; ``recipe`` is the command(s) that reproduce the run(s).
+    data) the model gets an expressive head (:func:`fit_expressive_head`, with ``blend``,
+    ``offset_scale`` and ``crowd_weight``; ``data``'s training faces teach it the classes FER2013 lacks
+    where ``data`` has votes). Returns the manifest entry; ``recipe`` is the command(s) that reproduce the run(s).
     """
     ckpt = combine(runs if isinstance(runs, list) else [runs])
     card = ModelCard.from_dict(ckpt["meta"], runs)
@@ -131,7 +133,15 @@ def package(
         trained = precise_batchnorm(trained, train.images, card.mean, card.std)
         ckpt["model"] = trained.state_dict()
     if expressive is not None:
-        trained, card = fit_expressive_head(trained, card, expressive, blend=blend, offset_scale=offset_scale)
+        trained, card = fit_expressive_head(
+            trained,
+            card,
+            expressive,
+            crowd=train if train.votes is not None else None,
+            crowd_weight=crowd_weight,
+            blend=blend,
+            offset_scale=offset_scale,
+        )
         ckpt |= {"model": trained.state_dict(), "meta": card.to_dict()}
     model = checkpoint.build_model(ckpt | {"model": shipped_precision(ckpt["model"])})  # measure what ships
     registry.WEIGHTS.mkdir(exist_ok=True)
@@ -217,6 +227,8 @@ def fit_expressive_head(
     card: ModelCard,
     fer2013: str | Path,
     *,
+    crowd: FaceSet | None = None,
+    crowd_weight: float = 0.1,
     blend: float = 0.7,
     offset_scale: float = 0.0,
     weight_decay: float = 0.01,
@@ -224,10 +236,12 @@ def fit_expressive_head(
     """``module`` with an expressive head, and its card. The head is a linear layer on the frozen network's
     pooled features, fitted to the FER2013 labels of ``fer2013``'s training faces (the expression a face
     was meant to show) by L-BFGS on class-balanced cross-entropy with an L2 penalty on standardised
-    features (deterministic); its probabilities are blended with the network's by ``blend``, and per-class
-    offsets fitted on the val faces for mean recall (:func:`emotorch.runtime.reading.fit_offsets`,
-    scaled by ``offset_scale``) are added to their log. The network and its logits stay as they were; a
-    model that has a head gets a new one."""
+    features (deterministic). The model's classes that FER2013 lacks (contempt) are learned from the
+    ``crowd`` faces (FER+'s training split) whose majority names them, each such class weighted
+    ``crowd_weight`` times a balanced class (few faces, some of them only half contempt). Its probabilities
+    are blended with the network's by ``blend``, and per-class offsets fitted on the val faces for mean
+    recall (:func:`emotorch.runtime.reading.fit_offsets`, scaled by ``offset_scale``) are added to their log.
+    The network and its logits stay as they were; a model that has a head gets a new one."""
     if isinstance(module, WithExpressiveHead):  # a new head replaces the old one
         module, card = module.base, card.base
     faces = load_dataset(fer2013, progress=False)
@@ -235,12 +249,23 @@ def fit_expressive_head(
     if train.votes is not None or any(c not in card.classes for c in faces.classes):
         raise ValueError(f"{fer2013}: an expressive head is fitted on FER2013's single labels over the model's classes")
     to_model = np.asarray([card.classes.index(c) for c in faces.classes])
-    x = pooled_features(module, train.images, card)
+    images, targets = train.images, to_model[train.labels]
+    lacking = [card.classes.index(c) for c in card.classes if c not in faces.classes]
+    crowd_faces: dict[str, int] = {}
+    if crowd is not None and lacking:
+        from_crowd = np.asarray([card.classes.index(c) if c in card.classes else -1 for c in crowd.classes])
+        crowd_labels = np.where(crowd.labels >= 0, from_crowd[np.maximum(crowd.labels, 0)], -1)
+        named = np.isin(crowd_labels, lacking)
+        images, targets = np.concatenate([images, crowd.images[named]]), np.r_[targets, crowd_labels[named]]
+        crowd_faces = {card.classes[c]: int((crowd_labels == c).sum()) for c in lacking}
+    x = pooled_features(module, images, card)
     mu, sd = x.mean(0), x.std(0) + 1e-6
     features = torch.from_numpy((x - mu) / sd).double()
-    labels = torch.from_numpy(to_model[train.labels])
-    counts = np.bincount(labels.numpy(), minlength=len(card.classes))
-    weights = torch.tensor(np.where(counts > 0, len(labels) / (np.count_nonzero(counts) * np.maximum(counts, 1)), 0.0))
+    labels = torch.from_numpy(targets)
+    counts = np.bincount(targets, minlength=len(card.classes))
+    balanced = np.where(counts > 0, len(train) / (len(faces.classes) * np.maximum(counts, 1)), 0.0)
+    balanced[lacking] *= crowd_weight
+    weights = torch.from_numpy(balanced)
     torch.manual_seed(0)
     linear = nn.Linear(x.shape[1], len(card.classes)).double()
     opt = torch.optim.LBFGS(linear.parameters(), max_iter=300, line_search_fn="strong_wolfe")
@@ -273,6 +298,8 @@ def fit_expressive_head(
     fitted = {
         "data": str(fer2013),
         "train_faces": len(train),
+        "crowd_faces": crowd_faces,
+        "crowd_weight": crowd_weight,
         "weight_decay": weight_decay,
         "blend": blend,
         "offsets": [round(float(v), 3) for v in offsets],
