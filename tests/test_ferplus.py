@@ -211,6 +211,17 @@ def test_evaluate_scores_against_the_majority_and_the_votes(tiny_run, ferplus):
     assert left_out == {"no_majority": 1, "contempt": 4}
 
 
+def test_evaluate_scores_probabilities_already_computed_for_every_face(tiny_run, ferplus):
+    """`evaluate --predictions` runs the model once: metrics from the probabilities of all faces, left-outs dropped."""
+    faces = load_dataset(ferplus, progress=False).split("val")
+    model = load_model(tiny_run)  # 7 classes: the 4 contempt faces are left out
+    metrics, probs, scored = evaluate(model, faces)
+    given, given_probs, given_scored = evaluate(model, faces, probs=model.predict_proba(faces.images))
+    np.testing.assert_allclose(given_probs, probs, atol=1e-6)
+    assert given_scored.sources == scored.sources and len(scored) == 28
+    assert given["accuracy"] == metrics["accuracy"] and given["left_out"] == metrics["left_out"] == {"contempt": 4}
+
+
 def test_cli_reads_the_csv_pair_and_reports_votes(tmp_path, tiny_run):
     csv_file, labels, _ = _write_pair(tmp_path / "d")
     run = [sys.executable, "-m", "emotorch", "-q"]

@@ -52,6 +52,7 @@ def evaluate_command(args: argparse.Namespace) -> None:
         args.data, args.split, labels=args.labels, skip_bad=args.skip_bad, skip_unknown=args.skip_unknown
     )
     classes = model.classes
+    probs = None
     if args.predictions:
         dest = Path(args.predictions)
         refuse_overwrite([dest], args.force)
@@ -60,7 +61,7 @@ def evaluate_command(args: argparse.Namespace) -> None:
         logging.getLogger("emotorch").info("wrote %d predictions to %s", len(faces), dest)
         if not faces.labeled:
             return
-    metrics, probs, scored = evaluate(model, faces, tta=tta, progress=not args.quiet)
+    metrics, probs, scored = evaluate(model, faces, tta=tta, progress=not args.quiet, probs=probs)
     metrics = {"model": model.source, "data": str(args.data), "split": split} | metrics
     if args.out:
         from emotorch.runtime import plots  # matplotlib: the plots extra, checked above

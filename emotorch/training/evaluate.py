@@ -109,14 +109,21 @@ def scorable(faces: FaceSet, classes: list[str] | tuple[str, ...]) -> tuple[Face
     """The faces a model telling ``classes`` can be scored on, relabelled in its class order, and how many
     were left out and why: FER+ faces without a majority label, and faces of a class the model lacks
     (contempt, for a FER2013 model)."""
+    kept, left_out, _ = _scorable(faces, classes)
+    return kept, left_out
+
+
+def _scorable(faces: FaceSet, classes: list[str] | tuple[str, ...]) -> tuple[FaceSet, dict[str, int], np.ndarray]:
+    """:func:`scorable`, and the index of the kept faces in ``faces``."""
     classes = list(classes)
     lookup = np.asarray([classes.index(c) if c in classes else -1 for c in faces.classes], np.int64)
     relabelled = np.where(faces.labels >= 0, lookup[np.maximum(faces.labels, 0)], -1)
     left_out = {"no_majority": int((faces.labels < 0).sum())}
     left_out |= {c: int((faces.labels == i).sum()) for i, c in enumerate(faces.classes) if lookup[i] < 0}
-    kept = faces.subset(np.flatnonzero(relabelled >= 0))
-    kept.labels, kept.classes = relabelled[relabelled >= 0], tuple(classes)
-    return kept, {k: n for k, n in left_out.items() if n}
+    index = np.flatnonzero(relabelled >= 0)
+    kept = faces.subset(index)
+    kept.labels, kept.classes = relabelled[index], tuple(classes)
+    return kept, {k: n for k, n in left_out.items() if n}, index
 
 
 def restrict(probs: np.ndarray, classes: list[str] | tuple[str, ...], present: tuple[str, ...]) -> np.ndarray:
@@ -142,20 +149,26 @@ def evaluate(
     *,
     tta: bool | None = None,
     progress: bool = False,
+    probs: np.ndarray | None = None,
 ) -> tuple[dict, np.ndarray, FaceSet]:
     """Metrics of ``model`` on labelled ``faces``, with the probabilities and the faces they describe.
 
     Model and data classes are matched by name (see :func:`scorable` and :func:`restrict`); with
     FER+ votes the truth is the majority label (the standard FER+ protocol) and the probabilities
     are also compared with the vote distribution. ``tta``: None for the model's own setting.
+    ``probs``: the model's probabilities of every one of ``faces`` under that setting, where they
+    were already computed (to write them as predictions), so that the model does not run twice.
     """
     if not faces.labeled:
         raise DataError("these faces carry no labels: write predictions instead of metrics")
-    scored, left_out = scorable(faces, model.classes)
+    scored, left_out, index = _scorable(faces, model.classes)
     if not len(scored):
         raise DataError(f"none of these faces has a label the model {model.source} can tell")
     tta = model.card.tta if tta is None else tta
-    probs = model.predict_proba(scored.images, tta=tta, progress="evaluating" if progress else None)
+    if probs is None:
+        probs = model.predict_proba(scored.images, tta=tta, progress="evaluating" if progress else None)
+    else:
+        probs = probs[index]
     probs = restrict(probs, scored.classes, faces.classes)
     metrics = score(probs, scored)
     metrics |= {"left_out": left_out, "temperature": model.card.temperature, "tta": tta}
