@@ -21,7 +21,7 @@ from __future__ import annotations
 import argparse
 
 import numpy as np
-from real_photos import add_data_options, contempt_found, evaluation_sets, recalls
+from real_photos import add_data_options, contempt_found, evaluation_sets, recalls, seven_class_answers
 
 from emotorch.choices import CLASSES
 from emotorch.runtime.classifier import softmax
@@ -55,7 +55,6 @@ def main() -> None:
             )
             model = torch_classifier(head, head_card, name)
             val, _ = scorable(ferplus, model.classes)
-            seven = np.asarray([CLASSES.index(c) if c in CLASSES else -1 for c in model.classes])
             neutral = model.classes.index("neutral")
             f13_labels = np.asarray([model.classes.index(c) for c in fer2013.classes])[fer2013.labels]
             outputs = {
@@ -70,9 +69,9 @@ def main() -> None:
                 for scale in args.offsets:
                     picked = {s: (v + scale * fitted).argmax(1) for s, v in scores.items()}
                     preds = np.full(len(labels), -2)
-                    preds[found] = seven[picked["tw"]]
+                    preds[found] = seven_class_answers(model, picked["tw"])
                     per_class = recalls(labels[clear], preds[clear])
-                    f13 = seven[picked["13"]]
+                    f13 = seven_class_answers(model, picked["13"])
                     print(
                         f"{name:<10}{crowd_weight:>6.2f}{w:>6.2f}{scale:>6.2f}"
                         f"{(picked['fp'] == val.labels).mean():>9.2%}"

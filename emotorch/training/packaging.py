@@ -253,11 +253,11 @@ def fit_expressive_head(
     lacking = [card.classes.index(c) for c in card.classes if c not in faces.classes]
     crowd_faces: dict[str, int] = {}
     if crowd is not None and lacking:
-        from_crowd = np.asarray([card.classes.index(c) if c in card.classes else -1 for c in crowd.classes])
-        crowd_labels = np.where(crowd.labels >= 0, from_crowd[np.maximum(crowd.labels, 0)], -1)
-        named = np.isin(crowd_labels, lacking)
-        images, targets = np.concatenate([images, crowd.images[named]]), np.r_[targets, crowd_labels[named]]
-        crowd_faces = {card.classes[c]: int((crowd_labels == c).sum()) for c in lacking}
+        majorities, _ = scorable(crowd, card.classes)  # relabelled in the model's class order
+        named = np.isin(majorities.labels, lacking)
+        images = np.concatenate([images, majorities.images[named]])
+        targets = np.r_[targets, majorities.labels[named]]
+        crowd_faces = {card.classes[c]: int((majorities.labels == c).sum()) for c in lacking}
     x = pooled_features(module, images, card)
     mu, sd = x.mean(0), x.std(0) + 1e-6
     features = torch.from_numpy((x - mu) / sd).double()
